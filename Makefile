@@ -1,0 +1,45 @@
+# fnrun_nb developer commands.  `make demo` and `make test` work on a fresh machine
+# with only Python 3.10+ and make: each creates .venv when missing and reinstalls
+# when pyproject.toml is newer than its last install.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+# protoc version used to generate fnrun_nb/_proto; tests/test_proto_generated.py
+# regenerates with the same pin and diffs.
+GRPC_TOOLS := grpcio-tools==1.85.1
+
+.PHONY: demo test bench bench-quick proto soak lab notebooks binder-check clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e '.[test]'
+	touch $@ $(VENV)/.demo-installed
+
+demo: $(VENV)/.demo-installed
+	$(BIN)/python notebooks/demo.py
+
+test: $(VENV)/.test-installed
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.test-installed
+	$(BIN)/python -m benchmarks
+
+bench-quick: $(VENV)/.test-installed
+	$(BIN)/python -m benchmarks --quick
+
+proto: $(VENV)/.test-installed
+	$(PIP) install --quiet '$(GRPC_TOOLS)'
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=fnrun_nb/_proto \
+		--pyi_out=fnrun_nb/_proto proto/fnrun.proto
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

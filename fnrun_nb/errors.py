@@ -1,0 +1,141 @@
+"""The exceptions fnrun_nb raises, one tree rooted at :class:`FnrunError`.
+
+::
+
+    FnrunError
+     ├── MissingTimeout          a call without a deadline (Go: ErrMissingTimeout)
+     ├── AvailabilityTimeout     no free worker within max_wait (Go: ErrAvailabilityTimeout)
+     ├── PoolClosed              the pool was closed (by you) before or during the call
+     ├── HandlerStartError       the handler process could not be started
+     └── InvocationError         a call reached a handler process and failed there;
+          │                      the process is killed, reaped and replaced
+          ├── InvocationTimeout  the call ran past its deadline
+          ├── HandlerCrashed     the process exited before a complete Result
+          └── ProtocolError      the process broke the wire protocol
+
+*Closed by you* (:class:`PoolClosed`) is kept apart from *broken by circumstance*
+(:class:`InvocationError` and its subclasses), as trio does.  OS errors are translated
+into these classes in exactly one place, the invoker layer, and chained with
+``raise ... from exc``.
+
+Every error raised for a call carries ``info``: the :class:`~fnrun_nb.values.CallInfo`
+of the call (worker slot, pid, timings) when the call got as far as a worker, else
+``None``.  The batch layer records failed calls from it.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .values import CallInfo
+
+__all__ = [
+    "AvailabilityTimeout",
+    "FnrunError",
+    "HandlerCrashed",
+    "HandlerStartError",
+    "InvocationError",
+    "InvocationTimeout",
+    "MissingTimeout",
+    "PoolClosed",
+    "ProtocolError",
+]
+
+
+class FnrunError(Exception):
+    """Base class of every error fnrun_nb raises on purpose."""
+
+    info: CallInfo | None = None
+    """Facts about the call that failed, when it reached a worker."""
+
+
+class MissingTimeout(FnrunError):
+    """An invocation was attempted without a deadline (Go ``ErrMissingTimeout``).
+
+    Raised before anything is written to the handler.
+    """
+
+    def __init__(self, message: str = "Expected a context with a timeout") -> None:
+        super().__init__(message)
+
+
+class AvailabilityTimeout(FnrunError):
+    """No worker became free within the pool's ``max_wait`` (Go ``ErrAvailabilityTimeout``)."""
+
+    def __init__(
+        self, message: str = "could not get access to invoker before timeout"
+    ) -> None:
+        super().__init__(message)
+
+
+class PoolClosed(FnrunError):
+    """The pool was closed before the call could start, or while it ran."""
+
+
+class HandlerStartError(FnrunError):
+    """The handler process could not be started.
+
+    ``command`` is the argv that was tried and ``reason`` the OS's or the handler's
+    explanation (``"No such file or directory"``, an exit code, a stderr tail).
+    """
+
+    def __init__(self, command: list[str] | tuple[str, ...], reason: str) -> None:
+        self.command = list(command)
+        self.reason = reason
+        super().__init__(f"cannot start handler {' '.join(self.command)!r}: {reason}")
+
+
+class InvocationError(FnrunError):
+    """A call reached a handler process and failed there.
+
+    The process has been killed and reaped; a pool replaces it.  ``stderr_tail`` is
+    the end of what the process wrote to stderr (decoded, possibly empty).
+    """
+
+    def __init__(self, message: str, *, stderr_tail: str = "") -> None:
+        self.stderr_tail = stderr_tail
+        super().__init__(message)
+
+
+class InvocationTimeout(InvocationError):
+    """The call ran past its deadline; its process was killed."""
+
+
+class HandlerCrashed(InvocationError):
+    """The handler process exited before it wrote a complete Result.
+
+    ``exit_code`` is its exit status (``None`` when it was killed by a signal) and
+    ``signal`` the signal that killed it (``None`` when it exited).  The message says
+    ``"exit code 3"`` or ``"killed by SIGSEGV"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int | None = None,
+        signal: _signal.Signals | None = None,
+        stderr_tail: str = "",
+    ) -> None:
+        self.exit_code = exit_code
+        self.signal = signal
+        super().__init__(message, stderr_tail=stderr_tail)
+
+    @staticmethod
+    def describe_returncode(returncode: int | None) -> str:
+        """Say in words how a process ended: ``"exit code 3"``, ``"killed by SIGSEGV"``."""
+        if returncode is None:
+            return "still running"
+        if returncode < 0:
+            try:
+                return f"killed by {_signal.Signals(-returncode).name}"
+            except ValueError:
+                return f"killed by signal {-returncode}"
+        return f"exit code {returncode}"
+
+
+class ProtocolError(InvocationError):
+    """The handler broke the fnrun wire protocol (bad length prefix, malformed or
+    oversized message, bytes on stdout outside a frame)."""

@@ -1,0 +1,194 @@
+"""``Pool``: the object users touch.  It wraps an :class:`~fnrun_nb.pool.InvokerPool`.
+
+It sits above the batch and widget layers so that ``map`` and ``monitor`` can
+delegate to them without a lower layer importing a higher one; those layers (and
+pandas, ipywidgets) are imported only when those methods are first used.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Union
+
+from .errors import PoolClosed
+from .invoker import CmdInvokerFactory
+from .pool import InvokerPool, InvokerPoolConfig, PoolSnapshot, WorkerState
+from .protocol import DEFAULT_MAX_FRAME_SIZE, encode_env
+from .values import Input, Result
+
+if TYPE_CHECKING:
+    from .batch import Batch
+
+__all__ = ["Data", "Pool", "to_bytes"]
+
+Data = Union[bytes, bytearray, memoryview, str, Input]
+
+
+def to_bytes(data: Data) -> bytes:
+    """Input data as bytes: ``str`` is UTF-8; raises ``TypeError`` for anything else."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, Input):
+        return bytes(data.data)
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"input data must be bytes, str or Input, not {type(data).__name__}")
+
+
+class Pool:
+    """A warm pool of handler processes running ``command``.
+
+    ``command`` is an argv list or a shell-like string; a ``.py`` file that is not
+    executable runs under this interpreter.  ``workers`` processes start now, in
+    parallel.  ``max_wait`` bounds the wait for a free worker and ``timeout`` each
+    call's run time (seconds).  ``cwd`` and ``process_env`` are the handler
+    processes' working directory and environment, apart from the per-call ``env``.
+    ``max_calls_per_worker`` recycles a process after that many calls.
+
+    Raises ``HandlerStartError`` when no worker can start.  Thread-safe.  Use it as a
+    context manager, or call ``close()`` (idempotent); pools left open are closed at
+    interpreter exit.
+    """
+
+    def __init__(
+        self,
+        command: str | Sequence[str],
+        workers: int = 4,
+        max_wait: float = 5.0,
+        timeout: float = 30.0,
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        process_env: Mapping[str, str] | None = None,
+        max_calls_per_worker: int | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        self.factory = CmdInvokerFactory(
+            command, cwd=cwd, env=process_env, max_frame_size=max_frame_size
+        )
+        self.command: list[str] = self.factory.argv
+        self.cwd = None if cwd is None else os.fspath(cwd)
+        self.config = InvokerPoolConfig(
+            max_invokers=workers,
+            factory=self.factory,
+            max_wait=max_wait,
+            max_runnable_time=timeout,
+            max_calls_per_worker=max_calls_per_worker,
+        )
+        self._pool = InvokerPool(self.config)
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        self.last_batch: Batch | None = None
+        """The most recent batch run by ``map``, finished or interrupted."""
+
+    # --- calls ------------------------------------------------------------------------
+
+    @property
+    def workers(self) -> int:
+        return self.config.max_invokers
+
+    @property
+    def timeout(self) -> float:
+        return self.config.max_runnable_time
+
+    def invoke(
+        self,
+        data: Data = b"",
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Result:
+        """Run one call and return its Result (see ``InvokerPool.invoke`` for errors).
+
+        ``data`` is bytes, str (sent as UTF-8) or an ``Input``; ``env`` the per-call
+        env; ``timeout`` overrides the pool's per-call run time for this call.
+        """
+        return self._pool._invoke(to_bytes(data), encode_env(env) if env else b"", timeout)
+
+    def submit(
+        self,
+        data: Data = b"",
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Future[Result]:
+        """``invoke`` without blocking: a ``concurrent.futures.Future`` of the Result.
+
+        Arguments are validated now (``TypeError`` for bad data or env); call errors
+        arrive through the future.
+        """
+        payload = to_bytes(data)
+        env_block = encode_env(env) if env else b""
+        if self._pool.closed:
+            raise PoolClosed("the pool is closed")
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.workers, thread_name_prefix="fnrun-submit"
+                )
+            executor = self._executor
+        return executor.submit(self._pool._invoke, payload, env_block, timeout)
+
+    def map(self, inputs: Iterable[Any], **options: Any) -> Batch:
+        """Run many inputs and record one row per call; see :func:`fnrun_nb.batch.run_batch`."""
+        from .batch import run_batch
+
+        return run_batch(self, inputs, **options)
+
+    def monitor(self, **options: Any) -> Any:
+        """A live view of this pool's workers: a widget in a notebook, text elsewhere."""
+        from .widgets import monitor
+
+        return monitor(self, **options)
+
+    # --- observation ------------------------------------------------------------------
+
+    def snapshot(self, *, rss: bool = False) -> PoolSnapshot:
+        """A frozen copy of the workers' state (see ``InvokerPool.snapshot``)."""
+        return self._pool.snapshot(rss=rss)
+
+    def stderr(self) -> dict[int, str]:
+        """Recent stderr of each worker's current process, by slot."""
+        return self._pool.stderr()
+
+    @property
+    def closed(self) -> bool:
+        return self._pool.closed
+
+    @property
+    def invoker_pool(self) -> InvokerPool:
+        """The underlying Go-style pool."""
+        return self._pool
+
+    def __repr__(self) -> str:
+        snap = self._pool.snapshot()
+        cmd = shlex.join(self.command)
+        if snap.closed:
+            return f"<Pool {cmd!r} closed, {snap.calls} calls>"
+        return (
+            f"<Pool {cmd!r} {len(snap.workers)} workers "
+            f"({snap.count(WorkerState.BUSY)} busy, {snap.count(WorkerState.IDLE)} idle), "
+            f"{snap.calls} calls, {snap.failures} failures, {snap.replacements} replacements>"
+        )
+
+    # --- shutdown ---------------------------------------------------------------------
+
+    def close(self, grace: float = 1.0) -> None:
+        """End every handler process and thread of this pool; idempotent.
+
+        See ``InvokerPool.close`` for what happens to calls in flight.
+        """
+        self._pool.close(grace)
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,643 @@
+"""A pool of warm handler processes (Go ``InvokerPool``), with its defects fixed.
+
+::
+
+    invoke(input) ──▶ idle queue ──get(max_wait)──▶ slot ──▶ invoker._exchange ──▶ Result
+                        ▲                                         │ failure
+                        └──── supervisor thread ◀── replace ──────┘ (kill, reap, +1 gen)
+    snapshot() ◀── reads slot fields, never takes a lock the hot path needs
+
+Walk-through.  ``InvokerPool`` keeps ``max_invokers`` *slots*.  A slot holds one
+invoker at a time; the idle queue holds ``(slot, invoker)`` pairs.  A call takes a
+pair (waiting at most ``max_wait``), runs one exchange on the calling thread, and puts
+the pair back.  A failed call discards its process, and the slot goes to the
+supervisor thread, which starts a replacement (generation + 1), retrying with backoff
+when the factory fails, so the pool never silently shrinks.  The supervisor is also
+the thread that spawns every process, and it lives as long as the pool, which is what
+``PR_SET_PDEATHSIG`` needs.  A process that dies while idle is noticed by the process
+watcher and replaced the same way; a pair whose invoker is no longer the slot's is
+stale and skipped.
+
+The hot path holds no pool lock: the idle queue is a C ``SimpleQueue``, counters that
+the hot path updates belong to the slot the caller owns, and ``snapshot()`` copies
+plain fields.  The pool lock guards only the failure and shutdown paths.
+
+States (``WorkerState``): ``starting`` → ``idle`` ⇄ ``busy``; a failed call →
+``crashed`` → ``starting`` (generation + 1); ``close()`` → ``closed``.  A replacement is
+an event, counted, not a state.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import os
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import (
+    AvailabilityTimeout,
+    FnrunError,
+    HandlerCrashed,
+    HandlerStartError,
+    MissingTimeout,
+    PoolClosed,
+)
+from .invoker import CmdInvoker, Invoker, InvokerFactory
+from .protocol import decode_context, encode_env
+from .values import CallInfo, Input, Result
+
+__all__ = [
+    "InvokerPool",
+    "InvokerPoolConfig",
+    "PoolSnapshot",
+    "WorkerSnapshot",
+    "WorkerState",
+]
+
+_perf_counter = time.perf_counter
+_time = time.time
+INF = float("inf")
+
+
+class WorkerState(str, enum.Enum):
+    """Lifecycle of a worker slot."""
+
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    CRASHED = "crashed"
+    CLOSED = "closed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class InvokerPoolConfig:
+    """Configuration of an :class:`InvokerPool` (Go ``InvokerPoolConfig``); seconds.
+
+    ``max_calls_per_worker`` recycles a process after that many calls (for handlers
+    that leak), like ``multiprocessing``'s ``maxtasksperchild``.
+    """
+
+    max_invokers: int
+    factory: InvokerFactory
+    max_wait: float
+    max_runnable_time: float
+    max_calls_per_worker: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_invokers, int) or self.max_invokers < 1:
+            raise ValueError(f"max_invokers must be an int >= 1, got {self.max_invokers!r}")
+        if not self.max_wait >= 0:
+            raise ValueError(f"max_wait must be >= 0 seconds, got {self.max_wait!r}")
+        if self.max_runnable_time is None:
+            raise MissingTimeout()
+        if not self.max_runnable_time > 0:
+            raise ValueError(
+                f"max_runnable_time must be > 0 seconds, got {self.max_runnable_time!r}"
+            )
+        if self.max_calls_per_worker is not None and self.max_calls_per_worker < 1:
+            raise ValueError(
+                f"max_calls_per_worker must be >= 1 or None, got {self.max_calls_per_worker!r}"
+            )
+
+
+@dataclass(frozen=True)
+class WorkerSnapshot:
+    """One slot at the moment of a snapshot.  Times are wall-clock epoch seconds."""
+
+    slot: int
+    state: WorkerState
+    pid: int | None
+    generation: int
+    calls: int
+    """Calls served by the current process."""
+    total_calls: int
+    """Calls served by this slot across all its processes."""
+    call_started: float | None
+    """Start of the call in flight (``None`` unless busy)."""
+    deadline: float | None
+    """Deadline of the call in flight (``None`` unless busy)."""
+    rss: int | None = None
+    """Resident memory of the process in bytes (only when asked for)."""
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolSnapshot:
+    """A frozen copy of a pool's state, cheap to take, for displays."""
+
+    workers: tuple[WorkerSnapshot, ...]
+    calls: int
+    failures: int
+    replacements: int
+    closed: bool
+    taken: float
+    """Wall-clock time of the snapshot."""
+
+    def count(self, state: WorkerState) -> int:
+        return sum(1 for w in self.workers if w.state is state)
+
+
+class _Slot:
+    """A worker position in the pool; the invoker in it changes on replacement."""
+
+    __slots__ = (
+        "index", "invoker", "generation", "state", "total_calls", "replacing",
+        "start_failures", "last_error", "exchange", "__weakref__",
+    )
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.invoker: Invoker | None = None
+        self.generation = 0
+        self.state = WorkerState.STARTING
+        self.total_calls = 0
+        self.replacing = False
+        self.start_failures = 0
+        self.last_error: str | None = None
+        self.exchange: Any = None
+
+
+_CLOSED = object()  # put in the idle queue on close: wakes every waiter
+_pools: weakref.WeakSet[InvokerPool] = weakref.WeakSet()
+
+
+class InvokerPool:
+    """N warm invokers; ``invoke`` borrows one for a call (Go ``InvokerPool``).
+
+    Every worker is started by the constructor (in parallel: processes are spawned
+    one after another, then boot side by side).  Raises ``HandlerStartError`` when not
+    one worker can start.  Thread-safe: many threads may call ``invoke`` at once.
+    """
+
+    def __init__(self, config: InvokerPoolConfig) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._slots = [_Slot(i) for i in range(config.max_invokers)]
+        self._closed = False
+        self._failures = 0
+        self._replacements = 0
+        self._retired_calls = 0
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._timeout = float(config.max_runnable_time)
+        self._owner_pid = os.getpid()
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="fnrun-pool-supervisor", daemon=True
+        )
+        self._supervisor.start()
+        self._started.wait()
+        if self._start_error is not None:
+            self._supervisor.join()
+            raise self._start_error
+        _pools.add(self)
+
+    # --- the hot path -----------------------------------------------------------------
+
+    def invoke(
+        self,
+        input: Input,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Result:
+        """Run one call on a free worker and return its Result.
+
+        ``timeout`` overrides ``max_runnable_time`` for this call.  Raises
+        ``AvailabilityTimeout`` when no worker frees up within ``max_wait``,
+        ``PoolClosed`` after ``close()``, ``HandlerStartError`` when the handler cannot
+        be started, and an ``InvocationError`` when the call fails (its worker is then
+        replaced).  ``KeyboardInterrupt`` while waiting leaves the pool untouched;
+        during a call it kills that call's process (replaced) and propagates.
+        """
+        data = input.data if isinstance(input, Input) else input
+        return self._invoke(bytes(data), encode_env(env) if env else b"", timeout)
+
+    def _invoke(self, data: bytes, env_block: bytes, timeout: float | None) -> Result:
+        """``invoke`` with the env already encoded (the batch layer encodes it once)."""
+        if timeout is None:
+            timeout = self._timeout
+        elif not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        t_request = _perf_counter()
+        while True:
+            slot, inv = self._acquire(t_request)
+            wait = _perf_counter() - t_request
+            slot.state = WorkerState.BUSY
+            exchange = slot.exchange
+            try:
+                if exchange is not None:
+                    status, out, env_out, started, service = exchange(data, env_block, timeout)
+                    pid = inv.pid  # type: ignore[attr-defined]
+                    call = inv.calls  # type: ignore[attr-defined]
+                else:
+                    return self._invoke_generic(slot, inv, data, env_block, timeout, wait)
+            except HandlerCrashed as exc:
+                if getattr(exc, "delivered", True) is False:
+                    # The process had died while idle; the call never reached it.
+                    self._retire(slot, inv, None)
+                    continue
+                self._fail(slot, inv, exc, wait, timeout)
+                raise
+            except FnrunError as exc:
+                self._fail(slot, inv, exc, wait, timeout)
+                raise
+            except BaseException:
+                # KeyboardInterrupt mid-call: the invoker killed its process already.
+                self._retire(slot, inv, "call interrupted")
+                raise
+            slot.total_calls += 1
+            limit = self.config.max_calls_per_worker
+            if self._closed:
+                self._close_after_call(slot, inv)
+            elif limit is not None and call >= limit:
+                self._retire(slot, inv, None, recycle=True)
+            else:
+                slot.state = WorkerState.IDLE
+                self._idle.put((slot, inv))
+            return Result._make(
+                status,
+                out,
+                env_out,
+                CallInfo(slot.index, pid, slot.generation, call, wait, service, started, started + timeout),
+            )
+
+    def _acquire(self, t_request: float) -> tuple[_Slot, Invoker]:
+        """Take a free (slot, invoker) pair, waiting at most ``max_wait``."""
+        get = self._idle.get
+        max_wait = self.config.max_wait
+        while True:
+            remaining = max_wait - (_perf_counter() - t_request)
+            try:
+                # The slow path polls every 50 ms so that a handler that cannot start
+                # at all fails fast instead of waiting out max_wait.
+                item = get(timeout=min(max(remaining, 0.0), 0.05))
+            except queue.Empty:
+                if self._closed:
+                    raise PoolClosed("the pool is closed") from None
+                if remaining <= 0:
+                    raise AvailabilityTimeout() from None
+                self._raise_if_cannot_start()
+                continue
+            if item is _CLOSED:
+                self._idle.put(_CLOSED)  # wake the next waiter too
+                raise PoolClosed("the pool is closed")
+            slot, inv = item
+            if slot.invoker is inv and not slot.replacing and getattr(inv, "alive", True):
+                return slot, inv
+            # A stale pair: the process died while idle and is being replaced.
+            if slot.invoker is inv:
+                self._retire(slot, inv, None)
+
+    def _raise_if_cannot_start(self) -> None:
+        slots = self._slots
+        if all(s.start_failures > 0 and s.replacing for s in slots):
+            reason = slots[0].last_error or "the handler could not be started"
+            argv = getattr(self.config.factory, "argv", [repr(self.config.factory)])
+            raise HandlerStartError(argv, reason)
+
+    def _invoke_generic(
+        self, slot: _Slot, inv: Invoker, data: bytes, env_block: bytes, timeout: float, wait: float
+    ) -> Result:
+        """A call on an invoker that is not a ``CmdInvoker`` (any Go-style Invoker)."""
+        env = decode_context(env_block)[1] if env_block else None
+        started = _time()
+        t0 = _perf_counter()
+        try:
+            r = inv.invoke(Input(data), env=env or None, timeout=timeout)
+        except FnrunError as exc:
+            self._fail(slot, inv, exc, wait, timeout)
+            raise
+        except BaseException:
+            self._retire(slot, inv, "call interrupted")
+            raise
+        service = _perf_counter() - t0
+        slot.total_calls += 1
+        slot.state = WorkerState.IDLE
+        self._idle.put((slot, inv))
+        info = CallInfo(
+            slot.index, getattr(inv, "pid", 0), slot.generation, slot.total_calls,
+            wait, service, started, started + timeout,
+        )
+        return Result._make(r.status, r.data, dict(r.env), info)
+
+    # --- failure and replacement (slow path) ----------------------------------------
+
+    def _fail(self, slot: _Slot, inv: Invoker, exc: FnrunError, wait: float, timeout: float) -> None:
+        started = getattr(inv, "call_started", None) or _time()
+        exc.info = CallInfo(
+            slot.index,
+            getattr(inv, "pid", 0),
+            slot.generation,
+            getattr(inv, "calls", 0) + 1,
+            wait,
+            max(0.0, _time() - started),
+            started,
+            started + timeout,
+        )
+        slot.total_calls += 1
+        if isinstance(exc, PoolClosed):
+            self._close_after_call(slot, inv)
+            return
+        with self._lock:
+            self._failures += 1
+        self._retire(slot, inv, f"{type(exc).__name__}: {exc}", start_failure=isinstance(exc, HandlerStartError))
+
+    def _retire(
+        self,
+        slot: _Slot,
+        inv: Invoker,
+        error: str | None,
+        *,
+        recycle: bool = False,
+        start_failure: bool = False,
+    ) -> None:
+        """Take ``inv`` out of ``slot`` and ask the supervisor for a replacement.
+
+        Idempotent per invoker: the watcher and a caller may both report one death.
+        """
+        with self._lock:
+            if slot.invoker is not inv or slot.replacing:
+                return
+            slot.replacing = True
+            if self._closed:
+                slot.state = WorkerState.CLOSED
+            else:
+                slot.state = WorkerState.STARTING if recycle else WorkerState.CRASHED
+            if error is not None:
+                slot.last_error = error
+            if start_failure:
+                slot.start_failures += 1
+            elif not recycle:
+                slot.start_failures = 0
+        self._requests.put(("replace", slot, inv, recycle))
+
+    def _on_invoker_exit(self, slot_ref: weakref.ref[_Slot], inv: CmdInvoker) -> None:
+        # Watcher thread: a process ended on its own.  If it was idle, replace it now so
+        # that no caller is handed a dead worker; a busy one is handled by its caller.
+        slot = slot_ref()
+        if slot is not None and slot.state is WorkerState.IDLE and slot.invoker is inv:
+            self._retire(slot, inv, f"process exited while idle ({inv.returncode})")
+
+    def _close_after_call(self, slot: _Slot, inv: Invoker) -> None:
+        slot.state = WorkerState.CLOSED
+        self._requests.put(("close", slot, inv, False))
+
+    # --- the supervisor thread --------------------------------------------------------
+
+    def _spawn(self, slot: _Slot) -> None:
+        """Start a process for ``slot``; on failure record why and raise."""
+        inv = self.config.factory.new_invoker()
+        if isinstance(inv, CmdInvoker):
+            ref = weakref.ref(slot)
+            inv.on_exit = lambda i, ref=ref: self._on_invoker_exit(ref, i)
+            slot.exchange = inv._exchange
+        else:
+            slot.exchange = None
+        with self._lock:
+            slot.invoker = inv
+            slot.generation += 1
+            if slot.generation > 1:
+                self._replacements += 1
+            slot.replacing = False
+            if self._closed:
+                slot.state = WorkerState.CLOSED
+            else:
+                slot.state = WorkerState.IDLE
+        if self._closed:
+            _close_invoker(inv, 0.0)
+        else:
+            self._idle.put((slot, inv))
+
+    def _supervise(self) -> None:
+        # Initial fill: spawn every slot, one after another (each spawn returns once
+        # the process exec'd); the handlers then boot in parallel.
+        errors: list[HandlerStartError] = []
+        for slot in self._slots:
+            try:
+                self._spawn(slot)
+            except HandlerStartError as exc:
+                errors.append(exc)
+                slot.last_error = exc.reason
+                slot.start_failures = 1
+                slot.replacing = True
+                self._requests.put(("replace", slot, None, False))
+        if len(errors) == len(self._slots):
+            self._start_error = errors[0]
+            self._started.set()
+            return
+        self._started.set()
+        retry_at: list[tuple[float, int, _Slot]] = []
+        tie = itertools.count()
+        while True:
+            timeout = None
+            if retry_at:
+                timeout = max(0.0, retry_at[0][0] - time.monotonic())
+            try:
+                op, slot, inv, recycle = self._requests.get(timeout=timeout)
+            except queue.Empty:
+                _, _, slot = heapq.heappop(retry_at)
+                self._try_spawn(slot, retry_at, tie)
+                continue
+            if op == "stop":
+                for _, _, s in retry_at:
+                    s.state = WorkerState.CLOSED
+                return
+            if inv is not None:
+                _close_invoker(inv, 1.0 if recycle else 0.0)
+            if op == "close":
+                continue
+            if slot.start_failures > 0:
+                delay = min(2.0, 0.05 * 2 ** (slot.start_failures - 1))
+                heapq.heappush(retry_at, (time.monotonic() + delay, next(tie), slot))
+            else:
+                self._try_spawn(slot, retry_at, tie)
+
+    def _try_spawn(self, slot: _Slot, retry_at: list[tuple[float, int, _Slot]], tie: Any) -> None:
+        if self._closed:
+            slot.state = WorkerState.CLOSED
+            return
+        try:
+            self._spawn(slot)
+        except HandlerStartError as exc:
+            slot.last_error = exc.reason
+            slot.start_failures += 1
+            delay = min(2.0, 0.05 * 2 ** (slot.start_failures - 1))
+            heapq.heappush(retry_at, (time.monotonic() + delay, next(tie), slot))
+
+    # --- observation ------------------------------------------------------------------
+
+    def snapshot(self, *, rss: bool = False) -> PoolSnapshot:
+        """A frozen copy of every slot's state and the pool counters.
+
+        Reads plain fields without taking any lock the hot path uses.  ``rss=True``
+        adds each process's resident memory (one small /proc read per worker).
+        """
+        workers = []
+        calls = self._retired_calls
+        for s in self._slots:
+            inv = s.invoker
+            state = s.state
+            busy = state is WorkerState.BUSY
+            started = getattr(inv, "call_started", None) if busy else None
+            timeout = getattr(inv, "call_timeout", 0.0)
+            pid = getattr(inv, "pid", None)
+            calls += s.total_calls
+            workers.append(
+                WorkerSnapshot(
+                    slot=s.index,
+                    state=state,
+                    pid=pid,
+                    generation=s.generation,
+                    calls=getattr(inv, "calls", 0),
+                    total_calls=s.total_calls,
+                    call_started=started,
+                    deadline=None if started is None else started + timeout,
+                    rss=_rss(pid) if rss and pid and state is not WorkerState.CLOSED else None,
+                    last_error=s.last_error,
+                )
+            )
+        return PoolSnapshot(
+            workers=tuple(workers),
+            calls=calls,
+            failures=self._failures,
+            replacements=self._replacements,
+            closed=self._closed,
+            taken=_time(),
+        )
+
+    def stderr(self) -> dict[int, str]:
+        """Recent stderr of each slot's current process, by slot."""
+        return {
+            s.index: s.invoker.stderr_tail() if isinstance(s.invoker, CmdInvoker) else ""
+            for s in self._slots
+        }
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        snap = self.snapshot()
+        if snap.closed:
+            state = "closed"
+        else:
+            state = f"{snap.count(WorkerState.BUSY)} busy, {snap.count(WorkerState.IDLE)} idle"
+        return (
+            f"<InvokerPool {len(snap.workers)} workers ({state}), {snap.calls} calls, "
+            f"{snap.failures} failures, {snap.replacements} replacements>"
+        )
+
+    # --- shutdown ---------------------------------------------------------------------
+
+    def close(self, grace: float = 1.0) -> None:
+        """Stop the pool; idempotent.
+
+        New calls and callers waiting for a worker get ``PoolClosed``.  Calls in flight
+        get ``grace`` seconds to finish, then their processes are killed (those callers
+        get ``PoolClosed``).  Every process is ended (stdin closed, ``grace``, SIGTERM,
+        ``grace``, SIGKILL) and reaped, with its process group; the supervisor thread
+        is joined.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._idle.put(_CLOSED)
+        # Idle workers: close their stdin first so they all exit in parallel.
+        idle: list[Invoker] = []
+        while True:
+            try:
+                item = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if item is _CLOSED:
+                continue
+            slot, inv = item
+            if slot.invoker is inv and not slot.replacing:
+                slot.state = WorkerState.CLOSED
+                idle.append(inv)
+        self._idle.put(_CLOSED)
+        for inv in idle:
+            if isinstance(inv, CmdInvoker):
+                inv.begin_close()
+        # Calls in flight: give them the grace period, then kill.
+        end = time.monotonic() + grace
+        while any(s.state is WorkerState.BUSY for s in self._slots):
+            if time.monotonic() >= end:
+                for s in self._slots:
+                    if s.state is WorkerState.BUSY and isinstance(s.invoker, CmdInvoker):
+                        s.invoker.cancel()
+                break
+            time.sleep(0.005)
+        for inv in idle:
+            _close_invoker(inv, grace)
+        self._requests.put(("stop", None, None, False))
+        if threading.current_thread() is not self._supervisor:
+            self._supervisor.join()
+        # Callers whose processes were killed finish their error path; wait for them
+        # (bounded) so that close() returns with nothing left running.
+        end = time.monotonic() + 5.0
+        while any(s.state is WorkerState.BUSY for s in self._slots) and time.monotonic() < end:
+            time.sleep(0.005)
+        self._drain_requests()
+        for s in self._slots:
+            if s.invoker is not None and s.state is not WorkerState.BUSY:
+                _close_invoker(s.invoker, 0.0)
+                s.state = WorkerState.CLOSED
+        _pools.discard(self)
+
+    def _drain_requests(self) -> None:
+        while True:
+            try:
+                _, _, inv, _ = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if inv is not None:
+                _close_invoker(inv, 0.0)
+
+    def __enter__(self) -> InvokerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _close_invoker(inv: Invoker, grace: float) -> None:
+    if isinstance(inv, CmdInvoker):
+        inv.close(grace)
+    else:
+        inv.close()
+
+
+def _rss(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _close_pools_at_exit() -> None:
+    for pool in list(_pools):
+        if pool._owner_pid == os.getpid():
+            try:
+                pool.close(grace=0.5)
+            except Exception:  # pragma: no cover - best effort at exit
+                pass
+
+
+import atexit  # noqa: E402  (registered after the invoker module's handler: runs first)
+
+atexit.register(_close_pools_at_exit)

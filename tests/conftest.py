@@ -1,0 +1,98 @@
+"""Shared fixtures.  Every test runs under a leak check: no child process, zombie,
+extra thread or file descriptor may outlive it."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLERS = ROOT / "notebooks" / "handlers"
+TEST_HANDLERS = Path(__file__).resolve().parent / "handlers"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def _fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def _threads() -> set[int]:
+    return {t.ident for t in threading.enumerate() if t.ident is not None}
+
+
+def _children() -> list[psutil.Process]:
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest):
+    """Fail a test that leaves a child process, zombie, thread or fd behind.
+
+    Background threads and processes get up to 5 s to wind down (the process
+    watcher thread ends when it has nothing left to watch).
+    """
+    if request.node.get_closest_marker("allow_leaks"):
+        yield
+        return
+    fds_before = _fds()
+    threads_before = _threads()
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        children = _children()
+        extra_threads = [
+            t for t in threading.enumerate() if t.ident not in threads_before and t.is_alive()
+        ]
+        extra_fds = _fds() - fds_before
+        if not children and not extra_threads and not extra_fds:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    details = []
+    if children:
+        details.append(
+            "child processes: "
+            + ", ".join(f"{p.pid} {p.status()} {p.cmdline()!r}" for p in children)
+        )
+        for p in children:
+            try:
+                p.kill()
+                p.wait(1)
+            except psutil.Error:
+                pass
+    if extra_threads:
+        details.append("threads: " + ", ".join(t.name for t in extra_threads))
+    if extra_fds:
+        info = []
+        for fd in sorted(extra_fds):
+            try:
+                info.append(f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}")
+            except OSError:
+                info.append(str(fd))
+        details.append("fds: " + ", ".join(info))
+    pytest.fail("leaked " + "; ".join(details), pytrace=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "allow_leaks: skip the leak check (explain why)")
+    config.addinivalue_line("markers", "slow: a test that takes more than a few seconds")
+
+
+@pytest.fixture
+def echo_handler() -> str:
+    return str(HANDLERS / "echo.py")
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable
