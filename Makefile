@@ -41,5 +41,25 @@ proto: $(VENV)/.test-installed
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=fnrun_nb/_proto \
 		--pyi_out=fnrun_nb/_proto proto/fnrun.proto
 
+# Re-execute every notebook in place after an intended change of its output.
+notebooks: $(VENV)/.test-installed
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=300 notebooks/*.ipynb
+
+# JupyterLab on the notebooks.
+lab: $(VENV)/.test-installed
+	cd notebooks && ../$(BIN)/jupyter lab
+
+# Simulate the Binder build: a fresh environment from binder/ only, then nbval.
+BINDER_VENV := .binder-venv
+binder-check:
+	rm -rf $(BINDER_VENV)
+	$(PYTHON) -m venv $(BINDER_VENV)
+	$(BINDER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BINDER_VENV)/bin/python -m pip install --quiet -r binder/requirements.txt
+	PATH="$(CURDIR)/$(BINDER_VENV)/bin:$$PATH" bash binder/postBuild
+	PATH="$(CURDIR)/$(BINDER_VENV)/bin:$$PATH" $(BINDER_VENV)/bin/python -m pytest -p no:cacheprovider \
+		--nbval --nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(BINDER_VENV) .pytest_cache build *.egg-info
