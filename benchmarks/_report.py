@@ -1,0 +1,246 @@
+"""What a benchmark section returns, and how the suite renders it.
+
+Every section module exposes ``run(quick: bool) -> dict`` returning a *section*::
+
+    {"title": "Per-call latency ...",
+     "rows":    [row(...), ...],      # one measured case each
+     "targets": [target(...), ...],   # the issue's targets, judged PASS/MISS here
+     "notes":   ["...", ...]}         # what the reader must know to trust the numbers
+
+Build the pieces with :func:`row`, :func:`target` and :func:`section` so that the
+terminal table, the markdown table and the JSON all read the same fields.  A row's
+``ratio`` is a paired ratio (see ``_method.paired``) with its spread; a target's
+``reached`` is a median with its spread and ``status`` is ``PASS`` when the median
+meets the minimum.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ._method import Stats
+
+__all__ = ["judge", "render_markdown", "render_text", "row", "section", "target", "write_results"]
+
+
+def row(
+    case: str,
+    stats: Stats,
+    unit: str,
+    *,
+    mode: str = "",
+    ratio: Stats | None = None,
+    ratio_to: str | None = None,
+    note: str = "",
+) -> dict[str, Any]:
+    """One measured case: its median and IQR in ``unit``, optionally its ratio to another
+    case (``ratio_to`` names it)."""
+    out: dict[str, Any] = {"case": case, "mode": mode, "unit": unit, **stats.as_dict()}
+    out["ratio"] = None if ratio is None else {"to": ratio_to or "", **ratio.as_dict()}
+    out["note"] = note
+    return out
+
+
+def target(
+    name: str, reached: Stats, op: str, minimum: float, aim: float | None = None
+) -> dict[str, Any]:
+    """A target: ``reached.median op minimum`` (``op`` is ``"<="`` or ``">="``)."""
+    if op not in ("<=", ">="):
+        raise ValueError(f"op must be '<=' or '>=', got {op!r}")
+    out: dict[str, Any] = {
+        "name": name, "op": op, "target": minimum, "aim": aim, **reached.as_dict(),
+    }
+    return judge(out)
+
+
+def judge(t: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``status`` (PASS/MISS) and ``aim_met`` of a target dict from its numbers."""
+    value, limit, aim, op = t.get("median"), t.get("target"), t.get("aim"), t.get("op")
+
+    def meets(bound: float | None) -> bool | None:
+        if not isinstance(value, (int, float)) or not isinstance(bound, (int, float)):
+            return None
+        if isinstance(value, float) and math.isnan(value):
+            return False
+        return value <= bound if op == "<=" else value >= bound if op == ">=" else None
+
+    ok = meets(limit)
+    t["status"] = "PASS" if ok else "MISS" if ok is False else "?"
+    t["aim_met"] = meets(aim)
+    return t
+
+
+def section(
+    title: str,
+    rows: Iterable[dict[str, Any]],
+    targets: Iterable[dict[str, Any]] = (),
+    notes: Iterable[str] = (),
+) -> dict[str, Any]:
+    return {"title": title, "rows": list(rows), "targets": list(targets), "notes": list(notes)}
+
+
+# --- rendering --------------------------------------------------------------------------
+
+
+def fmt(value: Any) -> str:
+    """A number with about three significant digits, without exponents for common sizes."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "" if value is None else str(value)
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    a = abs(value)
+    if a >= 100:
+        return f"{value:,.0f}"
+    if a >= 10:
+        return f"{value:.1f}"
+    if a >= 1:
+        return f"{value:.2f}"
+    if a >= 0.01 or a == 0:
+        return f"{value:.3f}"
+    return f"{value:.3g}"
+
+
+def _spread(d: Mapping[str, Any]) -> str:
+    if d.get("q1") is None or d.get("q3") is None:
+        return ""
+    return f"{fmt(d['q1'])}..{fmt(d['q3'])}"
+
+
+def _row_cells(r: Mapping[str, Any]) -> list[str]:
+    ratio = r.get("ratio") or {}
+    ratio_txt = ""
+    if ratio:
+        ratio_txt = f"{fmt(ratio.get('median'))}x {ratio.get('to', '')}".rstrip()
+    return [
+        str(r.get("case", "")),
+        str(r.get("mode", "")),
+        f"{fmt(r.get('median'))} {r.get('unit', '')}".rstrip(),
+        _spread(r),
+        ratio_txt,
+        _spread(ratio) if ratio else "",
+        str(r.get("note", "")),
+    ]
+
+
+_ROW_HEAD = ["case", "mode", "median", "IQR", "ratio", "ratio IQR", "note"]
+_TARGET_HEAD = ["target", "minimum", "aim", "reached", "IQR", "status"]
+
+
+def _target_cells(t: Mapping[str, Any]) -> list[str]:
+    op = t.get("op", "")
+    aim = t.get("aim")
+    status = str(t.get("status", "?"))
+    if status == "PASS" and t.get("aim_met"):
+        status = "PASS (aim met)"
+    return [
+        str(t.get("name", "")),
+        f"{op} {fmt(t.get('target'))}",
+        "" if aim is None else f"{op} {fmt(aim)}",
+        fmt(t.get("median")),
+        _spread(t),
+        status,
+    ]
+
+
+def _text_table(head: list[str], body: list[list[str]]) -> list[str]:
+    keep = [i for i in range(len(head)) if any(cells[i] for cells in body)]
+    head = [head[i] for i in keep]
+    body = [[cells[i] for i in keep] for cells in body]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return [line(head), line(["-" * w for w in widths]), *(line(c) for c in body)]
+
+
+def _md_table(head: list[str], body: list[list[str]]) -> list[str]:
+    keep = [i for i in range(len(head)) if any(cells[i] for cells in body)]
+    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+    out = ["| " + " | ".join(head[i] for i in keep) + " |", "|" + "---|" * len(keep)]
+    out += ["| " + " | ".join(esc(cells[i]) for i in keep) + " |" for cells in body]
+    return out
+
+
+def _facts_lines(facts: Mapping[str, Any]) -> list[str]:
+    pkgs = facts.get("packages") or {}
+    installed = ", ".join(f"{k} {v}" for k, v in pkgs.items() if v)
+    return [
+        f"CPU: {facts.get('cpu_model')} ({facts.get('cpus')} CPUs, usable "
+        f"{facts.get('cpus_usable')}), load average at start {facts.get('load_average')}",
+        f"{facts.get('os')}, {facts.get('python')}, commit {facts.get('commit')}, "
+        f"{facts.get('date')}",
+        f"packages: {installed}",
+    ]
+
+
+def render_text(results: Mapping[str, Any]) -> str:
+    """The whole suite as a plain-text report for the terminal."""
+    out = [f"fnrun_nb benchmarks ({results.get('mode')} run, {fmt(results.get('seconds'))} s)"]
+    out += _facts_lines(results.get("machine", {}))
+    for name, sec in results.get("sections", {}).items():
+        out += ["", f"== {name}: {sec.get('title', '')}"]
+        if sec.get("status") != "ok":
+            out.append(f"   {str(sec.get('status', '')).upper()}: {sec.get('error', '')}")
+            continue
+        if sec.get("rows"):
+            out += ["   " + x for x in _text_table(_ROW_HEAD, [_row_cells(r) for r in sec["rows"]])]
+        if sec.get("targets"):
+            out.append("")
+            out += [
+                "   " + x
+                for x in _text_table(_TARGET_HEAD, [_target_cells(t) for t in sec["targets"]])
+            ]
+        out += [f"   note: {n}" for n in sec.get("notes", [])]
+    out += ["", "targets:"] + [f"  {line}" for line in _target_summary(results)]
+    return "\n".join(out)
+
+
+def _target_summary(results: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for name, sec in results.get("sections", {}).items():
+        if sec.get("status") != "ok":
+            lines.append(f"{name}: {sec.get('status')}")
+            continue
+        for t in sec.get("targets", []):
+            lines.append(
+                f"{t.get('status', '?'):4s}  {name}: {t.get('name')} "
+                f"{fmt(t.get('median'))} (IQR {_spread(t)}; minimum {t.get('op')} "
+                f"{fmt(t.get('target'))})"
+            )
+    return lines
+
+
+def render_markdown(results: Mapping[str, Any]) -> str:
+    """The whole suite as markdown (the README's performance section shows this)."""
+    out = [f"## fnrun_nb benchmarks ({results.get('mode')} run)", ""]
+    out += [f"- {line}" for line in _facts_lines(results.get("machine", {}))]
+    out.append(f"- wall time of the suite: {fmt(results.get('seconds'))} s")
+    for name, sec in results.get("sections", {}).items():
+        out += ["", f"### {name}: {sec.get('title', '')}", ""]
+        if sec.get("status") != "ok":
+            out.append(f"**{str(sec.get('status', '')).upper()}**: {sec.get('error', '')}")
+            continue
+        if sec.get("rows"):
+            out += _md_table(_ROW_HEAD, [_row_cells(r) for r in sec["rows"]])
+        if sec.get("targets"):
+            out.append("")
+            out += _md_table(_TARGET_HEAD, [_target_cells(t) for t in sec["targets"]])
+        if sec.get("notes"):
+            out.append("")
+            out += [f"- {n}" for n in sec["notes"]]
+    return "\n".join(out) + "\n"
+
+
+def write_results(results: Mapping[str, Any], directory: Path, stem: str) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md`` into ``directory`` (created if needed),
+    each through a temporary file so a reader never sees half a file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = (directory / f"{stem}.json", directory / f"{stem}.md")
+    texts = (json.dumps(results, indent=1, default=str) + "\n", render_markdown(results))
+    for path, text in zip(paths, texts):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return paths
