@@ -81,7 +81,11 @@ _time_ns = time.time_ns
 _monotonic = time.monotonic
 _perf_counter = time.perf_counter
 _writev = os.writev
+_write = os.write
 _read = os.read
+# Inputs up to this size are joined with their frames into one buffer and written
+# with write(); larger ones go through writev() so they are never copied.
+_JOIN_LIMIT = 16 * 1024
 _unpack_length = struct.Struct(">i").unpack_from
 
 
@@ -334,11 +338,11 @@ class CmdInvoker:
         On failure kills the process and raises an ``FnrunError``; on
         ``KeyboardInterrupt`` (or any other BaseException) kills it and re-raises.
         """
-        if not self.alive:
+        if self.exited or self._killed_by_us or self._closed:  # not self.alive, inlined
             raise self._dead_error()
         now_ns = _time_ns()
         ctx = encode_context(now_ns + int(timeout * 1e9), env_block)
-        head = event_header(len(data))
+        size = len(data)
         self.call_started = now_ns * 1e-9
         self.call_timeout = timeout
         deadline = _monotonic() + timeout
@@ -349,11 +353,18 @@ class CmdInvoker:
         t0 = _perf_counter()
         written = 0
         try:
-            total = len(head) + len(data) + len(ctx)
             try:
-                written = _writev(self._wfd, (head, data, ctx))
-                if written != total:
-                    written = self._write_rest((head, data, ctx), written)
+                if size <= _JOIN_LIMIT:
+                    # Small input: one contiguous write is cheaper than building iovecs.
+                    frames = event_header(size) + data + ctx
+                    written = _write(self._wfd, frames)
+                    if written != len(frames):
+                        written = self._write_rest((frames,), written)
+                else:
+                    parts = (event_header(size), data, ctx)
+                    written = _writev(self._wfd, parts)
+                    if written != len(parts[0]) + size + len(ctx):
+                        written = self._write_rest(parts, written)
             except OSError as exc:  # EPIPE: the process is gone (or closed stdin)
                 raise _Failed(0, written, exc) from exc
             chunk = _read(self._rfd, _READ_SIZE)
@@ -375,8 +386,12 @@ class CmdInvoker:
             self._kill_and_reap()
             raise
         finally:
-            with self.lock:
-                self.deadline = INF
+            # Under the lock: the watcher must not kill for a deadline this call has
+            # already met (it re-checks the deadline while holding the lock).
+            lock = self.lock
+            lock.acquire()
+            self.deadline = INF
+            lock.release()
         service = _perf_counter() - t0
         try:
             status, out, env_out = decode_result(payload)

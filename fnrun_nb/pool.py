@@ -63,6 +63,7 @@ __all__ = [
 
 _perf_counter = time.perf_counter
 _time = time.time
+_new_tuple = tuple.__new__  # builds a CallInfo without its Python-level __new__
 INF = float("inf")
 
 
@@ -77,6 +78,11 @@ class WorkerState(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+_BUSY = WorkerState.BUSY
+_IDLE = WorkerState.IDLE
+_make_result = Result._make
 
 
 @dataclass(frozen=True)
@@ -190,6 +196,9 @@ class InvokerPool:
         self._retired_calls = 0
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._timeout = float(config.max_runnable_time)
+        self._max_calls = config.max_calls_per_worker or INF
+        self._idle_get_nowait = self._idle.get_nowait
+        self._idle_put = self._idle.put
         self._owner_pid = os.getpid()
         self._started = threading.Event()
         self._start_error: BaseException | None = None
@@ -232,15 +241,21 @@ class InvokerPool:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         t_request = _perf_counter()
         while True:
-            slot, inv = self._acquire(t_request)
+            # Fast path: a free worker is waiting in the queue (no timer, no lock).
+            try:
+                item = self._idle_get_nowait()
+            except queue.Empty:
+                item = None
+            if item is None or item is _CLOSED or item[0].invoker is not item[1] or item[0].replacing:
+                slot, inv = self._acquire(t_request, item)
+            else:
+                slot, inv = item
             wait = _perf_counter() - t_request
-            slot.state = WorkerState.BUSY
+            slot.state = _BUSY
             exchange = slot.exchange
             try:
                 if exchange is not None:
                     status, out, env_out, started, service = exchange(data, env_block, timeout)
-                    pid = inv.pid  # type: ignore[attr-defined]
-                    call = inv.calls  # type: ignore[attr-defined]
                 else:
                     return self._invoke_generic(slot, inv, data, env_block, timeout, wait)
             except HandlerCrashed as exc:
@@ -257,24 +272,41 @@ class InvokerPool:
                 # KeyboardInterrupt mid-call: the invoker killed its process already.
                 self._retire(slot, inv, "call interrupted")
                 raise
+            call = inv.calls  # type: ignore[attr-defined]
             slot.total_calls += 1
-            limit = self.config.max_calls_per_worker
             if self._closed:
                 self._close_after_call(slot, inv)
-            elif limit is not None and call >= limit:
+            elif call >= self._max_calls:
                 self._retire(slot, inv, None, recycle=True)
             else:
-                slot.state = WorkerState.IDLE
-                self._idle.put((slot, inv))
-            return Result._make(
+                slot.state = _IDLE
+                self._idle_put(item if item is not None else (slot, inv))
+            return _make_result(
                 status,
                 out,
                 env_out,
-                CallInfo(slot.index, pid, slot.generation, call, wait, service, started, started + timeout),
+                _new_tuple(
+                    CallInfo,
+                    (slot.index, inv.pid, slot.generation, call,  # type: ignore[attr-defined]
+                     wait, service, started, started + timeout),
+                ),
             )
 
-    def _acquire(self, t_request: float) -> tuple[_Slot, Invoker]:
-        """Take a free (slot, invoker) pair, waiting at most ``max_wait``."""
+    def _acquire(self, t_request: float, item: Any = None) -> tuple[_Slot, Invoker]:
+        """Take a free (slot, invoker) pair, waiting at most ``max_wait``.
+
+        ``item`` is what the caller's fast path already took from the queue (a stale
+        pair or ``_CLOSED``), handled here first; ``None`` when it found nothing.
+        """
+        if item is not None:
+            if item is _CLOSED:
+                self._idle.put(_CLOSED)
+                raise PoolClosed("the pool is closed")
+            slot, inv = item
+            if slot.invoker is inv and not slot.replacing:
+                return slot, inv
+            if slot.invoker is inv:
+                self._retire(slot, inv, None)
         get = self._idle.get
         max_wait = self.config.max_wait
         while True:

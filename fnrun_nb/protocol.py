@@ -99,16 +99,26 @@ def _varint(value: int) -> bytes:
 # --- Event -------------------------------------------------------------------------
 
 
+def _event_header(data_length: int) -> bytes:
+    if data_length == 0:
+        return b"\x00\x00\x00\x00"  # proto3 omits an empty bytes field
+    field = b"\x0a" + _varint(data_length)
+    return pack_length(len(field) + data_length) + field
+
+
+# Headers of small events, precomputed: most calls send a few hundred bytes at most.
+_EVENT_HEADERS = tuple(_event_header(n) for n in range(1024))
+
+
 def event_header(data_length: int) -> bytes:
     """The bytes of an ``Event`` frame that precede its ``data``.
 
     ``event_header(len(d)) + d`` is the whole frame; the host writes the two pieces
     with one ``writev`` so that large inputs are never copied.
     """
-    if data_length == 0:
-        return b"\x00\x00\x00\x00"  # proto3 omits an empty bytes field
-    field = b"\x0a" + _varint(data_length)
-    return pack_length(len(field) + data_length) + field
+    if data_length < 1024:
+        return _EVENT_HEADERS[data_length]
+    return _event_header(data_length)
 
 
 def encode_event(data: bytes) -> bytes:
@@ -147,6 +157,7 @@ def encode_env(env: Mapping[str, str] | None) -> bytes:
 
 
 _seconds_cache: dict[int, bytes] = {}
+_heads_cache: dict[tuple[int, int], bytes] = {}
 
 
 def encode_context(deadline_ns: int | None, env_block: bytes = b"") -> bytes:
@@ -159,15 +170,47 @@ def encode_context(deadline_ns: int | None, env_block: bytes = b"") -> bytes:
     if deadline_ns is None:
         return pack_length(len(env_block)) + env_block
     seconds, nanos = divmod(deadline_ns, 1_000_000_000)
-    # The seconds part changes once a second: keep its encoding.
+    if nanos >= 0x10000000:
+        # The hot path (nanos takes five varint bytes ~3 times in 4): everything before
+        # the nanos changes once a second, so it is cached per (second, env size), and
+        # the nanos varint is spelled out instead of looped.
+        head = _heads_cache.get((seconds, len(env_block)))
+        if head is None:
+            head = _context_head(seconds, len(env_block))
+        return head + bytes((
+            0x10,
+            (nanos & 0x7F) | 0x80,
+            ((nanos >> 7) & 0x7F) | 0x80,
+            ((nanos >> 14) & 0x7F) | 0x80,
+            ((nanos >> 21) & 0x7F) | 0x80,
+            nanos >> 28,
+        )) + env_block
+    stamp = _seconds_field(seconds)
+    if nanos:
+        stamp += b"\x10" + _varint(nanos)
+    body = b"\x0a" + bytes((len(stamp),)) + stamp + env_block
+    return pack_length(len(body)) + body
+
+
+def _seconds_field(seconds: int) -> bytes:
     sec = _seconds_cache.get(seconds)
     if sec is None:
         if len(_seconds_cache) > 64:
             _seconds_cache.clear()
         sec = _seconds_cache[seconds] = (b"\x08" + _varint(seconds)) if seconds else b""
-    stamp = sec + b"\x10" + _varint(nanos) if nanos else sec
-    body = b"\x0a" + bytes((len(stamp),)) + stamp + env_block
-    return pack_length(len(body)) + body
+    return sec
+
+
+def _context_head(seconds: int, env_size: int) -> bytes:
+    """Frame prefix, stopTime tag/length and seconds of a context whose nanos take
+    five varint bytes."""
+    sec = _seconds_field(seconds)
+    stamp_len = len(sec) + 6
+    head = pack_length(2 + stamp_len + env_size) + b"\x0a" + bytes((stamp_len,)) + sec
+    if len(_heads_cache) > 64:
+        _heads_cache.clear()
+    _heads_cache[(seconds, env_size)] = head
+    return head
 
 
 def decode_context(payload: bytes) -> tuple[int | None, dict[str, str]]:
@@ -200,16 +243,42 @@ def encode_result(
 
 _ResultFromString = pb.Result.FromString
 
+# The serialized ``status`` field (tag 0x18 and varint) of common statuses, and ``b""``
+# for 0, which proto3 omits.  Lets the decoder below recognise a whole Result tail.
+_STATUS_FIELDS = {
+    (b"\x18" + _varint(code) if code else b""): code for code in range(-1, 1000)
+}
+
 
 def decode_result(payload: bytes) -> tuple[int, bytes, dict[str, str]]:
     """``(status, data, env)`` of a serialized ``Result``; a later duplicate env name
-    wins, as in Go fnrun."""
+    wins, as in Go fnrun.  Raises ``ProtocolError`` for a malformed message."""
+    # Fast path for the usual Result, data (field 2) then a common status (field 3)
+    # and no env, as Go fnrun and protobuf write it (fields in number order).  It
+    # only accepts a payload whose every byte it accounts for; anything else goes
+    # through protobuf.  Worth ~0.3 us per call, a tenth of the host's overhead.
+    if type(payload) is bytes and payload:
+        first = payload[0]
+        if first == 0x12 and len(payload) > 1:
+            n = payload[1]
+            start = 2
+            if n & 0x80 and len(payload) > 2 and payload[2] < 0x80:
+                n = (n & 0x7F) | (payload[2] << 7)
+                start = 3
+            end = start + n
+            if not n & 0x80 or start == 3:
+                status = _STATUS_FIELDS.get(payload[end:])
+                if status is not None and len(payload) >= end:
+                    return status, payload[start:end], {}
+        elif first == 0x18:
+            status = _STATUS_FIELDS.get(payload)
+            if status is not None:
+                return status, b"", {}
     try:
         msg = _ResultFromString(payload)
     except DecodeError as exc:
         raise ProtocolError(f"malformed Result message: {exc}") from exc
-    pairs = msg.envVars
-    return msg.status, msg.data, ({e.name: e.value for e in pairs} if pairs else {})
+    return msg.status, msg.data, {e.name: e.value for e in msg.envVars}
 
 
 # --- Reading frames from a stream -----------------------------------------------------

@@ -25,6 +25,9 @@ class Input:
             raise TypeError(f"Input.data must be bytes, not {type(self.data).__name__}")
 
 
+_new_object = object.__new__
+
+
 class CallInfo(NamedTuple):
     """Facts about one call, recorded by the invoker and the pool.
 
@@ -62,15 +65,18 @@ class Result:
     ``status`` is whatever the handler means by it (an HTTP status, an exit code).
     ``env`` maps names to values (a later duplicate name on the wire wins).  ``info``
     carries the facts of the call when it came from an invoker or pool, else ``None``;
-    it takes no part in equality or hashing.
+    it takes no part in equality or hashing.  Immutable: the four fields are read-only
+    properties (``env`` is a fresh dict per result; don't mutate it).
     """
 
-    __slots__ = ("status", "data", "env", "info")
+    # Private slots behind read-only properties rather than a __setattr__ override:
+    # the pool builds one Result per call, and plain slot stores keep that cheap.
+    __slots__ = ("_status", "_data", "_env", "_info")
 
-    status: int
-    data: bytes
-    env: dict[str, str]
-    info: CallInfo | None
+    _status: int
+    _data: bytes
+    _env: dict[str, str]
+    _info: CallInfo | None
 
     def __init__(
         self,
@@ -83,30 +89,38 @@ class Result:
             data = data.encode()
         elif not isinstance(data, bytes):
             data = bytes(data)
-        setter = object.__setattr__
-        setter(self, "status", int(status))
-        setter(self, "data", data)
-        setter(self, "env", dict(env) if env else {})
-        setter(self, "info", info)
+        self._status = int(status)
+        self._data = data
+        self._env = dict(env) if env else {}
+        self._info = info
 
     @classmethod
     def _make(
         cls, status: int, data: bytes, env: dict[str, str], info: CallInfo | None
     ) -> Result:
         # The hot path builds results from already-validated parts; skip __init__.
-        self = object.__new__(cls)
-        setter = object.__setattr__
-        setter(self, "status", status)
-        setter(self, "data", data)
-        setter(self, "env", env)
-        setter(self, "info", info)
+        self = _new_object(cls)
+        self._status = status
+        self._data = data
+        self._env = env
+        self._info = info
         return self
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"Result is immutable; cannot set {name!r}")
+    @property
+    def status(self) -> int:
+        return self._status
 
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"Result is immutable; cannot delete {name!r}")
+    @property
+    def data(self) -> bytes:
+        return self._data
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self._env
+
+    @property
+    def info(self) -> CallInfo | None:
+        return self._info
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Result):
