@@ -132,11 +132,27 @@ class Pool:
             executor = self._executor
         return executor.submit(self._pool._invoke, payload, env_block, timeout)
 
-    def map(self, inputs: Iterable[Any], **options: Any) -> Batch:
-        """Run many inputs and record one row per call; see :func:`fnrun_nb.batch.run_batch`."""
+    def map(self, inputs: Iterable[Any], *, monitor: bool = False, **options: Any) -> Batch:
+        """Run many inputs and record one row per call; see :func:`fnrun_nb.batch.run_batch`.
+
+        ``monitor=True`` shows the live monitor (widget in a notebook, text elsewhere)
+        while the batch runs; its progress bar replaces the batch's ``progress`` bar,
+        and it stops showing the final state when the batch ends or is interrupted.
+        """
         from .batch import run_batch
 
-        return run_batch(self, inputs, **options)
+        if not monitor:
+            return run_batch(self, inputs, **options)
+        from .widgets import monitor as live_monitor
+
+        view = live_monitor(self, show=True)
+        before = self.last_batch
+        try:
+            batch = run_batch(self, inputs, **{**options, "progress": False})
+        finally:
+            # Even an interrupted batch is left in last_batch; show its final counts.
+            view.stop(self.last_batch if self.last_batch is not before else None)
+        return batch
 
     def monitor(self, **options: Any) -> Any:
         """A live view of this pool's workers: a widget in a notebook, text elsewhere."""
