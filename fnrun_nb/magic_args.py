@@ -1,0 +1,335 @@
+"""Argument parsing of the ``%%fnrun`` and ``%fnrun`` magics: pure, no shell, no pool.
+
+::
+
+    %%fnrun HANDLER [options]        parse_cell(line, body, namespace) ──▶ CellRequest
+    <body>                                  (options, inputs, env, batch or one call)
+    %fnrun [SUBCOMMAND [HANDLER]]    parse_line(line) ──▶ LineCommand
+
+Every usage mistake raises IPython's own :class:`~IPython.core.error.UsageError`
+(the exact class: IPython prints its message without a traceback) with one of the
+messages below, so tests and users see the same words.  Nothing here starts a process
+or touches a shell; ``magics`` executes what these functions return.
+
+The options live in one list, :data:`CELL_ARGUMENTS`, applied to the magic by
+:func:`cell_arguments`: a front-end adding an option (``--dask ADDRESS``) appends one
+``argument`` there and one field to :class:`CellOptions`.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.utils.process import arg_split
+
+__all__ = [
+    "CELL_ARGUMENTS",
+    "LINE_SUBCOMMANDS",
+    "CellOptions",
+    "CellRequest",
+    "LineCommand",
+    "cell_arguments",
+    "parse_body",
+    "parse_cell",
+    "parse_cell_options",
+    "parse_env",
+    "parse_line",
+]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+
+CELL_ARGUMENTS: list[argument] = [
+    argument(
+        "handler",
+        metavar="HANDLER",
+        help="the handler: a path, or a quoted command line with arguments"
+        ' ("node handler.js --fast"); a .py file that is not executable runs under'
+        " this kernel's Python",
+    ),
+    argument("-w", "--workers", type=int, metavar="N", help="worker processes (Pool default: 4)"),
+    argument(
+        "-t", "--timeout", type=float, metavar="SECONDS",
+        help="per-call run time limit (Pool default: 30)",
+    ),
+    argument(
+        "--wait", type=float, metavar="SECONDS",
+        help="max wait for a free worker (Pool default: 5)",
+    ),
+    argument(
+        "-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+        help="per-call env, repeatable; -e @NAME takes a dict from the namespace",
+    ),
+    argument(
+        "-r", "--repeat", type=int, metavar="N",
+        help="run each input N times: a batch",
+    ),
+    argument(
+        "--lines", action="store_true",
+        help="each non-empty line of the cell is one input: a batch",
+    ),
+    argument(
+        "--json", action="store_true",
+        help="the cell is JSON: a value (one call) or a list of values (a batch); a string"
+        " is sent as UTF-8, any other value as its JSON encoding; results are decoded"
+        " as JSON when they parse",
+    ),
+    argument("--rate", type=float, metavar="R", help="open-loop arrivals per second (a batch)"),
+    argument(
+        "--monitor", action="store_true",
+        help="show the live worker monitor of the pool while the cell runs",
+    ),
+    argument("-o", "--output", metavar="NAME", help="store the value in the namespace as NAME"),
+    argument("-q", "--quiet", action="store_true", help="display nothing"),
+    argument("--restart", action="store_true", help="restart the pool before running"),
+]
+"""The options of ``%%fnrun``, in the order ``%%fnrun?`` lists them."""
+
+
+def cell_arguments(func: _F) -> _F:
+    """Decorate a magic with :data:`CELL_ARGUMENTS` so ``%%fnrun?`` shows its usage."""
+    # magic_arguments applies decorators bottom-up; apply the list reversed so the
+    # help lists options in CELL_ARGUMENTS order.
+    for arg in reversed(CELL_ARGUMENTS):
+        func = arg(func)
+    return magic_arguments("%fnrun")(func)  # type: ignore[no-any-return]
+
+
+@cell_arguments
+def _cell_spec(line: str, cell: str | None = None) -> None:
+    """Run the cell body through a warm pool of HANDLER processes."""
+
+
+@dataclass(frozen=True)
+class CellOptions:
+    """The options of one ``%%fnrun`` line, validated.  ``None`` means "not given"."""
+
+    handler: str
+    workers: int | None = None
+    timeout: float | None = None
+    wait: float | None = None
+    env: tuple[str, ...] = ()
+    repeat: int | None = None
+    lines: bool = False
+    json: bool = False
+    rate: float | None = None
+    monitor: bool = False
+    output: str | None = None
+    quiet: bool = False
+    restart: bool = False
+
+
+def parse_cell_options(line: str) -> CellOptions:
+    """Parse and validate the arguments of ``%%fnrun`` (after ``$var`` expansion).
+
+    Raises ``UsageError`` for a missing handler, an unknown option, a bad number or a
+    bad combination.
+    """
+    # POSIX splitting, so a quoted command line or env value loses its quotes
+    # (IPython's default split keeps them).
+    ns = _cell_spec.parser.parse_args(_split(line))
+    opts = CellOptions(
+        handler=ns.handler,
+        workers=ns.workers,
+        timeout=ns.timeout,
+        wait=ns.wait,
+        env=tuple(ns.env),
+        repeat=ns.repeat,
+        lines=ns.lines,
+        json=ns.json,
+        rate=ns.rate,
+        monitor=ns.monitor,
+        output=ns.output,
+        quiet=ns.quiet,
+        restart=ns.restart,
+    )
+    _validate(opts)
+    return opts
+
+
+def _split(line: str) -> list[str]:
+    try:
+        return arg_split(line.strip(), posix=True, strict=True)  # type: ignore[no-any-return]
+    except ValueError as exc:
+        raise UsageError(f"%fnrun: cannot split the line: {exc}") from None
+
+
+def _validate(o: CellOptions) -> None:
+    if not o.handler.strip():
+        raise UsageError("HANDLER is empty")
+    if o.workers is not None and o.workers < 1:
+        raise UsageError(f"-w/--workers must be at least 1, got {o.workers}")
+    if o.timeout is not None and not o.timeout > 0:
+        raise UsageError(f"-t/--timeout must be a positive number of seconds, got {o.timeout:g}")
+    if o.wait is not None and not o.wait >= 0:
+        raise UsageError(f"--wait must be zero or a positive number of seconds, got {o.wait:g}")
+    if o.repeat is not None and o.repeat < 1:
+        raise UsageError(f"-r/--repeat must be at least 1, got {o.repeat}")
+    if o.rate is not None and not o.rate > 0:
+        raise UsageError(f"--rate must be a positive number of calls per second, got {o.rate:g}")
+    if o.lines and o.json:
+        raise UsageError("--lines and --json cannot be combined")
+    if o.output is not None and not (o.output.isidentifier() and not keyword.iskeyword(o.output)):
+        raise UsageError(f"-o NAME must be a Python identifier, got {o.output!r}")
+
+
+def parse_env(items: tuple[str, ...] | list[str], namespace: Mapping[str, Any]) -> dict[str, str]:
+    """Merge ``-e`` items in order (a later key wins) into one per-call env.
+
+    ``KEY=VALUE`` sets one name (the value may contain ``=`` or be empty); ``@NAME``
+    takes every item of the mapping ``namespace[NAME]``, whose keys and values must
+    be strings.  Raises ``UsageError`` otherwise.
+    """
+    env: dict[str, str] = {}
+    for item in items:
+        if item.startswith("@"):
+            name = item[1:]
+            if name not in namespace:
+                raise UsageError(f"-e @{name}: no variable {name!r} in the namespace")
+            mapping = namespace[name]
+            if not isinstance(mapping, Mapping):
+                raise UsageError(
+                    f"-e @{name}: expected a mapping of str to str, got {type(mapping).__name__}"
+                )
+            for k, v in mapping.items():
+                if not isinstance(k, str) or not isinstance(v, str):
+                    raise UsageError(
+                        f"-e @{name}: keys and values must be str, got {k!r}: {v!r}"
+                    )
+                env[k] = v
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"-e/--env expects KEY=VALUE or @NAME, got {item!r}")
+        env[key] = value
+    return env
+
+
+@dataclass(frozen=True)
+class CellRequest:
+    """What a ``%%fnrun`` cell asks for: one call, or a batch of inputs.
+
+    ``inputs`` holds the bytes to send (exactly one item when ``batch`` is False);
+    ``repeat`` is 1 unless ``-r`` was given.
+    """
+
+    options: CellOptions
+    inputs: list[bytes]
+    env: dict[str, str] = field(default_factory=dict)
+    batch: bool = False
+    repeat: int = 1
+
+
+def parse_body(
+    body: str, *, lines: bool, json_mode: bool, encode_json: Callable[[Any], bytes]
+) -> tuple[list[bytes], bool]:
+    """The inputs a cell body stands for, and whether they form a batch.
+
+    Plain: the body as typed minus one trailing newline, one call.  ``lines``: every
+    line that is not blank, as typed, is one input (a batch).  ``json_mode``: the body
+    is one JSON document; a list is a batch of its items, anything else one call;
+    each value becomes bytes through ``encode_json`` (the rule the CLI's JSON lines
+    follow).  Raises ``UsageError`` for invalid JSON, an empty list, or ``lines``
+    with no input line.
+    """
+    if lines:
+        items = [ln.encode() for ln in body.splitlines() if ln.strip()]
+        if not items:
+            raise UsageError("--lines: the cell has no non-empty line")
+        return items, True
+    if json_mode:
+        try:
+            value = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--json: the cell is not valid JSON: {exc}") from None
+        if isinstance(value, list):
+            if not value:
+                raise UsageError("--json: the list is empty")
+            return [encode_json(v) for v in value], True
+        return [encode_json(value)], False
+    if body.endswith("\r\n"):
+        body = body[:-2]
+    elif body.endswith("\n"):
+        body = body[:-1]
+    return [body.encode()], False
+
+
+def parse_cell(
+    line: str,
+    body: str,
+    namespace: Mapping[str, Any],
+    *,
+    encode_json: Callable[[Any], bytes],
+) -> CellRequest:
+    """Parse a whole ``%%fnrun`` cell (line already ``$var``-expanded) into a request.
+
+    Raises ``UsageError`` for every usage mistake, before anything runs.
+    """
+    opts = parse_cell_options(line)
+    env = parse_env(opts.env, namespace)
+    inputs, batch = parse_body(body, lines=opts.lines, json_mode=opts.json, encode_json=encode_json)
+    if opts.repeat is not None:
+        batch = True
+    if opts.rate is not None and not batch:
+        raise UsageError("--rate applies to a batch: add --lines, -r/--repeat or a JSON list")
+    return CellRequest(
+        options=opts, inputs=inputs, env=env, batch=batch, repeat=opts.repeat or 1
+    )
+
+
+# --- the line magic -------------------------------------------------------------------
+
+LINE_SUBCOMMANDS: dict[str, str] = {
+    "pools": "table of live pools: command, workers, calls, failures, uptime",
+    "stop": "stop [HANDLER|all]: close one pool, or every pool (the default)",
+    "restart": "restart HANDLER: restart the pool of HANDLER",
+    "stderr": "stderr HANDLER: recent stderr of each worker of HANDLER's pool",
+    "monitor": "monitor HANDLER: the live worker monitor of HANDLER's pool",
+}
+
+
+@dataclass(frozen=True)
+class LineCommand:
+    """One ``%fnrun`` line: ``action`` is ``"help"`` or a key of :data:`LINE_SUBCOMMANDS`;
+    ``target`` the HANDLER argument (``None`` when absent, ``"all"`` for every pool)."""
+
+    action: str
+    target: str | None = None
+
+
+def parse_line(line: str) -> LineCommand:
+    """Parse a ``%fnrun`` line (after ``$var`` expansion).  Raises ``UsageError``."""
+    words = _split(line)
+    if not words:
+        return LineCommand("help")
+    action, rest = words[0], words[1:]
+    if action not in LINE_SUBCOMMANDS:
+        raise UsageError(
+            f"%fnrun: unknown subcommand {action!r}; expected one of: "
+            + ", ".join(LINE_SUBCOMMANDS)
+            + " (a call is a cell: %%fnrun HANDLER)"
+        )
+    if len(rest) > 1:
+        raise UsageError(
+            f"%fnrun {action}: expected at most one HANDLER, got {len(rest)} words"
+            " (quote a command line with arguments)"
+        )
+    target = rest[0] if rest else None
+    if action == "pools":
+        if target is not None:
+            raise UsageError("%fnrun pools takes no argument")
+        return LineCommand("pools")
+    if action == "stop":
+        return LineCommand("stop", target or "all")
+    if target is None:
+        raise UsageError(f"%fnrun {action} needs a HANDLER")
+    if target == "all":
+        raise UsageError(f"%fnrun {action} needs one HANDLER, not 'all'")
+    return LineCommand(action, target)

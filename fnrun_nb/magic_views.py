@@ -1,0 +1,212 @@
+"""What the magics return or raise: small value objects with text and HTML reprs.
+
+- :class:`JsonResult`: a ``Result`` whose data was decoded as JSON (``--json``).
+- :class:`CallFailed`: a handler call that failed, rendered by IPython through
+  ``_render_traceback_`` as a few readable lines instead of a library traceback.
+- :class:`PoolTable`, :class:`StderrView`: ``%fnrun pools`` and ``%fnrun stderr``.
+
+No IPython import: these are plain values that any front-end can show.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+
+from .errors import FnrunError, HandlerCrashed, HandlerStartError, InvocationError
+from .values import CallInfo, Result
+
+__all__ = ["CallFailed", "JsonResult", "PoolRow", "PoolTable", "StderrView"]
+
+_NOT_JSON = object()
+_TAIL_LINES = 12  # stderr lines shown with a failure; the error keeps all of it
+
+
+class JsonResult(Result):
+    """A :class:`~fnrun_nb.values.Result` of a ``--json`` call.
+
+    ``value`` is the data decoded as JSON, or ``None`` when it does not parse
+    (``decoded`` tells the two apart).  Equality and hashing are ``Result``'s.
+    """
+
+    __slots__ = ("value", "decoded")
+
+    value: Any
+    decoded: bool
+
+    @classmethod
+    def of(cls, result: Result) -> JsonResult:
+        """Wrap ``result``, decoding its data as JSON when it parses."""
+        self = cls(result.status, result.data, result.env, result.info)
+        try:
+            value = json.loads(result.data)
+        except (UnicodeDecodeError, ValueError):
+            value = _NOT_JSON
+        setter = object.__setattr__
+        setter(self, "decoded", value is not _NOT_JSON)
+        setter(self, "value", None if value is _NOT_JSON else value)
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_json_result, (self.status, self.data, self.env, self.info))
+
+    def _shown(self) -> Result:
+        # Show the decoded value pretty-printed in place of the raw JSON bytes.
+        if not self.decoded:
+            return self
+        pretty = json.dumps(self.value, indent=2, ensure_ascii=False)
+        return Result._make(self.status, pretty.encode(), self.env, self.info)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        Result._repr_pretty_(self._shown(), p, cycle)
+
+    def _repr_html_(self) -> str:
+        return Result._repr_html_(self._shown())
+
+
+def _json_result(status: int, data: bytes, env: dict[str, str], info: CallInfo | None) -> JsonResult:
+    return JsonResult.of(Result(status, data, env, info))
+
+
+class CallFailed(Exception):
+    """A ``%%fnrun`` call failed; ``error`` is the fnrun_nb error (also ``__cause__``).
+
+    IPython shows it through ``_render_traceback_``: what happened, how the process
+    ended (exit code or signal), the tail of its stderr, and the handler command.
+    """
+
+    def __init__(self, error: FnrunError, handler: str) -> None:
+        self.error = error
+        self.handler = handler
+        super().__init__(f"{type(error).__name__}: {error}")
+
+    def lines(self) -> list[str]:
+        """The rendering, one string per line."""
+        err = self.error
+        first = str(err).splitlines()[0] if str(err) else ""
+        out = [f"{type(err).__name__}: {first}", f"  handler: {self.handler}"]
+        info = err.info
+        if info is not None and info.worker is not None:
+            out.append(f"  worker {info.worker}, pid {info.pid}, generation {info.generation}")
+        if isinstance(err, HandlerCrashed):
+            if err.signal is not None:
+                out.append(f"  killed by {err.signal.name}")
+            elif err.exit_code is not None:
+                out.append(f"  exit code {err.exit_code}")
+        tail = getattr(err, "stderr_tail", "") or (
+            err.reason if isinstance(err, HandlerStartError) else ""
+        )
+        tail_lines = [ln for ln in tail.rstrip().splitlines()]
+        if tail_lines:
+            shown = tail_lines[-_TAIL_LINES:]
+            more = len(tail_lines) - len(shown)
+            out.append("  stderr" + (f" (last {len(shown)} lines)" if more else "") + ":")
+            out.extend("    " + ln for ln in shown)
+        if isinstance(err, InvocationError):
+            out.append("  the pool replaced the process; the next call gets a fresh one")
+        return out
+
+    def _render_traceback_(self) -> list[str]:
+        return self.lines()
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+@dataclass(frozen=True)
+class PoolRow:
+    """One live pool of the magics."""
+
+    handler: str
+    command: str
+    cwd: str
+    workers: int
+    timeout: float
+    max_wait: float
+    calls: int
+    failures: int
+    replacements: int
+    uptime: float
+
+
+def _uptime(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+_HEAD = ("handler", "workers", "calls", "failures", "uptime", "command")
+
+
+@dataclass(frozen=True)
+class PoolTable:
+    """``%fnrun pools``: the live pools, as a value with text and HTML reprs."""
+
+    rows: tuple[PoolRow, ...]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _cells(self) -> list[tuple[str, ...]]:
+        return [
+            (r.handler, str(r.workers), str(r.calls), str(r.failures), _uptime(r.uptime), r.command)
+            for r in self.rows
+        ]
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return "no live fnrun pools"
+        cells = [_HEAD, *self._cells()]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(_HEAD) - 1)]
+        return "\n".join(
+            "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1]
+            for row in cells
+        )
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+    def _repr_html_(self) -> str:
+        if not self.rows:
+            return "<p>no live fnrun pools</p>"
+        head = "".join(f"<th>{h}</th>" for h in _HEAD)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+            for row in self._cells()
+        )
+        return f'<table class="fnrun-pools"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+@dataclass(frozen=True)
+class StderrView:
+    """``%fnrun stderr HANDLER``: recent stderr of each worker, by slot."""
+
+    handler: str
+    by_worker: dict[int, str]
+
+    def __repr__(self) -> str:
+        out = [f"stderr of {self.handler}:"]
+        for slot, text in sorted(self.by_worker.items()):
+            text = text.rstrip()
+            out.append(f"--- worker {slot}" + ("" if text else " (empty)"))
+            if text:
+                out.append(text)
+        return "\n".join(out)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+    def _repr_html_(self) -> str:
+        parts = [f"<div><b>stderr of {escape(self.handler)}</b>"]
+        for slot, text in sorted(self.by_worker.items()):
+            text = text.rstrip()
+            parts.append(f"<div>worker {slot}{'' if text else ' (empty)'}</div>")
+            if text:
+                parts.append(f'<pre style="margin:2px 0">{escape(text)}</pre>')
+        parts.append("</div>")
+        return "".join(parts)

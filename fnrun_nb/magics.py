@@ -1,0 +1,395 @@
+"""The IPython extension: ``%%fnrun`` runs a cell through a warm pool, ``%fnrun`` manages pools.
+
+::
+
+    %%fnrun HANDLER [options]   ──parse_cell (magic_args)──▶ CellRequest
+    <body>                      ──FnrunMagics._pool_for──▶ Pool (one per command + cwd,
+                                                             reused across cells)
+                                ──Pool.invoke / Pool.map──▶ Result | Batch  (returned:
+                                                             the displayhook shows it once)
+
+The registry of pools lives on the :class:`FnrunMagics` instance that
+``load_ipython_extension`` registers, never in module globals, and
+``unload_ipython_extension`` closes every pool it holds.  A pool is restarted, with a
+one-line note, when a cell asks for different ``-w/-t/--wait`` settings, when the
+handler file changed on disk (size/mtime, confirmed by hash), or on ``--restart``.
+Options a cell leaves out keep the pool's current settings (a new pool takes
+``Pool``'s defaults), so a cell without ``-w`` never undoes another cell's ``-w 8``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, output_can_be_silenced
+
+from .errors import FnrunError, HandlerStartError
+from .front import Pool
+from .invoker import resolve_command
+from .magic_args import (
+    LINE_SUBCOMMANDS,
+    CellRequest,
+    cell_arguments,
+    parse_cell,
+    parse_line,
+)
+from .magic_views import CallFailed, JsonResult, PoolRow, PoolTable, StderrView
+
+__all__ = ["FnrunMagics", "load_ipython_extension", "unload_ipython_extension"]
+
+_HASH_LIMIT = 64 * 1024 * 1024  # larger files (a big binary) are compared by size+mtime only
+
+
+@dataclass(frozen=True)
+class _Fingerprint:
+    """What a watched file looked like when its pool started."""
+
+    path: str
+    mtime_ns: int
+    size: int
+    digest: str | None
+
+
+def _fingerprint(path: str) -> _Fingerprint | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    digest = None
+    if st.st_size <= _HASH_LIMIT:
+        try:
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            digest = None
+    return _Fingerprint(path, st.st_mtime_ns, st.st_size, digest)
+
+
+def _watched_files(argv: list[str], cwd: str) -> list[str]:
+    """The files whose change means "the handler changed": the script arguments that are
+    files (``node handler.js``, ``python h.py``), else the program itself."""
+    scripts = [
+        p for p in (os.path.join(cwd, a) for a in argv[1:] if not a.startswith("-"))
+        if os.path.isfile(p)
+    ]
+    return [os.path.abspath(p) for p in scripts] if scripts else [argv[0]]
+
+
+@dataclass
+class _PoolEntry:
+    """One pool of the registry, with what is needed to decide a restart."""
+
+    handler: str
+    """The HANDLER as first typed: the pool's name in notes and in ``%fnrun pools``."""
+    argv: list[str]
+    cwd: str
+    pool: Pool
+    files: list[_Fingerprint] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def settings(self) -> dict[str, float]:
+        return {
+            "workers": self.pool.workers,
+            "timeout": self.pool.timeout,
+            "wait": self.pool.config.max_wait,
+        }
+
+    def changed_file(self) -> str | None:
+        """The first watched file whose content changed since the pool started.
+
+        A file whose mtime changed but whose hash did not (``touch``) is re-stamped,
+        not a change."""
+        for i, fp in enumerate(self.files):
+            try:
+                st = os.stat(fp.path)
+            except OSError:
+                return fp.path  # removed or renamed: the next start will say why
+            if st.st_mtime_ns == fp.mtime_ns and st.st_size == fp.size:
+                continue
+            now = _fingerprint(fp.path)
+            if now is None or now.digest is None or now.digest != fp.digest or now.size != fp.size:
+                return fp.path
+            self.files[i] = now
+        return None
+
+
+_KEYS = {"workers": "workers", "timeout": "timeout", "wait": "max_wait"}
+_OPT = {"workers": "-w", "timeout": "-t", "wait": "--wait"}
+
+
+@magics_class
+class FnrunMagics(Magics):
+    """``%%fnrun`` and ``%fnrun``.  Holds the pools it started; ``close_all`` ends them."""
+
+    def __init__(self, shell: Any = None) -> None:
+        super().__init__(shell)
+        self._pools: dict[tuple[tuple[str, ...], str], _PoolEntry] = {}
+
+    # --- the cell magic ---------------------------------------------------------------
+
+    @cell_magic("fnrun")
+    @output_can_be_silenced
+    @cell_arguments
+    def fnrun_cell(self, line: str, cell: str) -> Any:
+        """Run the cell body through a warm pool of HANDLER processes.
+
+        One call returns its ``Result``; ``--lines``, ``-r/--repeat`` or a JSON list
+        make a batch and return the ``Batch``.  The pool (one per command and working
+        directory) stays warm for the next cell; ``%fnrun`` lists and stops pools.
+        """
+        user_ns = self.shell.user_ns if self.shell is not None else {}
+        req = parse_cell(line, cell, user_ns, encode_json=_encode_json)
+        opts = req.options
+        entry = self._pool_for(opts.handler, req, quiet=opts.quiet)
+        pool = entry.pool
+        if opts.monitor:
+            self._show(pool.monitor())
+        value = self._run(entry, req)
+        if opts.output is not None:
+            user_ns[opts.output] = value
+        return None if opts.quiet else value
+
+    def _run(self, entry: _PoolEntry, req: CellRequest) -> Any:
+        pool = entry.pool
+        env = req.env or None
+        if not req.batch:
+            try:
+                result = pool.invoke(req.inputs[0], env=env)
+            except FnrunError as exc:
+                raise CallFailed(exc, entry.handler) from exc
+            return JsonResult.of(result) if req.options.json else result
+        try:
+            return pool.map(req.inputs, env=env, repeat=req.repeat, rate=req.options.rate)
+        except KeyboardInterrupt:
+            # The batch layer keeps the partial batch as pool.last_batch; hand it to
+            # the user before the interrupt propagates.
+            if req.options.output is not None and self.shell is not None:
+                self.shell.user_ns[req.options.output] = pool.last_batch
+            raise
+        except FnrunError as exc:
+            raise CallFailed(exc, entry.handler) from exc
+
+    # --- the registry -----------------------------------------------------------------
+
+    def _resolve(self, handler: str, cwd: str) -> list[str]:
+        # A HANDLER that names an existing file is that file, even with spaces in its
+        # path; anything else is a command line.
+        command: str | list[str] = (
+            [handler] if os.path.isfile(os.path.join(cwd, handler)) else handler
+        )
+        try:
+            return resolve_command(command, cwd)
+        except HandlerStartError as exc:
+            raise UsageError(f"cannot start handler {handler!r}: {exc.reason}") from None
+        except ValueError as exc:
+            raise UsageError(f"HANDLER {handler!r}: {exc}") from None
+
+    def _pool_for(self, handler: str, req: CellRequest, *, quiet: bool) -> _PoolEntry:
+        """The live pool for ``handler`` in the current directory, started or restarted
+        as the cell's options and the handler file require."""
+        cwd = os.getcwd()
+        argv = self._resolve(handler, cwd)
+        key = (tuple(argv), cwd)
+        opts = req.options
+        wanted = {
+            name: value
+            for name, value in (("workers", opts.workers), ("timeout", opts.timeout), ("wait", opts.wait))
+            if value is not None
+        }
+        entry = self._pools.get(key)
+        reason = None
+        if entry is not None:
+            if entry.pool.closed:
+                reason = ""  # closed behind our back (pool.close()): start afresh, quietly
+            elif opts.restart:
+                reason = "restarted as asked (--restart)"
+            else:
+                current = entry.settings()
+                diffs = [
+                    f"{_OPT[k]} {current[k]:g} -> {v:g}" for k, v in wanted.items() if current[k] != v
+                ]
+                changed = entry.changed_file()
+                if changed is not None:
+                    reason = f"{os.path.basename(changed)} changed on disk"
+                elif diffs:
+                    reason = "new settings: " + ", ".join(diffs)
+            if reason is None:
+                return entry
+            settings = {**entry.settings(), **wanted}
+            del self._pools[key]
+            entry.pool.close()
+            name = entry.handler
+        else:
+            settings = dict(wanted)
+            name = handler
+        new = self._start(name, argv, cwd, settings)
+        self._pools[key] = new
+        if reason and not quiet:
+            pids = ", ".join(str(w.pid) for w in new.pool.snapshot().workers if w.pid)
+            print(f"fnrun: restarted the pool of {name}: {reason} (pids {pids})")
+        return new
+
+    def _start(self, handler: str, argv: list[str], cwd: str, settings: dict[str, Any]) -> _PoolEntry:
+        kwargs = {_KEYS[k]: v for k, v in settings.items()}
+        files = [fp for fp in map(_fingerprint, _watched_files(argv, cwd)) if fp is not None]
+        try:
+            pool = Pool(argv, cwd=cwd, **kwargs)
+        except FnrunError as exc:
+            raise CallFailed(exc, handler) from exc
+        return _PoolEntry(handler, argv, cwd, pool, files)
+
+    def _find(self, target: str) -> list[_PoolEntry]:
+        """The pools a ``%fnrun`` HANDLER argument names: by resolved command in the
+        current directory, else by the name the pool was started with or its file name."""
+        if target == "all":
+            return list(self._pools.values())
+        cwd = os.getcwd()
+        try:
+            argv = self._resolve(target, cwd)
+        except UsageError:
+            argv = None
+        if argv is not None and (tuple(argv), cwd) in self._pools:
+            return [self._pools[(tuple(argv), cwd)]]
+        found = [
+            e for e in self._pools.values()
+            if target in (e.handler, os.path.basename(e.handler))
+            or (argv is not None and tuple(e.argv) == tuple(argv))
+        ]
+        if not found:
+            raise UsageError(f"%fnrun: no live pool for {target!r} (see %fnrun pools)")
+        return found
+
+    def _one(self, target: str) -> _PoolEntry:
+        found = self._find(target)
+        if len(found) > 1:
+            raise UsageError(
+                f"%fnrun: {target!r} names {len(found)} pools (started in different"
+                " directories); cd to one of them"
+            )
+        return found[0]
+
+    def entries(self) -> Iterator[_PoolEntry]:
+        """The live pools, oldest first."""
+        return iter(list(self._pools.values()))
+
+    def close_all(self) -> int:
+        """Close every pool this instance started; the number closed."""
+        entries = list(self._pools.values())
+        self._pools.clear()
+        for e in entries:
+            e.pool.close()
+        return len(entries)
+
+    # --- the line magic ---------------------------------------------------------------
+
+    @line_magic("fnrun")
+    @output_can_be_silenced
+    def fnrun_line(self, line: str) -> Any:
+        """Manage the pools of ``%%fnrun``.
+
+        ``%fnrun pools``                  table of live pools
+        ``%fnrun stop [HANDLER|all]``     close a pool (all of them by default)
+        ``%fnrun restart HANDLER``        restart a pool with its settings
+        ``%fnrun stderr HANDLER``         recent stderr of each worker
+        ``%fnrun monitor HANDLER``        the live worker monitor
+        ``%fnrun``                        this help; ``%%fnrun?`` documents the cell magic
+        """
+        cmd = parse_line(line.rstrip().removesuffix(";"))
+        if cmd.action == "help":
+            print(line_help())
+            return None
+        if cmd.action == "pools":
+            return self.pool_table()
+        assert cmd.target is not None  # parse_line guarantees it for the other actions
+        if cmd.action == "stop":
+            entries = self._find(cmd.target)
+            for e in entries:
+                del self._pools[(tuple(e.argv), e.cwd)]
+                e.pool.close()
+            names = ", ".join(e.handler for e in entries) or "none were running"
+            print(f"fnrun: stopped {len(entries)} pool{'s' if len(entries) != 1 else ''}: {names}")
+            return None
+        entry = self._one(cmd.target)
+        if cmd.action == "restart":
+            del self._pools[(tuple(entry.argv), entry.cwd)]
+            entry.pool.close()
+            new = self._start(entry.handler, entry.argv, entry.cwd, entry.settings())
+            self._pools[(tuple(new.argv), new.cwd)] = new
+            pids = ", ".join(str(w.pid) for w in new.pool.snapshot().workers if w.pid)
+            print(f"fnrun: restarted the pool of {new.handler} (pids {pids})")
+            return None
+        if cmd.action == "stderr":
+            return StderrView(entry.handler, entry.pool.stderr())
+        return entry.pool.monitor()
+
+    def pool_table(self) -> PoolTable:
+        """The value ``%fnrun pools`` shows."""
+        now = time.monotonic()
+        rows = []
+        for e in self._pools.values():
+            snap = e.pool.snapshot()
+            rows.append(
+                PoolRow(
+                    handler=e.handler,
+                    command=shlex.join(e.argv),
+                    cwd=e.cwd,
+                    workers=e.pool.workers,
+                    timeout=e.pool.timeout,
+                    max_wait=e.pool.config.max_wait,
+                    calls=snap.calls,
+                    failures=snap.failures,
+                    replacements=snap.replacements,
+                    uptime=now - e.started,
+                )
+            )
+        return PoolTable(tuple(rows))
+
+    def _show(self, obj: Any) -> None:
+        from IPython.display import display
+
+        display(obj)
+
+
+def line_help() -> str:
+    """The text bare ``%fnrun`` prints."""
+    width = max(len(k) for k in LINE_SUBCOMMANDS)
+    lines = ["%fnrun SUBCOMMAND: manage the warm pools of %%fnrun", ""]
+    lines += [f"  %fnrun {k.ljust(width)}  {v}" for k, v in LINE_SUBCOMMANDS.items()]
+    lines += [
+        "",
+        "%%fnrun HANDLER [options] runs the cell body through a pool of HANDLER;",
+        "%%fnrun? lists its options.",
+    ]
+    return "\n".join(lines)
+
+
+def _encode_json(value: Any) -> bytes:
+    from .cli import json_data_bytes
+
+    return json_data_bytes(value)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics on ``ipython`` (``%load_ext fnrun_nb``)."""
+    ipython.register_magics(FnrunMagics(ipython))
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Close every pool the magics started and unregister them (``%unload_ext fnrun_nb``)."""
+    manager = ipython.magics_manager
+    magics = manager.registry.pop(FnrunMagics.__name__, None)
+    if magics is None:
+        return
+    for kind in ("line", "cell"):
+        table = manager.magics[kind]
+        if getattr(table.get("fnrun"), "__self__", None) is magics:
+            del table["fnrun"]
+    magics.close_all()

@@ -1,0 +1,263 @@
+"""``%%fnrun`` / ``%fnrun`` through a real InteractiveShell in a fresh process.
+
+One shell process serves the module (``_magic_shell.py``); each test ends with every
+pool stopped and checks that the shell has no child process left, which replaces the
+pytest-process leak check (the shell itself is this module's own long-lived child).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from _magic_client import MagicShell, wait_gone
+from conftest import HANDLERS, ROOT, TEST_HANDLERS
+
+pytestmark = [
+    # The module's shell process outlives single tests by design; `clean_shell`
+    # below checks the shell's own children instead.
+    pytest.mark.allow_leaks,
+    pytest.mark.timeout(90),
+]
+
+ECHO = os.path.relpath(HANDLERS / "echo.py", ROOT)
+MAGIC = os.path.relpath(TEST_HANDLERS / "magic_handler.py", ROOT)
+
+
+@pytest.fixture(scope="module")
+def shell():
+    sh = MagicShell(ROOT)
+    try:
+        sh.ok("%load_ext fnrun_nb")
+        yield sh
+    finally:
+        left = sh.close()
+    assert left == [], f"processes left after the shell exited: {left}"
+
+
+@pytest.fixture(autouse=True)
+def clean_shell(shell: MagicShell):
+    yield
+    shell.ok("%fnrun stop all")
+    deadline = time.monotonic() + 10
+    while shell.children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert shell.children() == [], "a handler process outlived %fnrun stop all"
+
+
+def _usage_error(reply: dict) -> str:
+    assert not reply["ok"]
+    err = reply["error"]
+    assert (err["module"], err["type"]) == ("IPython.core.error", "UsageError"), err
+    return str(err["message"])
+
+
+# --- one call ---------------------------------------------------------------------------
+
+
+def test_one_call_returns_the_result_displayed_once(shell: MagicShell) -> None:
+    reply = shell.ok(f"%%fnrun {ECHO} -o r\nhello world\n")
+    assert reply["result_type"] == "Result"
+    [out] = reply["outputs"]  # displayed once, by the displayhook
+    assert out["kind"] == "execute_result"
+    text = out["data"]["text/plain"]
+    assert text.startswith("status 200 · 11 bytes\nhello world\n")
+    assert "worker " in text and "pid " in text and " ms service" in text
+    html = out["data"]["text/html"]
+    assert ">200</span>" in html and "<pre" in html and "hello world" in html
+    # one trailing newline is dropped; the rest is sent as typed
+    assert shell.out("print(repr(r.data), r.status)") == "b'hello world' 200\n"
+    shell.ok(f"%%fnrun {ECHO} -o r2\n  two\n\n")
+    assert shell.out("print(repr(r2.data))") == "b'  two\\n'\n"
+
+
+def test_pool_is_reused_across_cells(shell: MagicShell) -> None:
+    shell.ok(f"%%fnrun {ECHO} -w 1 -o a\nfirst")
+    reply = shell.ok(f"%%fnrun {ECHO} -w 1 -o b\nsecond")
+    assert "restarted" not in reply["stdout"]
+    assert shell.out("print(a.info.pid == b.info.pid, b.info.call)") == "True 2\n"
+    table = shell.ok("%fnrun pools")["outputs"][0]["data"]
+    assert ECHO in table["text/plain"] and "<table" in table["text/html"]
+    row = [ln for ln in table["text/plain"].splitlines() if ln.startswith(ECHO)][0]
+    assert row.split()[1:4] == ["1", "2", "0"]  # workers, calls, failures
+
+
+def test_settings_change_restarts_with_one_line(shell: MagicShell) -> None:
+    shell.ok(f"%%fnrun {ECHO} -w 1 -o a\nx")
+    reply = shell.ok(f"%%fnrun {ECHO} -w 2 -t 7 -o b\nx")
+    notes = reply["stdout"].splitlines()
+    assert len([n for n in notes if n.startswith("fnrun:")]) == 1
+    assert notes[0].startswith(f"fnrun: restarted the pool of {ECHO}: new settings: -w 1 -> 2, -t 30 -> 7")
+    assert shell.out("print(a.info.pid != b.info.pid)") == "True\n"
+    # options left out keep the pool's settings: no restart
+    reply = shell.ok(f"%%fnrun {ECHO} -o c\nx")
+    assert "restarted" not in reply["stdout"]
+    assert shell.out("print(len(c.info and [1]), c.info.pid in (b.info.pid,) or c.info.worker in (0, 1))") == "1 True\n"
+    reply = shell.ok(f"%%fnrun {ECHO} --wait 0.5\nx")
+    assert "new settings: --wait 5 -> 0.5" in reply["stdout"]
+    reply = shell.ok(f"%%fnrun {ECHO} --restart\nx")
+    assert "restarted as asked (--restart)" in reply["stdout"]
+
+
+def test_handler_edit_restarts_and_touch_does_not(shell: MagicShell, tmp_path: Path) -> None:
+    handler = tmp_path / "h.py"
+    shutil.copy(HANDLERS / "echo.py", handler)
+    shell.ok(f"%%fnrun {handler} -w 1 -o a\nx")
+    os.utime(handler)  # same content, new mtime
+    reply = shell.ok(f"%%fnrun {handler} -o b\nx")
+    assert "restarted" not in reply["stdout"]
+    handler.write_text(handler.read_text().replace("Result(200, data", "Result(201, data"))
+    reply = shell.ok(f"%%fnrun {handler} -o c\nx")
+    assert reply["stdout"].startswith(f"fnrun: restarted the pool of {handler}: h.py changed on disk")
+    assert shell.out("print(a.info.pid == b.info.pid != c.info.pid, c.status)") == "True 201\n"
+
+
+def test_env_options_and_expansion(shell: MagicShell) -> None:
+    shell.ok("extra = {'B': 'from-mapping', 'C': '3'}\nh = " + repr(ECHO) + "\nn = 2")
+    shell.ok('%%fnrun $h -e A=1 -e @extra -e C=last -e "D=x y" -e E={n*21} -o r\nbody')
+    assert shell.out("print(sorted(r.env.items()))") == (
+        "[('A', '1'), ('B', 'from-mapping'), ('C', 'last'), ('D', 'x y'), ('E', '42')]\n"
+    )
+
+
+def test_quiet_and_semicolon_silence_but_still_store(shell: MagicShell) -> None:
+    reply = shell.ok(f"%%fnrun {ECHO} -q -o r\nquiet")
+    assert reply["outputs"] == [] and reply["stdout"] == "" and reply["result_type"] is None
+    reply = shell.ok(f"%%fnrun {ECHO} -o s\nsilenced;")
+    assert reply["outputs"] == []
+    assert shell.out("print(r.data, s.data)") == "b'quiet' b'silenced;'\n"
+    assert shell.ok("%fnrun pools;")["outputs"] == []
+
+
+def test_usage_errors_are_exact(shell: MagicShell) -> None:
+    shell.ok("notamap = [1]")
+    cases = {
+        "%%fnrun\nx": "the following arguments are required: HANDLER",
+        f"%%fnrun {ECHO} -w 0\nx": "-w/--workers must be at least 1, got 0",
+        f"%%fnrun {ECHO} -w two\nx": "argument -w/--workers: invalid int value: 'two'",
+        f"%%fnrun {ECHO} -t 0\nx": "-t/--timeout must be a positive number of seconds, got 0",
+        f"%%fnrun {ECHO} --wait -1\nx": "--wait must be zero or a positive number of seconds, got -1",
+        f"%%fnrun {ECHO} -r 0\nx": "-r/--repeat must be at least 1, got 0",
+        f"%%fnrun {ECHO} --lines -r 2 --rate 0\nx": "--rate must be a positive number of calls per second, got 0",
+        f"%%fnrun {ECHO} --rate 5\nx": "--rate applies to a batch: add --lines, -r/--repeat or a JSON list",
+        f"%%fnrun {ECHO} --lines --json\nx": "--lines and --json cannot be combined",
+        f"%%fnrun {ECHO} --lines\n\n  \n": "--lines: the cell has no non-empty line",
+        f"%%fnrun {ECHO} --json\n{{oops": "--json: the cell is not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+        f"%%fnrun {ECHO} --json\n[]": "--json: the list is empty",
+        f"%%fnrun {ECHO} -o 1x\nx": "-o NAME must be a Python identifier, got '1x'",
+        f"%%fnrun {ECHO} -e NOEQUALS\nx": "-e/--env expects KEY=VALUE or @NAME, got 'NOEQUALS'",
+        f"%%fnrun {ECHO} -e @missing\nx": "-e @missing: no variable 'missing' in the namespace",
+        f"%%fnrun {ECHO} -e @notamap\nx": "-e @notamap: expected a mapping of str to str, got list",
+        f"%%fnrun {ECHO} --bogus\nx": "unrecognized arguments: --bogus",
+        "%%fnrun ./nope.py\nx": "cannot start handler './nope.py': ./nope.py: No such file or directory",
+        "%%fnrun no-such-program-xyz\nx": "cannot start handler 'no-such-program-xyz': no-such-program-xyz: command not found on PATH",
+        "%fnrun frobnicate": "%fnrun: unknown subcommand 'frobnicate'; expected one of: pools, stop, restart, stderr, monitor (a call is a cell: %%fnrun HANDLER)",
+        "%fnrun pools extra": "%fnrun pools takes no argument",
+        "%fnrun restart": "%fnrun restart needs a HANDLER",
+        "%fnrun stderr all": "%fnrun stderr needs one HANDLER, not 'all'",
+        "%fnrun stop a b": "%fnrun stop: expected at most one HANDLER, got 2 words (quote a command line with arguments)",
+        f"%fnrun stderr {ECHO}": f"%fnrun: no live pool for '{ECHO}' (see %fnrun pools)",
+    }
+    for cell, message in cases.items():
+        reply = shell.run(cell)
+        assert _usage_error(reply) == message, cell
+        # shown as one line, without a traceback
+        assert reply["stderr"] == f"UsageError: {message}\n"
+        assert reply["stdout"] == ""
+    assert shell.children() == []  # no usage error started a pool
+
+
+def test_help_and_usage(shell: MagicShell) -> None:
+    text = shell.out("%fnrun")
+    assert text.startswith("%fnrun SUBCOMMAND: manage the warm pools of %%fnrun\n")
+    for sub in ("pools", "stop", "restart", "stderr", "monitor"):
+        assert f"  %fnrun {sub}" in text
+    shell.ok("from fnrun_nb.magics import FnrunMagics\ndoc = FnrunMagics.fnrun_cell.__doc__")
+    doc = shell.out("print(doc)")
+    assert "%%fnrun [-w N] [-t SECONDS] [--wait SECONDS] [-e KEY=VALUE] [-r N]" in doc
+    for opt in ("--lines", "--json", "--rate R", "--monitor", "-o NAME, --output NAME",
+                "-q, --quiet", "--restart", "-e <KEY=VALUE>, --env <KEY=VALUE>"):
+        assert opt in doc, opt
+
+
+# --- failures -----------------------------------------------------------------------------
+
+
+def test_handler_crash_is_shown_concisely(shell: MagicShell) -> None:
+    shell.ok(f"%%fnrun {MAGIC} -w 1 -o first\npid")
+    reply = shell.run(f"%%fnrun {MAGIC}\ncrash")
+    err = reply["error"]
+    assert (err["module"], err["type"]) == ("fnrun_nb.magic_views", "CallFailed")
+    shown = reply["stdout"]
+    assert shown == err["rendered"] + "\n"
+    lines = shown.splitlines()
+    assert lines[0].startswith("HandlerCrashed: handler process ")
+    assert "(exit code 3)" in lines[0]
+    assert lines[1] == f"  handler: {MAGIC}"
+    assert "  exit code 3" in lines
+    assert "    magic_handler: crashing on purpose" in lines
+    assert lines[-1] == "  the pool replaced the process; the next call gets a fresh one"
+    assert "Traceback" not in shown and len(lines) < 12
+    # the pool is healthy: a fresh process answers
+    shell.ok(f"%%fnrun {MAGIC} -o after\npid")
+    assert shell.out("print(after.data != first.data, after.info.generation)") == "True 2\n"
+
+
+def test_timeout_is_shown_concisely(shell: MagicShell) -> None:
+    reply = shell.run(f"%%fnrun {MAGIC} -w 1 -t 0.5\nsleep 30")
+    assert reply["error"]["type"] == "CallFailed"
+    first = reply["stdout"].splitlines()[0]
+    assert first.startswith("InvocationTimeout: call exceeded its 0.5 s timeout")
+
+
+def test_handler_that_cannot_start(shell: MagicShell, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import sys\nsys.stderr.write('cannot import things\\n')\nsys.exit(4)\n")
+    reply = shell.run(f"%%fnrun {bad} -w 1 --wait 2\nx", timeout=60)
+    assert reply["error"]["type"] == "CallFailed"
+    lines = reply["stdout"].splitlines()
+    assert lines[0].startswith("HandlerStartError: cannot start handler")
+    assert any("cannot import things" in ln for ln in lines)
+    assert "Traceback" not in reply["stdout"]
+
+
+# --- the line magic -------------------------------------------------------------------------
+
+
+def test_line_magic_stderr_restart_stop(shell: MagicShell) -> None:
+    shell.ok(f"%%fnrun {MAGIC} -w 1 -o a\nstderr hello from the handler")
+    reply = shell.ok(f"%fnrun stderr {MAGIC}")
+    text = reply["outputs"][0]["data"]["text/plain"]
+    assert text.startswith(f"stderr of {MAGIC}:\n--- worker 0\n")
+    assert "hello from the handler" in text
+    assert "<pre" in reply["outputs"][0]["data"]["text/html"]
+    # a pool is also found by its file name
+    reply = shell.ok("%fnrun restart magic_handler.py")
+    assert reply["stdout"].startswith(f"fnrun: restarted the pool of {MAGIC} (pids ")
+    shell.ok(f"%%fnrun {MAGIC} -o b\npid")
+    assert shell.out("print(a.info.pid != int(b.data))") == "True\n"
+    shell.ok(f"%%fnrun {ECHO} -w 1 -o e\nx")
+    assert len(shell.children()) == 2
+    echo_pid = int(shell.out("print(e.info.pid)"))
+    assert shell.out(f"%fnrun stop {ECHO}") == f"fnrun: stopped 1 pool: {ECHO}\n"
+    assert wait_gone([echo_pid]) == [] and len(shell.children()) == 1
+    assert shell.out("%fnrun stop") == f"fnrun: stopped 1 pool: {MAGIC}\n"
+    assert shell.out("%fnrun stop all") == "fnrun: stopped 0 pools: none were running\n"
+    assert shell.ok("%fnrun pools")["outputs"][0]["data"]["text/plain"] == "no live fnrun pools"
+
+
+def test_unload_closes_every_pool_and_reload_works(shell: MagicShell) -> None:
+    shell.ok(f"%%fnrun {ECHO} -w 2\nx")
+    shell.ok(f"%%fnrun {MAGIC} -w 1\nx")
+    pids = shell.children()
+    assert len(pids) == 3
+    shell.ok("%unload_ext fnrun_nb")
+    assert shell.children() == []
+    assert wait_gone(pids) == []
+    reply = shell.run(f"%%fnrun {ECHO}\nx")
+    assert reply["error"]["type"] == "UsageError"  # the magic is gone
+    shell.ok("%load_ext fnrun_nb")
+    shell.ok(f"%%fnrun {ECHO}\nback")
