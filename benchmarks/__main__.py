@@ -59,9 +59,13 @@ def run_section(name: str, quick: bool) -> dict[str, Any]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        return {"status": "missing", "error": f"benchmarks/{name}.py is not written yet"}
+        if exc.name == module_name:
+            return {"status": "missing", "error": f"benchmarks/{name}.py is not written yet"}
+        traceback.print_exc()
+        return {"status": "error", "error": f"cannot import: {type(exc).__name__}: {exc}"}
+    except Exception as exc:  # a syntax error in one section must not stop the others
+        traceback.print_exc()
+        return {"status": "error", "error": f"cannot import: {type(exc).__name__}: {exc}"}
     run = getattr(module, "run", None)
     if not callable(run):
         return {"status": "missing", "error": f"benchmarks/{name}.py has no run(quick)"}

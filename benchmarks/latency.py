@@ -1,133 +1,185 @@
-"""Latency of one call: ``Pool.invoke`` against the floor and ProcessPoolExecutor.
+"""Per-call latency of a 16-byte echo on one warm worker, pinned and unpinned.
 
 ::
 
-    python -m benchmarks.latency [--rounds 15] [--calls 2000] [--cpu N]
+    python -m benchmarks.latency [--quick] [--rounds N] [--cpu N]
 
-Three ways to make the same 16-byte echo call, measured in interleaved rounds (A, B,
-C, A, B, C, ...) so that machine noise hits them alike, all pinned to one CPU
-(``os.sched_setaffinity``; the handler processes inherit the mask):
+Cases (each a 16-byte echo, one call at a time, on one warm worker):
 
-- ``floor``: a minimal host loop written here on the same SDK echo handler: write
-  the Event and ExecutionContext frames, read one Result frame, decode it with
-  protobuf.  Nothing a host can do costs less.
-- ``pool``: ``fnrun_nb.Pool.invoke`` (one worker), the full public path.
-- ``ppe``: ``ProcessPoolExecutor(1).submit(echo, data).result()``.
+- ``floor``: the minimal host of ``_floor`` on the same SDK echo handler process.
+- ``Pool.invoke``: ``fnrun_nb.Pool(echo.py, workers=1).invoke(data)``, the public path.
+- ``ProcessPoolExecutor(1)``: ``submit(echo, data).result()``.
+- ``multiprocessing.Pool(1)``: ``apply(echo, (data,))``.
+- ``new process per call``: a fresh handler process per call (what a pool saves).
+- ``Dask LocalCluster`` (1 worker process, 1 thread) and ``ipyparallel`` (1 engine)
+  when installed (``pip install '.[bench]'``).
 
-It prints per-call medians and the ratios ``pool/floor`` and ``ppe/pool`` with their
-spread over rounds (each round's ratio is taken within the round).  The targets are
-``pool/floor <= 1.25`` (at most 1.5) and ``ppe/pool >= 5``.
+All cases run in interleaved rounds; every ratio is taken within a round (paired).
+*Pinned*: this process, its threads and every process below it on one CPU, the
+stable figure.  *Unpinned*: the default mask, what a user sees.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import subprocess
+import logging
+import multiprocessing
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
+from contextlib import ExitStack
+from typing import Any
 
 from fnrun_nb import Pool
-from fnrun_nb._proto import fnrun_pb2 as pb
-from fnrun_nb.protocol import encode_context, encode_event
 
-ECHO = Path(__file__).resolve().parent.parent / "notebooks" / "handlers" / "echo.py"
+from ._floor import ECHO, FloorHost, echo, spawn_call
+from ._method import (
+    Case, calibrate, interleave, machine_facts, paired, pin_cpu, pinned, summarize, timed,
+)
+from ._report import render_text, row, section, target
+
 DATA = b"0123456789abcdef"
+FLOOR = "floor (minimal host)"
+POOL = "Pool.invoke"
+PPE = "ProcessPoolExecutor(1)"
+MP = "multiprocessing.Pool(1).apply"
+SPAWN = "new process per call"
+DASK = "Dask LocalCluster (1 worker)"
+IPP = "ipyparallel (1 engine)"
 
 
-def _echo(data: bytes) -> bytes:
-    return data
+def _checked(name: str, call: Callable[[bytes], Any]) -> Callable[[], object]:
+    """The case's operation, after checking once that it really echoes."""
+    got = call(DATA)
+    got = getattr(got, "data", got)
+    if got != DATA:
+        raise RuntimeError(f"{name} returned {got!r}, expected {DATA!r}")
+    return lambda: call(DATA)
 
 
-class FloorHost:
-    """The least a host can do per call, on a handler process of its own."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ECHO)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            bufsize=0,
-        )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.w = self.proc.stdin.fileno()
-        self.r = self.proc.stdout.fileno()
-
-    def call(self, data: bytes) -> bytes:
-        ctx = encode_context(time.time_ns() + 30_000_000_000)
-        os.write(self.w, encode_event(data) + ctx)
-        chunk = os.read(self.r, 65536)
-        while len(chunk) < 4 or len(chunk) < 4 + int.from_bytes(chunk[:4], "big"):
-            chunk += os.read(self.r, 65536)
-        return pb.Result.FromString(chunk[4:]).data  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(5)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
+def _start_dask(stack: ExitStack, notes: list[str]) -> Callable[[bytes], Any] | None:
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        notes.append("Dask LocalCluster: not installed (pip install '.[bench]')")
+        return None
+    cluster = LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    stack.callback(cluster.close)
+    client = Client(cluster)
+    stack.callback(client.close)
+    return lambda d: client.submit(echo, d, pure=False).result()
 
 
-def _time_calls(call, n: int) -> float:  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    for _ in range(n):
-        call(DATA)
-    return (time.perf_counter() - t0) / n
+def _start_ipyparallel(stack: ExitStack, notes: list[str]) -> Callable[[bytes], Any] | None:
+    try:
+        import ipyparallel
+    except ImportError:
+        notes.append("ipyparallel: not installed (pip install '.[bench]')")
+        return None
+    cluster = ipyparallel.Cluster(n=1, log_level=logging.ERROR)
+    rc = cluster.start_and_connect_sync()
+    stack.callback(cluster.stop_cluster_sync)
+    stack.callback(rc.close)
+    view = rc[0]
+    return lambda d: view.apply_sync(echo, d)
+
+
+def run(quick: bool, *, rounds: int | None = None, cpu: int | None = None) -> dict[str, Any]:
+    """Measure every case pinned, then unpinned; returns a section (see ``_report``)."""
+    rounds = rounds or (3 if quick else 15)
+    round_seconds = 0.03 if quick else 0.15
+    cpu = pin_cpu() if cpu is None else cpu
+    notes = [
+        f"{rounds} interleaved rounds per mode, each about {round_seconds * 1e3:.0f} ms per"
+        " case; ratios are paired within rounds; IQR = interquartile range over rounds.",
+        f"pinned = host, its threads and every child process on CPU {cpu}"
+        " (os.sched_setaffinity); unpinned = the default mask.",
+    ]
+    rows: list[dict[str, Any]] = []
+    targets: list[dict[str, Any]] = []
+    with ExitStack() as stack:
+        # The forking peers start first, so that their children do not inherit the
+        # pipes of the handler processes started below.
+        ppe = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+        stack.callback(ppe.shutdown)
+        ops: dict[str, Callable[[], object]] = {}
+        ops[PPE] = _checked(PPE, lambda d: ppe.submit(echo, d).result())
+        mp = multiprocessing.get_context("fork").Pool(1)
+        stack.callback(mp.join)
+        stack.callback(mp.close)
+        ops[MP] = _checked(MP, lambda d: mp.apply(echo, (d,)))
+        floor = stack.enter_context(FloorHost())
+        ops[FLOOR] = _checked(FLOOR, floor.call)
+        pool = stack.enter_context(Pool(str(ECHO), workers=1, timeout=30.0))
+        ops[POOL] = _checked(POOL, pool.invoke)
+        ops[SPAWN] = _checked(SPAWN, spawn_call)
+        for name, start in ((DASK, _start_dask), (IPP, _start_ipyparallel)):
+            call = start(stack, notes)
+            if call is not None:
+                ops[name] = _checked(name, call)
+        order = [n for n in (POOL, FLOOR, PPE, MP, SPAWN, DASK, IPP) if n in ops]
+        cases: dict[str, Case] = {name: timed(ops[name]) for name in order}
+
+        for mode, mode_cpu in (("pinned", cpu), ("unpinned", None)):
+            with pinned(mode_cpu):
+                counts = {
+                    name: calibrate(case, round_seconds, least=1 if name == SPAWN else 20)
+                    for name, case in cases.items()
+                }
+                samples = interleave(cases, counts, rounds)
+            base = samples[FLOOR]
+            for name in order:
+                ratio = None if name == FLOOR else paired(samples[name], base)
+                rows.append(
+                    row(
+                        name, summarize(samples[name]).scaled(1e6), "us/call", mode=mode,
+                        ratio=ratio, ratio_to="floor" if ratio else None,
+                        note=f"{counts[name]} calls/round",
+                    )
+                )
+            if mode == "pinned":
+                targets.append(
+                    target("Pool.invoke / floor, pinned", paired(samples[POOL], base), "<=", 1.5, 1.25)
+                )
+                targets.append(
+                    target(
+                        "ProcessPoolExecutor / Pool.invoke (speed-up), pinned",
+                        paired(samples[PPE], samples[POOL]), ">=", 5.0, 10.0,
+                    )
+                )
+            else:
+                notes.append(
+                    "unpinned Pool.invoke / floor: "
+                    f"{summarize(x / y for x, y in zip(samples[POOL], base)).median:.2f}; "
+                    "ProcessPoolExecutor / Pool.invoke: "
+                    f"{paired(samples[PPE], samples[POOL]).median:.1f}x"
+                )
+    return section(
+        "Per-call latency, 16-byte echo, one warm worker", rows, targets, notes
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--calls", type=int, default=2000, help="calls per round per method")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: last)")
     args = parser.parse_args(argv)
-
-    cpu = args.cpu if args.cpu is not None else max(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpu})  # inherited by every process started below
-
-    floor = FloorHost()
-    pool = Pool(str(ECHO), workers=1, timeout=30.0)
-    ppe = ProcessPoolExecutor(1)
-    methods = {
-        "floor": floor.call,
-        "pool": pool.invoke,
-        "ppe": lambda d: ppe.submit(_echo, d).result(),
+    t0 = time.perf_counter()
+    sec = run(args.quick, rounds=args.rounds, cpu=args.cpu)
+    sec["status"] = "ok"
+    results = {
+        "mode": "quick" if args.quick else "full",
+        "machine": machine_facts(),
+        "seconds": time.perf_counter() - t0,
+        "sections": {"latency": sec},
     }
-    try:
-        assert floor.call(DATA) == DATA and pool.invoke(DATA).data == DATA
-        for call in methods.values():  # warm up: imports, caches, branch predictors
-            _time_calls(call, max(50, args.calls // 10))
-        per_round: dict[str, list[float]] = {name: [] for name in methods}
-        for _ in range(args.rounds):
-            for name, call in methods.items():
-                n = args.calls if name != "ppe" else max(50, args.calls // 10)
-                per_round[name].append(_time_calls(call, n))
-    finally:
-        ppe.shutdown()
-        pool.close()
-        floor.close()
-
-    med = {name: statistics.median(v) for name, v in per_round.items()}
-    print(f"pinned to CPU {cpu}; {args.rounds} interleaved rounds of {args.calls} calls")
-    for name, value in med.items():
-        print(f"  {name:6s} median {value * 1e6:8.1f} us/call")
-    ratios = {
-        "pool/floor": [p / f for p, f in zip(per_round["pool"], per_round["floor"])],
-        "ppe/pool": [e / p for e, p in zip(per_round["ppe"], per_round["pool"])],
-    }
-    for name, values in ratios.items():
-        q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
-        print(
-            f"  {name:10s} median {statistics.median(values):.3f}"
-            f"  (IQR {q[0]:.3f}..{q[2]:.3f}, min {min(values):.3f}, max {max(values):.3f})"
-        )
-    ok = statistics.median(ratios["pool/floor"]) <= 1.5 and statistics.median(
-        ratios["ppe/pool"]
-    ) >= 5
-    print("minimum targets (pool/floor <= 1.5, ppe/pool >= 5):", "met" if ok else "NOT met")
-    return 0 if ok else 1
+    print(render_text(results))
+    return 0
 
 
 if __name__ == "__main__":
