@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -149,9 +148,6 @@ class FnrunMagics(Magics):
         req = parse_cell(line, cell, user_ns, encode_json=_encode_json)
         opts = req.options
         entry = self._pool_for(opts.handler, req, quiet=opts.quiet)
-        pool = entry.pool
-        if opts.monitor:
-            self._show(pool.monitor())
         value = self._run(entry, req)
         if opts.output is not None:
             user_ns[opts.output] = value
@@ -161,13 +157,22 @@ class FnrunMagics(Magics):
         pool = entry.pool
         env = req.env or None
         if not req.batch:
+            # --monitor on one call: the live view is shown while the cell blocks and
+            # stopped on its final state however the call ends.
+            view = pool.monitor(show=True) if req.options.monitor else None
             try:
                 result = pool.invoke(req.inputs[0], env=env)
             except FnrunError as exc:
                 raise CallFailed(exc, entry.handler) from exc
+            finally:
+                if view is not None:
+                    view.stop()
             return JsonResult.of(result) if req.options.json else result
         try:
-            return pool.map(req.inputs, env=env, repeat=req.repeat, rate=req.options.rate)
+            return pool.map(
+                req.inputs, env=env, repeat=req.repeat, rate=req.options.rate,
+                monitor=req.options.monitor,
+            )
         except KeyboardInterrupt:
             # The batch layer keeps the partial batch as pool.last_batch; hand it to
             # the user before the interrupt propagates.
@@ -352,11 +357,6 @@ class FnrunMagics(Magics):
             )
         return PoolTable(tuple(rows))
 
-    def _show(self, obj: Any) -> None:
-        from IPython.display import display
-
-        display(obj)
-
 
 def line_help() -> str:
     """The text bare ``%fnrun`` prints."""
@@ -372,9 +372,11 @@ def line_help() -> str:
 
 
 def _encode_json(value: Any) -> bytes:
-    from .cli import json_data_bytes
+    # The JSON-lines rule of the batch layer and the CLI, applied to a bare value
+    # (a string is sent as UTF-8, anything else as its compact JSON encoding).
+    from .batch import input_from_json
 
-    return json_data_bytes(value)
+    return input_from_json({"data": value}, "--json")[0]
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -34,9 +34,18 @@ class MagicShell:
         return self.proc.pid
 
     def _request(self, req: dict[str, Any], timeout: float) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.send(req)
+        return self.receive(timeout, req)
+
+    def send(self, req: dict[str, Any]) -> None:
+        """Send a request without waiting for the reply (see ``receive``)."""
+        assert self.proc.stdin is not None
         self.proc.stdin.write((json.dumps(req) + "\n").encode())
         self.proc.stdin.flush()
+
+    def receive(self, timeout: float, req: object = "the last request") -> dict[str, Any]:
+        """The next reply."""
+        assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
         while b"\n" not in self._buf:

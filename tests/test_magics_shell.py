@@ -261,3 +261,70 @@ def test_unload_closes_every_pool_and_reload_works(shell: MagicShell) -> None:
     assert reply["error"]["type"] == "UsageError"  # the magic is gone
     shell.ok("%load_ext fnrun_nb")
     shell.ok(f"%%fnrun {ECHO}\nback")
+
+
+# --- batches ---------------------------------------------------------------------------------
+
+
+def test_lines_repeat_and_rate_make_batches(shell: MagicShell) -> None:
+    reply = shell.ok(f"%%fnrun {ECHO} -w 2 --lines -e K=v -o b\nalpha\n\n  \nbeta \ngamma\n")
+    assert reply["result_type"] == "Batch"
+    [out] = reply["outputs"]
+    assert out["kind"] == "execute_result" and "text/html" in out["data"]
+    assert shell.out(
+        "print(len(b), list(b.df['data']), list(b.df['outcome'].astype(str)), b.df['env_in'][0])"
+    ) == "3 [b'alpha', b'beta ', b'gamma'] ['ok', 'ok', 'ok'] {'K': 'v'}\n"
+    shell.ok(f"%%fnrun {ECHO} --lines -r 3 -o b\none\ntwo")
+    assert shell.out("print(len(b), list(b.df['repeat']))") == "6 [0, 0, 1, 1, 2, 2]\n"
+    shell.ok(f"%%fnrun {ECHO} -r 4 -o b\nsame")
+    assert shell.out("print(len(b), set(b.df['data']))") == "4 {b'same'}\n"
+    shell.ok(f"%%fnrun {ECHO} -r 5 --rate 50 -o b\nx")
+    assert shell.out("print(b.df['scheduled'].notna().all(), len(b))") == "True 5\n"
+
+
+def test_json_one_value_and_list(shell: MagicShell) -> None:
+    reply = shell.ok(f'%%fnrun {ECHO} --json -o r\n{{"x": [1, 2], "name": "é"}}\n')
+    assert reply["result_type"] == "JsonResult"
+    text = reply["outputs"][0]["data"]["text/plain"]
+    assert '"x": [\n    1,\n    2\n  ]' in text  # the decoded value, pretty-printed
+    assert shell.out("print(r.data.decode(), r.value, r.decoded, r.status)") == (
+        '{"x":[1,2],"name":"é"} {\'x\': [1, 2], \'name\': \'é\'} True 200\n'
+    )
+    shell.ok(f'%%fnrun {ECHO} --json -o r\n"plain string"')
+    assert shell.out("print(r.data, r.decoded)") == "b'plain string' False\n"
+    reply = shell.ok(f'%%fnrun {ECHO} --json -o b\n["a", 2, {{"k": null}}]')
+    assert reply["result_type"] == "Batch"
+    assert shell.out("print(list(b.df['data']))") == "[b'a', b'2', b'{\"k\":null}']\n"
+
+
+def test_monitor_option_and_subcommand_show_the_monitor(shell: MagicShell) -> None:
+    reply = shell.ok(f"%%fnrun {ECHO} -w 2 --monitor -o r\nwatched")
+    # a terminal shell gets the text monitor: status lines on stderr, the last one final
+    lines = reply["stderr"].splitlines()
+    assert lines and all(ln.startswith("fnrun ") for ln in lines)
+    assert lines[-1].endswith("1 call, 0 failures, 0 replacements")
+    assert reply["result_type"] == "Result"
+    reply = shell.ok(f"%%fnrun {ECHO} --lines --monitor -o b\na\nb\nc")
+    assert reply["stderr"].splitlines()[-1].startswith("fnrun ") and reply["result_type"] == "Batch"
+    reply = shell.ok(f"%fnrun monitor {ECHO}")
+    assert reply["result_type"] == "TextMonitor"
+    [out] = reply["outputs"]
+    assert out["data"]["text/plain"].startswith("fnrun echo.py: 2 workers: 2 idle; 4 calls")
+    assert '<div class="fnrun-monitor">' in out["data"]["text/html"]
+
+
+def test_ctrl_c_in_a_batch_keeps_the_partial_batch(shell: MagicShell) -> None:
+    cell = f"%%fnrun {MAGIC} -w 2 --lines -o part\n" + "sleep 0.25\n" * 40
+    shell.send({"cell": cell})
+    time.sleep(2.0)
+    shell.interrupt()
+    reply = shell.receive(60)
+    assert reply["error"]["type"] == "KeyboardInterrupt"
+    out = shell.out(
+        "print(type(part).__name__, part.interrupted, len(part),"
+        " 0 < (part.df['outcome'] == 'ok').sum() < 40, (part.df['outcome'] == 'cancelled').sum() > 0)"
+    )
+    assert out == "Batch True 40 True True\n"
+    # the pool is healthy afterwards
+    shell.ok(f"%%fnrun {MAGIC} -o r\nstill here")
+    assert shell.out("print(r.data)") == "b'still here'\n"
