@@ -75,7 +75,7 @@ def make_record(
             "cold": pd.array(call == 1, dtype="boolean"),
             "env": [{"OUT": str(i)} if o else {} for i, o in enumerate(ok)],
             "env_in": [{"IN": str(i)} for i in range(n)],
-            "bytes_in": pd.array(np.full(n, 5), dtype="Int64"),
+            "bytes_in": np.full(n, 5, dtype="int64"),
             "bytes_out": pd.array(np.where(ok, 5, 0), dtype="Int64"),
             "data": [b"hello" if o else None for o in ok],
             "error": [None if o else f"{oc}: failed" for o, oc in zip(ok, outcome)],

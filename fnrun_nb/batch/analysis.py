@@ -215,7 +215,7 @@ class WarmupReport:
     median of the later half of the curve's calls, and ``settles_after`` the number of
     leading calls on a process whose median is above the band (``steady_ms * (1 +
     tolerance)``, widened to the p90 of those later calls when the batch is noisier
-    than that) before ``run`` consecutive points stay within it: 0 when even the
+    than that, and to at least ``floor_ms`` above ``steady_ms``) before ``run`` consecutive points stay within it: 0 when even the
     first call is not slow, ``None`` when the curve never settles in this batch.
     """
 
@@ -307,16 +307,21 @@ def warmup(
     *,
     tolerance: float = 0.25,
     run: int = 3,
+    floor_ms: float = 0.1,
 ) -> WarmupReport:
     """Cold versus warm ``metric`` (ok calls) and the curve against ``call_on_worker``.
 
-    ``tolerance`` is the relative band around the steady level that counts as settled
-    and ``run`` how many consecutive points must stay in it (one noisy point on a busy
-    machine must not decide).  Raises ``ValueError`` for a negative tolerance or a
-    ``run`` below 1, ``KeyError`` for an unknown metric.
+    ``tolerance`` is the relative band around the steady level that counts as settled,
+    never narrower than ``floor_ms`` (a 50 µs handler whose second call takes 80 µs
+    has not "warmed up"), and ``run`` how many consecutive points must stay in it (one
+    noisy point on a busy machine must not decide).  Raises ``ValueError`` for a
+    negative tolerance or floor or a ``run`` below 1, ``KeyError`` for an unknown
+    metric.
     """
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
+    if not floor_ms >= 0:
+        raise ValueError(f"floor_ms must be >= 0, got {floor_ms!r}")
     if isinstance(run, bool) or not isinstance(run, int) or run < 1:
         raise ValueError(f"run must be an int >= 1, got {run!r}")
     _require(df, [metric, "call_on_worker", "cold"])
@@ -343,7 +348,8 @@ def warmup(
         # A point counts as slow only above both the relative band and the p90 of the
         # steady calls: with a few processes each point is a median of a few values,
         # and the batch's own spread is the noise it has to beat.
-        ceiling = max(steady * (1 + tolerance), late_p90)
+        # Below floor_ms a difference is timer and scheduler noise, not a warm-up.
+        ceiling = max(steady * (1 + tolerance), late_p90, steady + floor_ms)
         settles = _settle_point(curve["p50"], ceiling, run)
     return WarmupReport(
         metric=metric,

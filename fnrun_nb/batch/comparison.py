@@ -35,7 +35,9 @@ from .analysis import ok_rows
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Comparison", "bootstrap_percentile", "compare_frames"]
+    from .core import Batch
+
+__all__ = ["Comparison", "bootstrap_percentile", "compare_batches", "compare_frames"]
 
 DEFAULT_RESAMPLES = 10_000
 
@@ -118,6 +120,8 @@ class Comparison:
     """Per side, the ok rows' ``input_index`` and metric (what the numbers come from)."""
     replicates: np.ndarray = field(repr=False)
     """The bootstrap replicates of ``ratio`` (what ``plot()`` draws)."""
+    batches: tuple[Batch, Batch] | None = field(default=None, repr=False)
+    """The two batches compared, when they were batches (not bare records)."""
 
     # --- derived views -----------------------------------------------------------------
 
@@ -268,6 +272,7 @@ def compare_frames(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     labels: tuple[str, str] = ("A", "B"),
+    batches: tuple[Batch, Batch] | None = None,
 ) -> Comparison:
     """Compare ``metric`` of the ok rows of two batch records (B relative to A).
 
@@ -320,4 +325,23 @@ def compare_frames(
         seed=seed,
         samples=(sa, sb),
         replicates=reps,
+        batches=batches,
     )
+
+
+def compare_batches(
+    a: Batch,
+    b: Batch | pd.DataFrame,
+    metric: str = "service_ms",
+    threshold: float = 0.05,
+    **options: Any,
+) -> Comparison:
+    """``a.compare(b)``: :func:`compare_frames` on two batches (or a batch and a
+    record); ``options`` are its keyword arguments.  Raises ``TypeError`` when ``b``
+    is neither."""
+    if isinstance(b, pd.DataFrame):
+        return compare_frames(a.df, b, metric, threshold, **options)
+    df = getattr(b, "df", None)
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"can only compare with a Batch or a DataFrame, not {type(b).__name__}")
+    return compare_frames(a.df, df, metric, threshold, batches=(a, b), **options)

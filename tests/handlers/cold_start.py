@@ -1,0 +1,27 @@
+"""A handler whose first call on each process is slow (a model load, a JIT warm-up).
+
+The first call sleeps ``COLD_SECONDS`` (argv[1], default 0.1) before echoing; every
+later call echoes at once.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from fnrun_nb.handler import Context, serve
+
+COLD_SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 0.1
+_served = 0
+
+
+def handle(data: bytes, ctx: Context) -> bytes:
+    global _served
+    _served += 1
+    if _served == 1:
+        time.sleep(COLD_SECONDS)
+    return data
+
+
+if __name__ == "__main__":
+    serve(handle)

@@ -1,0 +1,183 @@
+"""Percentiles, the per-worker view and warm-up: known answers on constructed records,
+then the same questions asked of real batches through ``Batch``'s methods."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from _frames import make_record
+from conftest import TEST_HANDLERS
+
+from fnrun_nb import Pool
+from fnrun_nb.batch import Batch
+from fnrun_nb.batch.analysis import by_worker, percentiles, quantiles, warmup
+
+Q = (50, 90, 99, 99.9)
+LABELS = ["p50", "p90", "p99", "p99.9"]
+
+
+@pytest.fixture(scope="module")
+def record() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    n = 2000
+    outcomes = ["ok"] * n
+    for i in (5, 700, 1400):
+        outcomes[i] = "crashed"
+    outcomes[900] = "timeout"
+    return make_record(
+        rng.lognormal(0, 0.5, n),
+        wait_ms=rng.exponential(0.2, n),
+        workers=4,
+        outcomes=outcomes,
+        generations=[1 if i < 1000 else 2 for i in range(n)],
+    )
+
+
+def test_percentiles_equal_numpy(record: pd.DataFrame) -> None:
+    table = percentiles(record)
+    ok = record[record["outcome"] == "ok"]
+    assert list(table.index) == ["latency_ms", "wait_ms", "service_ms"]
+    assert list(table.columns) == ["n", *LABELS]
+    for metric in table.index:
+        assert table.loc[metric, "n"] == len(ok)
+        expected = np.percentile(ok[metric].to_numpy(), Q)
+        np.testing.assert_allclose(table.loc[metric, LABELS].to_numpy(float), expected, rtol=1e-12)
+
+
+def test_percentiles_grouped_equal_numpy_per_group(record: pd.DataFrame) -> None:
+    table = percentiles(record, q=(50, 99), by="worker")
+    ok = record[record["outcome"] == "ok"]
+    assert table.index.names == ["worker", "metric"]
+    assert sorted(set(table.index.get_level_values("worker"))) == [0, 1, 2, 3]
+    for w in range(4):
+        values = ok.loc[ok["worker"] == w, "service_ms"].to_numpy()
+        got = table.loc[(w, "service_ms"), ["p50", "p99"]].to_numpy(float)
+        np.testing.assert_allclose(got, np.percentile(values, (50, 99)), rtol=1e-12)
+        assert table.loc[(w, "service_ms"), "n"] == len(values)
+    # Metrics keep their reading order inside each group.
+    assert list(table.loc[0].index) == ["latency_ms", "wait_ms", "service_ms"]
+
+
+def test_percentiles_by_outcome_uses_every_row_when_asked(record: pd.DataFrame) -> None:
+    assert set(percentiles(record, by="outcome").index.get_level_values(0)) == {"ok"}
+    table = percentiles(record, q=50, by="outcome", ok_only=False)
+    crashed = record.loc[record["outcome"] == "crashed", "latency_ms"].to_numpy()
+    assert table.loc[("crashed", "latency_ms"), "p50"] == pytest.approx(np.median(crashed))
+    assert table.loc[("crashed", "latency_ms"), "n"] == 3
+
+
+def test_quantiles_helper_drops_nan_and_labels_columns() -> None:
+    assert quantiles([1.0, np.nan, 3.0], (50, 99.9)) == {"p50": 2.0, "p99.9": pytest.approx(2.998)}
+    assert all(np.isnan(v) for v in quantiles([np.nan], (50,)).values())
+
+
+def test_percentiles_bad_arguments(record: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="percentiles must be numbers in"):
+        percentiles(record, q=(50, 101))
+    with pytest.raises(ValueError, match="at least one"):
+        percentiles(record, q=())
+    with pytest.raises(KeyError, match="no_such"):
+        percentiles(record, by="no_such")
+
+
+def test_by_worker_counts_calls_failures_and_replacements(record: pd.DataFrame) -> None:
+    table = by_worker(record)
+    assert list(table.index) == [0, 1, 2, 3]
+    assert table["calls"].tolist() == [500, 500, 500, 500]
+    # Rows 5, 700, 900, 1400 failed: slots 1, 0, 0, 0.
+    assert table["failures"].tolist() == [3, 1, 0, 0]
+    assert table["replacements"].tolist() == [1, 1, 1, 1]
+    assert table["processes"].tolist() == [2, 2, 2, 2]
+    busy = record.groupby("worker")["service_ms"].sum() / 1e3
+    np.testing.assert_allclose(table["busy_s"], busy.to_numpy())
+    wall = (record["finished"].max() - record["started"].min()).total_seconds()
+    np.testing.assert_allclose(table["utilisation"], busy.to_numpy() / wall)
+    ok = record[record["outcome"] == "ok"]
+    w0 = ok.loc[ok["worker"] == 0, "service_ms"]
+    assert table.loc[0, "service_p50_ms"] == pytest.approx(np.median(w0))
+    assert table.loc[0, "service_p99_ms"] == pytest.approx(np.percentile(w0, 99))
+
+
+def test_by_worker_keys_slots_by_dask_worker_too() -> None:
+    df = make_record(np.ones(8), workers=2)
+    df["dask_worker"] = ["tcp://a"] * 4 + ["tcp://b"] * 4
+    table = by_worker(df)
+    assert table.index.names == ["dask_worker", "worker"]
+    assert list(table.index) == [("tcp://a", 0), ("tcp://a", 1), ("tcp://b", 0), ("tcp://b", 1)]
+    assert table["calls"].tolist() == [2, 2, 2, 2]
+
+
+def test_warmup_finds_a_slow_first_call() -> None:
+    rng = np.random.default_rng(1)
+    service = rng.lognormal(0, 0.3, 400)
+    service[:4] += 50  # the first call of each of the 4 processes
+    report = warmup(make_record(service, workers=4))
+    assert report.settles_after == 1
+    assert report.cold["n"] == 4 and report.warm["n"] == 396
+    assert report.cold_penalty_ms == pytest.approx(50, abs=2)
+    assert list(report.curve.columns) == ["n", "p50", "p90"]
+    assert report.curve.index[0] == 1 and report.curve["n"].iloc[0] == 4
+    assert "settles after 1 call per process" in repr(report)
+    assert "settles after 1 call" in report._repr_html_()
+
+
+def test_warmup_without_a_cold_start_is_settled_from_the_first_call() -> None:
+    report = warmup(make_record(np.random.default_rng(2).lognormal(0, 0.3, 400), workers=4))
+    assert report.settles_after == 0
+    assert "no warm-up" in repr(report)
+
+
+def test_warmup_of_a_batch_without_ok_calls_does_not_settle() -> None:
+    report = warmup(make_record(np.ones(4), outcomes=["crashed"] * 4))
+    assert report.settles_after is None and report.curve.empty
+    assert "does not settle" in repr(report)
+
+
+def test_warmup_ignores_differences_below_the_noise_floor() -> None:
+    # 15 us calls whose second call takes 60 us: relative noise, not a warm-up.
+    service = np.full(400, 0.015)
+    service[4:8] = 0.06
+    assert warmup(make_record(service, workers=4)).settles_after == 0
+    assert warmup(make_record(service, workers=4), floor_ms=0).settles_after == 2
+
+
+def test_warmup_bad_arguments() -> None:
+    df = make_record(np.ones(4))
+    with pytest.raises(ValueError, match="tolerance"):
+        warmup(df, tolerance=-1)
+    with pytest.raises(ValueError, match="run"):
+        warmup(df, run=0)
+    with pytest.raises(ValueError, match="floor_ms"):
+        warmup(df, floor_ms=-1)
+
+
+# --- on real batches ------------------------------------------------------------------
+
+
+def test_warmup_detected_on_a_handler_whose_first_call_sleeps() -> None:
+    with Pool(f"{TEST_HANDLERS / 'cold_start.py'} 0.2", workers=2, timeout=10) as pool:
+        batch = pool.map([b"x"] * 40, progress=False)
+    report = batch.warmup()
+    assert report.settles_after == 1
+    assert report.cold["n"] == 2
+    assert report.cold["p50"] >= 200
+    assert report.warm["p50"] < 50
+    assert report.cold_ratio > 4
+
+
+def test_batch_methods_on_a_real_batch(echo_handler: str) -> None:
+    with Pool(echo_handler, workers=2, timeout=10) as pool:
+        batch = pool.map([b"a", b"bb", b"ccc"], repeat=10, progress=False)
+    table = batch.percentiles(q=(50, 99))
+    ok = batch.df
+    np.testing.assert_allclose(
+        table.loc["latency_ms", ["p50", "p99"]].to_numpy(float),
+        np.percentile(ok["latency_ms"].to_numpy(), (50, 99)),
+    )
+    # One way to compute a percentile: the summary agrees with percentiles().
+    assert batch.summary().latency["total"]["p50"] == pytest.approx(table.loc["latency_ms", "p50"])
+    workers = batch.by_worker()
+    assert workers["calls"].sum() == 30 and workers["failures"].sum() == 0
+    assert isinstance(batch.percentiles(by="cold"), pd.DataFrame)
+    assert isinstance(Batch.from_frame(batch.df).warmup().curve, pd.DataFrame)
