@@ -1,0 +1,545 @@
+"""Scale-out on Dask distributed: the same batch, the same DataFrame, many machines.
+
+::
+
+    DaskPool.map(inputs, ...)                                   (the client process)
+        │ validate, expand repeat: call k = (input_index, repeat, data, env)
+        │ cut the calls into chunks (contiguous; dealt round-robin under ``rate``)
+        ▼
+    client.submit(_run_chunk, chunk)  ── one Dask task per chunk, not per call ──┐
+                                                                                 ▼
+    Dask worker: _PoolPlugin.pool (one local fnrun_nb Pool, started by the plugin)
+        run_batch(pool, chunk) ─▶ chunk DataFrame (+ ``host``, ``dask_worker``)
+                                                                                 │
+    as_completed ◀───────────────────────────────────────────────────────────────┘
+        │ set input_index / repeat, concat, sort by call position
+        ▼
+    Batch.from_frame(df)   same columns and dtypes as a local batch, plus two
+
+Walk-through.  ``DaskPool`` registers a :class:`distributed.WorkerPlugin` under a
+name of its own: every Dask worker, now and any that joins later (a replacement after
+a crash, a scale-up), starts one local :class:`~fnrun_nb.front.Pool` in the plugin's
+``setup`` and closes it in ``teardown``, which Dask runs when the plugin is
+unregistered (``DaskPool.close``) and when the worker closes.  A scheduler plugin
+watches the client: when the client that made the ``DaskPool`` goes away without
+closing it, the worker plugin is unregistered too, so no handler outlives its user.
+Handler processes on a Dask worker that dies hard get ``SIGKILL`` from the kernel
+(they are spawned with ``PR_SET_PDEATHSIG``), so a killed worker leaks nothing.
+
+``map`` ships inputs and brings rows back in chunks: per-call overhead is one row of a
+pickled DataFrame, and per-chunk overhead is one Dask task (a few milliseconds).  On
+a worker, chunks take turns on the worker's pool (a lock), so two chunks never fight
+for the same handler processes and no call waits out ``max_wait`` because of another
+chunk.
+
+Worker-loss policy: **retry, then record.**  When a Dask worker dies mid-batch, the
+scheduler re-runs its unfinished chunks on other workers (or its replacement); the
+rows of a re-run chunk are those of the re-run only, so no row is lost or duplicated.
+Calls that had run on the dead worker ran twice on a handler (once unrecorded); a
+handler with side effects must allow that.  A chunk whose runs killed more workers
+than Dask's ``distributed.scheduler.allowed-failures`` (default 3) is not tried again:
+each of its calls becomes a ``worker_lost`` row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shlex
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import distributed
+import numpy as np
+import pandas as pd
+from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
+
+from .batch import Batch, run_batch
+from .batch.inputs import plan_batch
+from .batch.record import OUTCOMES, Recorder
+from .errors import PoolClosed
+from .front import Pool
+from .protocol import DEFAULT_MAX_FRAME_SIZE
+
+__all__ = ["DaskPool"]
+
+# Chunks per Dask worker that map aims for: several, so that a fast worker takes more
+# of the batch and a lost worker costs a small re-run.
+_CHUNKS_PER_WORKER = 4
+# ... but each chunk at least this many calls per handler process, so that the
+# per-chunk cost (one task, one run_batch) spreads over enough calls.
+_MIN_CALLS_PER_PROCESS = 8
+_MAX_CHUNK = 10_000
+
+
+# --- the worker side ------------------------------------------------------------------
+
+
+class _PoolPlugin(WorkerPlugin):
+    """Starts one local Pool on each Dask worker, closes it when the plugin or worker goes.
+
+    Only the command and options travel (pickled); the Pool lives on the worker.
+    """
+
+    def __init__(self, name: str, argv: list[str], options: dict[str, Any]) -> None:
+        self.name = name
+        self.argv = argv
+        self.options = options
+        self.pool: Pool | None = None
+        self.lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"name": self.name, "argv": self.argv, "options": self.options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["name"], state["argv"], state["options"])  # type: ignore[misc]
+
+    def setup(self, worker: distributed.Worker) -> None:
+        # Raises HandlerStartError when no handler can start here; Dask sends it back
+        # to register_plugin, so DaskPool() raises it.
+        self.pool = Pool(self.argv, **self.options)
+
+    async def teardown(self, worker: distributed.Worker) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            # close() waits up to its grace period for calls in flight; off the event
+            # loop so the worker keeps answering heartbeats meanwhile.
+            await asyncio.get_running_loop().run_in_executor(None, pool.close)
+
+
+def _run_chunk(
+    plugin_name: str,
+    items: list[tuple[bytes, dict[str, str]]],
+    options: dict[str, Any],
+) -> pd.DataFrame:
+    """Run one chunk on this Dask worker's pool; its rows, plus ``host``, ``dask_worker``."""
+    worker = distributed.get_worker()
+    plugin = worker.plugins.get(plugin_name)
+    if not isinstance(plugin, _PoolPlugin) or plugin.pool is None:
+        raise RuntimeError(
+            f"no fnrun_nb pool on Dask worker {worker.address} (plugin {plugin_name!r} "
+            "missing or failed to start: see the worker's log)"
+        )
+    with plugin.lock:
+        batch = run_batch(plugin.pool, items, progress=False, **options)
+    df = batch.df.copy()
+    df["host"] = socket.gethostname()
+    df["dask_worker"] = worker.address
+    return df
+
+
+class _ClientWatch(SchedulerPlugin):
+    """On the scheduler: when ``client_id`` disconnects, unregister its worker plugin."""
+
+    def __init__(self, client_id: str, plugin_name: str) -> None:
+        self.client_id = client_id
+        self.plugin_name = plugin_name
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"client_id": self.client_id, "plugin_name": self.plugin_name}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["client_id"], state["plugin_name"])  # type: ignore[misc]
+
+    def remove_client(self, scheduler: Any, client: str) -> None:
+        if client != self.client_id:
+            return
+        task = asyncio.get_running_loop().create_task(self._unregister(scheduler))
+        self._tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._tasks.discard)
+
+    async def _unregister(self, scheduler: Any) -> None:
+        if self.plugin_name in scheduler.worker_plugins:
+            await scheduler.unregister_worker_plugin(None, name=self.plugin_name)
+        scheduler.remove_plugin(name=_watch_name(self.plugin_name))
+
+
+def _watch_name(plugin_name: str) -> str:
+    return plugin_name + "-client-watch"
+
+
+# --- the client side ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    positions: np.ndarray
+    """Each call's position in submission order."""
+    input_index: np.ndarray
+    repeat: np.ndarray
+    items: list[tuple[bytes, dict[str, str]]]
+    rate: float | None
+
+
+def _absolute_argv(command: str | Sequence[str], cwd: str | os.PathLike[str] | None) -> list[str]:
+    """``command`` as an argv whose relative program path is made absolute here.
+
+    The workers resolve the command themselves (their interpreter runs a ``.py``), but a
+    path relative to this process's directory means nothing to a worker.
+    """
+    argv = shlex.split(command) if isinstance(command, str) else [os.fspath(a) for a in command]
+    if not argv or not argv[0]:
+        raise ValueError("command must not be empty")
+    prog = argv[0]
+    if os.sep in prog and not os.path.isabs(prog):
+        argv[0] = os.path.abspath(os.path.join(os.fspath(cwd) if cwd else os.getcwd(), prog))
+    return argv
+
+
+class DaskPool:
+    """A batch runner whose pools live on the workers of a Dask cluster.
+
+    ``client_or_address``: a ``distributed.Client`` (used as it is, not closed here), a
+    cluster object with ``scheduler_address`` (``LocalCluster``), or a scheduler address
+    such as ``"tcp://10.0.0.5:8786"`` (a client is made and closed by ``close``).
+    ``command`` and the other arguments are those of :class:`~fnrun_nb.front.Pool`;
+    ``workers`` is the handler processes **per Dask worker**.  The command must name
+    the same program on every worker (a path that exists there, or a name on their
+    ``PATH``); a relative path is made absolute from this process's directory, which
+    suits a ``LocalCluster`` or a shared file system.  fnrun_nb must be installed on
+    the workers and the scheduler.
+
+    Raises ``HandlerStartError`` when the handler cannot start on some worker (nothing
+    stays registered then), ``ValueError``/``TypeError`` for bad options.  Use as a
+    context manager or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        client_or_address: distributed.Client | str | Any,
+        command: str | Sequence[str],
+        workers: int = 4,
+        max_wait: float = 5.0,
+        timeout: float = 30.0,
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        process_env: Mapping[str, str] | None = None,
+        max_calls_per_worker: int | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        if isinstance(client_or_address, distributed.Client):
+            self.client = client_or_address
+            self._own_client = False
+        else:
+            address = getattr(client_or_address, "scheduler_address", client_or_address)
+            if not isinstance(address, str):
+                raise TypeError(
+                    "client_or_address must be a distributed.Client, a cluster or a "
+                    f"scheduler address string, not {type(client_or_address).__name__}"
+                )
+            self.client = distributed.Client(address, set_as_default=False)
+            self._own_client = True
+        self.command = _absolute_argv(command, cwd)
+        self.scheduler_address: str = self.client.scheduler_info()["address"]
+        self.workers = workers
+        self.timeout = timeout
+        self.options: dict[str, Any] = {
+            "workers": workers,
+            "max_wait": max_wait,
+            "timeout": timeout,
+            "cwd": None if cwd is None else os.fspath(cwd),
+            "process_env": None if process_env is None else dict(process_env),
+            "max_calls_per_worker": max_calls_per_worker,
+            "max_frame_size": max_frame_size,
+        }
+        self.plugin_name = f"fnrun-nb-{uuid.uuid4().hex[:12]}"
+        self._closed = False
+        self._lock = threading.Lock()
+        self._maps = itertools.count()
+        self.last_batch: Batch | None = None
+        """The most recent batch run by ``map``, finished or interrupted."""
+        try:
+            self.client.register_plugin(
+                _ClientWatch(self.client.id, self.plugin_name), name=_watch_name(self.plugin_name)
+            )
+            self.client.register_plugin(
+                _PoolPlugin(self.plugin_name, self.command, self.options), name=self.plugin_name
+            )
+        except BaseException:
+            self._unregister()
+            if self._own_client:
+                self.client.close()
+            raise
+
+    # --- observation ------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def dask_workers(self) -> list[str]:
+        """Addresses of the Dask workers the cluster has now."""
+        return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self.dask_workers())} Dask workers"
+        return (
+            f"<DaskPool {shlex.join(self.command)!r} {state} x {self.workers} workers, "
+            f"scheduler {self.scheduler_address}>"
+        )
+
+    # --- the batch --------------------------------------------------------------------
+
+    def chunk_size_for(self, calls: int) -> int:
+        """The chunk size ``map`` uses by default for a batch of ``calls`` calls.
+
+        About four chunks per Dask worker, but at least eight calls per handler process
+        of a worker's pool (so a chunk keeps the pool busy) and at most 10 000.
+        """
+        n_workers = max(1, len(self.dask_workers()))
+        size = -(-calls // (n_workers * _CHUNKS_PER_WORKER))
+        return max(1, min(_MAX_CHUNK, max(size, self.workers * _MIN_CALLS_PER_PROCESS)))
+
+    def map(
+        self,
+        inputs: Iterable[Any],
+        *,
+        env: Mapping[str, str] | None = None,
+        repeat: int = 1,
+        concurrency: int | None = None,
+        rate: float | None = None,
+        keep_data: bool = True,
+        progress: bool | str = "auto",
+        chunk_size: int | None = None,
+    ) -> Batch:
+        """Run every input on the cluster and return one Batch of every call.
+
+        The arguments are :meth:`Pool.map`'s, and mean the same, with these
+        differences: ``concurrency`` is per Dask worker (default: ``workers``);
+        ``rate`` is the total arrival rate, dealt round-robin over the Dask workers
+        present at the start (each worker's ``scheduled`` times count from when its
+        share started); ``chunk_size`` is calls per Dask task (default:
+        :meth:`chunk_size_for`).
+
+        The Batch's rows are in submission order, with a local batch's columns and
+        dtypes plus ``host`` and ``dask_worker`` (the worker's address).  Failed calls
+        are rows; see the module docstring for the worker-loss policy.  Ctrl-C cancels
+        the chunks not yet finished (a chunk already running on a worker runs to its
+        end; its rows are dropped), records their calls as ``cancelled``, keeps the
+        partial batch as ``last_batch`` and re-raises.  Raises ``PoolClosed`` after
+        ``close()``, ``ValueError``/``TypeError`` for bad arguments before any call.
+        """
+        if self._closed:
+            raise PoolClosed("the DaskPool is closed")
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+        # The local batch's own validation: the same errors, before anything is sent.
+        plan = plan_batch(
+            inputs, env=env, repeat=repeat, concurrency=concurrency, rate=rate,
+            keep_data=keep_data, progress=progress, workers=self.workers,
+        )
+        # Envs are merged here (item over common), so workers get one env per call.
+        items = list(zip(plan.datas, plan.env_ins))
+        options = {"concurrency": plan.concurrency, "keep_data": keep_data}
+        total = plan.rows
+        chunks = self._chunks(items, repeat, rate, chunk_size or self.chunk_size_for(total))
+        return _Run(self, chunks, total, options, progress).run()
+
+    def _chunks(
+        self,
+        items: list[tuple[bytes, dict[str, str]]],
+        repeat: int,
+        rate: float | None,
+        size: int,
+    ) -> list[_Chunk]:
+        n = len(items)
+        total = n * repeat
+        positions = np.arange(total, dtype=np.int64)
+        # Submission order: every input once (repeat 0), then every input again...
+        input_index = positions % n if n else positions
+        repeats = positions // n if n else positions
+        if rate is not None:
+            # Open loop: one share per Dask worker, dealt round-robin, each at rate/k.
+            k = max(1, min(total, len(self.dask_workers())))
+            groups = [positions[i::k] for i in range(k)]
+            share = rate / k
+        else:
+            groups = [positions[i : i + size] for i in range(0, total, size)]
+            share = None
+        return [
+            _Chunk(g, input_index[g], repeats[g], [items[i] for i in input_index[g]], share)
+            for g in groups
+            if len(g)
+        ]
+
+    # --- shutdown ---------------------------------------------------------------------
+
+    def _unregister(self) -> None:
+        for name, unregister in (
+            (self.plugin_name, self.client.unregister_worker_plugin),
+            (_watch_name(self.plugin_name), self.client.unregister_scheduler_plugin),
+        ):
+            try:
+                unregister(name)
+            except (ValueError, KeyError):
+                pass  # never registered (a failed start) or already gone
+
+    def close(self) -> None:
+        """Close every worker's pool (its handler processes are ended and reaped) and,
+        if this DaskPool made its client, the client; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            if self.client.status == "running":
+                self._unregister()
+        finally:
+            if self._own_client:
+                self.client.close()
+
+    def __enter__(self) -> DaskPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- one map: submit chunks, gather frames, assemble the record ------------------------
+
+
+class _Run:
+    """One ``DaskPool.map``: submits the chunks and assembles their rows in order."""
+
+    def __init__(
+        self,
+        dpool: DaskPool,
+        chunks: list[_Chunk],
+        total: int,
+        options: dict[str, Any],
+        progress: bool | str,
+    ) -> None:
+        self.dpool = dpool
+        self.chunks = chunks
+        self.total = total
+        self.options = options
+        self.progress = progress
+        self.frames: dict[int, pd.DataFrame] = {}
+        self.lost: dict[int, tuple[str, str | None]] = {}  # chunk -> (error, last worker)
+
+    def run(self) -> Batch:
+        client = self.dpool.client
+        tag = f"fnrun-chunk-{self.dpool.plugin_name}-{next(self.dpool._maps)}"
+        futures = {
+            client.submit(
+                _run_chunk,
+                self.dpool.plugin_name,
+                chunk.items,
+                {**self.options, "rate": chunk.rate},
+                key=f"{tag}-{i}",
+                pure=False,
+            ): i
+            for i, chunk in enumerate(self.chunks)
+        }
+        n_dask_workers = len(self.dpool.dask_workers())
+        started_at = time.time()
+        t0 = time.perf_counter()
+        bar = _progress_bar(self.total, self.progress)
+        try:
+            for future in distributed.as_completed(list(futures), loop=client.loop):
+                i = futures[future]
+                try:
+                    self.frames[i] = future.result()
+                except distributed.KilledWorker as exc:
+                    last = getattr(exc, "last_worker", None)
+                    self.lost[i] = (
+                        f"WorkerLost: Dask workers died {exc.allowed_failures + 1} times "
+                        "running this chunk (distributed.scheduler.allowed-failures)",
+                        getattr(last, "address", None),
+                    )
+                if bar is not None:
+                    bar.update(len(self.chunks[i].positions))
+        except KeyboardInterrupt:
+            client.cancel(list(futures))
+            batch = self._batch(True, time.perf_counter() - t0, started_at, n_dask_workers)
+            self.dpool.last_batch = batch
+            raise
+        except BaseException:
+            client.cancel(list(futures))
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        batch = self._batch(False, time.perf_counter() - t0, started_at, n_dask_workers)
+        self.dpool.last_batch = batch
+        return batch
+
+    def _batch(
+        self, interrupted: bool, wall_s: float, started_at: float, n_dask_workers: int
+    ) -> Batch:
+        parts: list[pd.DataFrame] = []
+        for i, chunk in enumerate(self.chunks):
+            df = self.frames.get(i)
+            if df is None:
+                if i in self.lost:
+                    error, address = self.lost[i]
+                    df = _rows_without_result(chunk, "worker_lost", error, address)
+                else:
+                    df = _rows_without_result(
+                        chunk, "cancelled", "not run: the batch was interrupted", None
+                    )
+            else:
+                # Each chunk ran as a batch of its own: give rows their batch-wide names.
+                df["input_index"] = chunk.input_index
+                df["repeat"] = chunk.repeat
+            parts.append(df)
+        if parts:
+            df = pd.concat(parts, ignore_index=True)
+            order = np.argsort(np.concatenate([c.positions for c in self.chunks]), kind="stable")
+            df = df.take(order).reset_index(drop=True)
+        else:
+            df = _rows_without_result(
+                _Chunk(np.arange(0), np.arange(0), np.arange(0), [], None), "ok", None, None
+            )
+        return Batch.from_frame(
+            df,
+            command=self.dpool.command,
+            config={**self.dpool.options, **self.options, "dask_workers": n_dask_workers},
+            interrupted=interrupted,
+            wall_s=wall_s,
+            # Handler processes across the cluster, for the summary's utilisation.
+            workers=self.dpool.workers * n_dask_workers,
+            started_at=started_at,
+        )
+
+
+def _rows_without_result(
+    chunk: _Chunk, outcome: str, error: str | None, dask_worker: str | None
+) -> pd.DataFrame:
+    """Rows for calls of a chunk that produced none (lost with a worker, or cancelled),
+    built by the batch layer's own recorder so that columns and dtypes cannot drift."""
+    plan = plan_batch(
+        chunk.items, env=None, repeat=1, concurrency=None, rate=None, keep_data=True,
+        progress=False, workers=1,
+    )
+    recorder = Recorder(plan)
+    recorder.close_pending(error)
+    df = recorder.to_frame()
+    df["outcome"] = pd.Categorical([outcome] * len(df), categories=list(OUTCOMES))
+    df["input_index"] = chunk.input_index
+    df["repeat"] = chunk.repeat
+    df["host"] = None
+    df["dask_worker"] = dask_worker
+    return df
+
+
+def _progress_bar(total: int, progress: bool | str) -> Any:
+    """A tqdm bar over calls (updated per finished chunk), shown after about a second
+    ("auto") or at once (``True``); ``None`` for ``False``."""
+    if progress is False or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="call", delay=1.0 if progress == "auto" else 0.0,
+                desc="fnrun on Dask")

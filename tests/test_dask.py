@@ -1,0 +1,316 @@
+"""DaskPool on a real ``distributed.LocalCluster`` (worker processes, not threads).
+
+One cluster serves the whole module (starting one costs seconds).  Its worker
+processes are children of this process and live across tests, so this module
+replaces the leak check: after each test no handler process may be left anywhere
+in the tree and every child of this process must be a Dask worker process; after
+the module, nothing may be left at all (see ``cluster``).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing.resource_tracker
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+
+dask = pytest.importorskip("dask")
+distributed = pytest.importorskip("distributed")
+
+from fnrun_nb import HandlerStartError, Pool  # noqa: E402
+from fnrun_nb.dask import DaskPool  # noqa: E402
+
+PROBE = str(Path(__file__).resolve().parent / "handlers" / "dask_probe.py")
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _descendants() -> list[psutil.Process]:
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.NoSuchProcess:  # pragma: no cover
+        return []
+
+
+def _cmdline(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def _handlers() -> list[psutil.Process]:
+    """Handler processes: the children of the Dask worker processes (which start no
+    other processes), zombies included."""
+    me = os.getpid()
+    out = []
+    for p in _descendants():
+        try:
+            if p.ppid() != me:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _dask_worker_pids() -> set[int]:
+    return {p.pid for p in psutil.Process().children() if "spawn_main" in _cmdline(p)}
+
+
+def _wait_until(predicate, timeout: float = 15.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def _fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[distributed.LocalCluster]:
+    """Two worker processes; a chunk may kill its worker once and be retried, a second
+    death makes it ``worker_lost`` (allowed-failures 1 keeps that test short)."""
+    # distributed's offload thread is process-global and lives for ever once started;
+    # start it now so that it is part of the baseline.
+    from distributed.utils import _offload_executor
+
+    _offload_executor.submit(int).result()
+    threads_before = set(threading.enumerate())
+    fds_before = _fds()
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=2,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.CRITICAL,
+        )
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+        # multiprocessing's spawn starts a resource tracker that outlives the cluster.
+        multiprocessing.resource_tracker._resource_tracker._stop()
+    assert _wait_until(lambda: not _descendants(), 10), [_cmdline(p) for p in _descendants()]
+    assert _wait_until(lambda: set(threading.enumerate()) <= threads_before, 10), [
+        t.name for t in set(threading.enumerate()) - threads_before
+    ]
+    assert _wait_until(lambda: _fds() <= fds_before, 10), sorted(_fds() - fds_before)
+
+
+@pytest.fixture
+def client(cluster: distributed.LocalCluster) -> Iterator[distributed.Client]:
+    with distributed.Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(cluster: distributed.LocalCluster) -> Iterator[None]:
+    """This module's leak check (it overrides the conftest one; see the docstring)."""
+    yield
+
+    def clean() -> bool:
+        children = psutil.Process().children()
+        return not _handlers() and all(
+            "spawn_main" in _cmdline(p) or "resource_tracker" in _cmdline(p) for p in children
+        )
+
+    if not _wait_until(clean, 10):
+        left = [f"{p.pid} {_cmdline(p)}" for p in _descendants()]
+        pytest.fail(f"left behind: {left}", pytrace=False)
+
+
+@pytest.fixture
+def dpool(client: distributed.Client) -> Iterator[DaskPool]:
+    with DaskPool(client, PROBE, workers=2, timeout=5.0) as pool:
+        yield pool
+
+
+def _local_columns(df: pd.DataFrame) -> pd.Series:
+    return df.drop(columns=["host", "dask_worker"]).dtypes
+
+
+def test_schema_equals_a_local_batch_plus_host_and_dask_worker(dpool: DaskPool) -> None:
+    inputs = [f"in-{i}".encode() for i in range(24)]
+    with Pool(PROBE, workers=2) as local:
+        expected = local.map(inputs, progress=False).df
+    batch = dpool.map(inputs, chunk_size=4, progress=False)
+    df = batch.df
+    assert list(df.columns) == [*expected.columns, "host", "dask_worker"]
+    pd.testing.assert_series_equal(_local_columns(df), expected.dtypes)
+    assert df["data"].tolist() == inputs
+    assert (df["outcome"] == "ok").all()
+    # Small chunks spread over both Dask workers; the slot key is (dask_worker, worker).
+    assert df["dask_worker"].nunique() == 2
+    assert df["host"].notna().all()
+    assert df.groupby(["dask_worker", "worker"]).ngroups <= 2 * 2
+    assert len(batch) == len(inputs)
+
+
+def test_every_row_present_once_in_submission_order(dpool: DaskPool) -> None:
+    inputs = [f"x{i}" for i in range(30)]
+    df = dpool.map(inputs, repeat=2, chunk_size=7, progress=False).df
+    assert len(df) == 60
+    assert df["input_index"].tolist() == list(range(30)) * 2
+    assert df["repeat"].tolist() == [0] * 30 + [1] * 30
+    assert df["data"].tolist() == [s.encode() for s in inputs] * 2
+    assert dpool.last_batch is not None and dpool.last_batch.df is df
+
+
+def test_per_call_env_travels_with_each_call(dpool: DaskPool) -> None:
+    inputs = [("a", {"K": "1"}), "b", ("c", {"K": "3", "COMMON": "mine"})]
+    df = dpool.map(inputs, env={"COMMON": "all"}, chunk_size=1, progress=False).df
+    assert df["env_in"].tolist() == [
+        {"COMMON": "all", "K": "1"},
+        {"COMMON": "all"},
+        {"COMMON": "mine", "K": "3"},
+    ]
+    envs = [{k: v for k, v in e.items() if k != "pid"} for e in df["env"]]
+    assert envs == df["env_in"].tolist()
+
+
+def test_failures_are_rows_and_the_batch_goes_on(client: distributed.Client) -> None:
+    with DaskPool(client, PROBE, workers=2, timeout=1.0) as pool:
+        inputs = ["ok-1", "crash", "fail", "sleep:3000", "ok-2"]
+        df = pool.map(inputs, chunk_size=2, progress=False).df
+    assert df["outcome"].tolist() == ["ok", "crashed", "ok", "timeout", "ok"]
+    assert df["status"].tolist()[2] == 500
+    assert df["exit_code"].iloc[1] == 7
+    assert pd.isna(df["status"].iloc[1]) and pd.isna(df["status"].iloc[3])
+    assert df.loc[[0, 4], "data"].tolist() == [b"ok-1", b"ok-2"]
+
+
+def test_worker_killed_mid_batch_reruns_its_chunks_elsewhere(
+    dpool: DaskPool, tmp_path: Path
+) -> None:
+    marker = tmp_path / "blocked"
+    inputs = [f"v{i}" for i in range(20)]
+    inputs[5] = ("block-once", {"MARKER": str(marker)})  # type: ignore[call-overload]
+    killed: list[int] = []
+
+    def kill_the_blocked_worker() -> None:
+        if _wait_until(lambda: marker.exists() and marker.read_text() != "", 30):
+            pid = int(marker.read_text())
+            killed.append(pid)
+            os.kill(pid, signal.SIGKILL)
+
+    address_of = {pid: addr for addr, pid in dpool.client.run(os.getpid).items()}
+    killer = threading.Thread(target=kill_the_blocked_worker)
+    killer.start()
+    try:
+        df = dpool.map(inputs, chunk_size=4, progress=False).df
+    finally:
+        killer.join()
+    assert killed, "the blocking call never started"
+    assert len(df) == 20
+    assert df["input_index"].tolist() == list(range(20))
+    assert (df["outcome"] == "ok").all(), df[["outcome", "error"]]
+    assert df["data"].iloc[5] == b"block-once"
+    # The blocked call's chunk was re-run on another worker, and recorded only there.
+    assert df["dask_worker"].iloc[5] != address_of[killed[0]]
+    # The dead worker's handlers died with it (PR_SET_PDEATHSIG), and the nanny's
+    # replacement worker got a pool of its own from the plugin.
+    assert killed[0] not in _dask_worker_pids()
+    assert _wait_until(lambda: len(_dask_worker_pids()) == 2, 30)
+    after = dpool.map(["again"] * 8, chunk_size=1, progress=False).df
+    assert (after["outcome"] == "ok").all()
+
+
+def test_a_chunk_that_keeps_killing_workers_becomes_worker_lost_rows(
+    dpool: DaskPool,
+) -> None:
+    inputs = ["a", "b", "c", "kill-host", "d", "e"]
+    df = dpool.map(inputs, chunk_size=3, progress=False).df
+    assert df["input_index"].tolist() == list(range(6))
+    # The second chunk killed a worker, was retried, killed another: policy says record.
+    assert df["outcome"].iloc[3:].tolist() == ["worker_lost"] * 3
+    assert df["error"].iloc[3:].str.contains("worker").all()
+    assert pd.isna(df["status"].iloc[3:]).all()
+    # Rows of the first chunk are ok unless it shared a dying worker (also recorded).
+    assert set(df["outcome"].iloc[:3]) <= {"ok", "worker_lost"}
+    assert _wait_until(lambda: len(_dask_worker_pids()) == 2, 30)
+
+
+def test_close_reaps_every_handler_and_unregisters(client: distributed.Client) -> None:
+    pool = DaskPool(client, PROBE, workers=3)
+    assert _wait_until(lambda: len(_handlers()) == 2 * 3)
+    assert pool.plugin_name in client.run_on_scheduler(
+        lambda dask_scheduler: list(dask_scheduler.worker_plugins)
+    )
+    pool.close()
+    assert not _handlers()  # close() returns after every handler is reaped
+    assert pool.plugin_name not in client.run_on_scheduler(
+        lambda dask_scheduler: list(dask_scheduler.worker_plugins)
+    )
+    pool.close()  # idempotent
+    with pytest.raises(Exception, match="closed"):
+        pool.map(["x"])
+
+
+def test_closing_the_client_closes_the_pools(cluster: distributed.LocalCluster) -> None:
+    client = distributed.Client(cluster, set_as_default=False)
+    pool = DaskPool(client, PROBE, workers=2)
+    assert _wait_until(lambda: len(_handlers()) == 4)
+    client.close()  # without pool.close(): the scheduler-side watch tears the pools down
+    assert _wait_until(lambda: not _handlers())
+    pool.close()
+
+
+def test_a_closing_worker_closes_its_pool(dpool: DaskPool, client: distributed.Client) -> None:
+    before = {p.pid for p in _handlers()}
+    victim = dpool.dask_workers()[0]
+    victim_pid = client.run(os.getpid, workers=[victim])[victim]
+    on_victim = {p.pid for p in _handlers() if p.ppid() == victim_pid}
+    assert len(on_victim) == 2
+    client.restart_workers([victim])  # the worker closes (plugin teardown), a new one starts
+    assert _wait_until(lambda: not on_victim & {p.pid for p in _handlers()})
+    assert _wait_until(lambda: len(_handlers()) == 4)  # the new worker has a pool again
+    assert on_victim <= before
+    df = dpool.map(["after"] * 4, chunk_size=1, progress=False).df
+    assert (df["outcome"] == "ok").all()
+
+
+def test_bad_arguments_raise_before_any_call(dpool: DaskPool) -> None:
+    with pytest.raises(ValueError, match="repeat"):
+        dpool.map(["a"], repeat=0)
+    with pytest.raises(TypeError, match="input 1"):
+        dpool.map(["a", 3])
+    with pytest.raises(TypeError, match="env value"):
+        dpool.map([("a", {"K": 1})])
+    with pytest.raises(ValueError, match="chunk_size"):
+        dpool.map(["a"], chunk_size=0)
+    with pytest.raises(ValueError, match="workers"):
+        DaskPool(dpool.client, PROBE, workers=0)
+
+
+def test_a_handler_that_cannot_start_raises_and_registers_nothing(
+    client: distributed.Client,
+) -> None:
+    with pytest.raises(HandlerStartError):
+        DaskPool(client, "/nonexistent/handler", workers=1)
+    plugins = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))
+    assert not [p for p in plugins if p.startswith("fnrun-nb-")]
+
+
+def test_rate_is_shared_over_the_workers(dpool: DaskPool) -> None:
+    df = dpool.map([f"r{i}" for i in range(20)], rate=40.0, progress=False).df
+    assert df["input_index"].tolist() == list(range(20))
+    assert df["scheduled"].notna().all()
+    assert (df["outcome"] == "ok").all()
+    # 20 calls at 40/s in total, 20/s on each of two workers: about half a second.
+    per_worker = df.groupby("dask_worker")["scheduled"].agg(lambda s: s.max() - s.min())
+    assert (per_worker >= pd.Timedelta(milliseconds=400)).all()
+    assert np.isclose(len(df) / 2, df.groupby("dask_worker").size()).all()
