@@ -1,0 +1,238 @@
+"""``%%fnrun`` through a real Jupyter kernel (jupyter_client + ipykernel), as a notebook
+sees it: the messages a frontend receives, a kernel interrupt (which signals the whole
+kernel process group), kernel restart and shutdown.
+
+One kernel serves the module.  Its handler processes are the kernel's children, not
+this process's, so the module checks them itself: after each test every pool is
+stopped and the kernel must have no child left; restart and shutdown must end every
+handler process.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import time
+from typing import Any
+
+import psutil
+import pytest
+from _magic_client import wait_gone
+from conftest import HANDLERS, ROOT, TEST_HANDLERS
+
+jupyter_client = pytest.importorskip("jupyter_client")
+
+pytestmark = [
+    # The kernel is this module's long-lived child by design; `clean_kernel` and the
+    # fixture's shutdown check its processes instead.
+    pytest.mark.allow_leaks,
+    pytest.mark.timeout(120),
+]
+
+ECHO = os.path.relpath(HANDLERS / "echo.py", ROOT)
+MAGIC = os.path.relpath(TEST_HANDLERS / "magic_handler.py", ROOT)
+
+
+class Kernel:
+    """A started kernel and its blocking client."""
+
+    def __init__(self) -> None:
+        from jupyter_client import KernelManager
+
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel(cwd=str(ROOT))
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+
+    @property
+    def pid(self) -> int:
+        return int(self.km.provisioner.process.pid)  # type: ignore[union-attr]
+
+    def children(self) -> list[int]:
+        try:
+            return [p.pid for p in psutil.Process(self.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def send(self, code: str) -> str:
+        return str(self.kc.execute(code, store_history=True))
+
+    def collect(self, msg_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Every iopub message of one execution, until the kernel is idle again."""
+        outputs: list[dict[str, Any]] = []
+        stdout, stderr = [], []
+        error = None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"no idle status within {timeout} s") from None
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "status" and content["execution_state"] == "idle":
+                break
+            if kind == "stream":
+                (stdout if content["name"] == "stdout" else stderr).append(content["text"])
+            elif kind in ("execute_result", "display_data"):
+                outputs.append({"kind": kind, "data": content["data"]})
+            elif kind == "error":
+                error = content
+        reply = self.kc.get_shell_msg(timeout=30)
+        return {
+            "status": reply["content"]["status"],
+            "outputs": outputs,
+            "stdout": "".join(stdout),
+            "stderr": "".join(stderr),
+            "error": error,
+        }
+
+    def run(self, code: str, timeout: float = 60.0) -> dict[str, Any]:
+        return self.collect(self.send(code), timeout)
+
+    def ok(self, code: str, timeout: float = 60.0) -> dict[str, Any]:
+        reply = self.run(code, timeout)
+        if reply["status"] != "ok" or reply["error"] is not None:
+            raise AssertionError(f"cell failed: {reply}")
+        return reply
+
+    def shutdown(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=False)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    k = Kernel()
+    try:
+        k.ok("%load_ext fnrun_nb")
+        assert k.ok("import sys; print(sys.executable)")["stdout"].strip() == sys.executable
+        yield k
+    finally:
+        # Kernel shutdown with pools still open must leave no process.
+        try:
+            k.ok(f"%%fnrun {ECHO} -w 2\nlast")
+            pids = k.children()
+        finally:
+            k.shutdown()
+    assert len(pids) == 2
+    assert wait_gone(pids) == [], "a handler process outlived the kernel's shutdown"
+
+
+@pytest.fixture(autouse=True)
+def clean_kernel(kernel: Kernel):
+    yield
+    kernel.ok("%fnrun stop all")
+    deadline = time.monotonic() + 10
+    while kernel.children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert kernel.children() == [], "a handler process outlived %fnrun stop all"
+
+
+def test_result_display_is_what_a_notebook_shows(kernel: Kernel) -> None:
+    reply = kernel.ok(f"%%fnrun {ECHO} -e K=v -o r\nhello notebook\n")
+    [out] = reply["outputs"]  # one output, from the displayhook
+    assert out["kind"] == "execute_result"
+    plain, html = out["data"]["text/plain"], out["data"]["text/html"]
+    assert plain.startswith("status 200 · 14 bytes\nhello notebook\nenv:\n  K = v\n")
+    assert '<div class="fnrun-result">' in html and "<pre" in html and "<code>K</code>" in html
+    assert reply["stdout"] == "" and reply["stderr"] == ""
+
+
+def test_pool_reused_across_cells_and_quiet(kernel: Kernel) -> None:
+    kernel.ok(f"%%fnrun {MAGIC} -w 1 -o a\npid")
+    reply = kernel.ok(f"%%fnrun {MAGIC} -q -o b\npid")
+    assert reply["outputs"] == [] and reply["stdout"] == ""
+    reply = kernel.ok(f"%%fnrun {MAGIC} -o c\npid;")
+    assert reply["outputs"] == []
+    # the trailing ";" silences the display; the body is still sent as typed
+    assert kernel.ok("print(a.data == b.data, c.data, a.data.decode() == str(a.info.pid))")[
+        "stdout"
+    ] == "True b'pid;' True\n"
+    assert len(kernel.children()) == 1
+
+
+def test_usage_error_in_a_kernel(kernel: Kernel) -> None:
+    reply = kernel.run(f"%%fnrun {ECHO} -w 0\nx")
+    # IPython shows a UsageError as one line on stderr, with no traceback output
+    assert reply["status"] == "error" and reply["error"] is None
+    assert reply["stderr"] == "UsageError: -w/--workers must be at least 1, got 0\n"
+    assert reply["outputs"] == [] and len(kernel.children()) == 0
+
+
+def test_crash_is_shown_concisely_in_a_kernel(kernel: Kernel) -> None:
+    reply = kernel.run(f"%%fnrun {MAGIC} -w 1\ncrash")
+    assert reply["status"] == "error"
+    err = reply["error"]
+    assert err["ename"] == "CallFailed"
+    tb = err["traceback"]
+    assert tb[0].startswith("HandlerCrashed: handler process ") and "(exit code 3)" in tb[0]
+    assert "    magic_handler: crashing on purpose" in tb
+    assert len(tb) < 12 and not any("Traceback" in ln or "site-packages" in ln for ln in tb)
+    kernel.ok(f"%%fnrun {MAGIC}\nafter the crash")
+
+
+def test_monitor_is_a_widget_in_a_kernel(kernel: Kernel) -> None:
+    reply = kernel.ok(f"%%fnrun {ECHO} -w 2 -r 20 --monitor -o b\nx")
+    kinds = [o["kind"] for o in reply["outputs"]]
+    assert kinds == ["display_data", "execute_result"]
+    assert "application/vnd.jupyter.widget-view+json" in reply["outputs"][0]["data"]
+    reply = kernel.ok(f"%fnrun monitor {ECHO}")
+    [out] = reply["outputs"]
+    assert "application/vnd.jupyter.widget-view+json" in out["data"]
+    assert out["data"]["text/plain"].startswith("fnrun echo.py: 2 workers")
+
+
+def test_interrupt_during_a_long_call_leaves_kernel_and_pool_healthy(kernel: Kernel) -> None:
+    kernel.ok(f"%%fnrun {MAGIC} -w 2 -o before\npid")
+    msg_id = kernel.send(f"%%fnrun {MAGIC}\nsleep 60")
+    time.sleep(2.0)
+    kernel.km.interrupt_kernel()
+    reply = kernel.collect(msg_id, timeout=30)
+    assert reply["status"] == "error" and reply["error"]["ename"] == "KeyboardInterrupt"
+    # The other handler was in the kernel's process group's reach but in its own
+    # session: it did not see the Ctrl-C and still serves, with the same pid.
+    assert psutil.pid_exists(int(kernel.ok("print(before.data.decode())")["stdout"]))
+    reply = kernel.ok(f"%%fnrun {MAGIC} --lines -o after\npid\npid\npid\npid")
+    out = kernel.ok(
+        "print((after.df['outcome'] == 'ok').all(), int(before.data) in set(map(int, after.df['data'])))"
+    )["stdout"]
+    assert out == "True True\n"
+    assert len(kernel.children()) == 2
+
+
+def test_interrupt_in_a_batch_stores_the_partial_batch(kernel: Kernel) -> None:
+    msg_id = kernel.send(f"%%fnrun {MAGIC} -w 2 --lines -o part\n" + "sleep 0.25\n" * 40)
+    time.sleep(2.5)
+    kernel.km.interrupt_kernel()
+    reply = kernel.collect(msg_id, timeout=30)
+    assert reply["error"]["ename"] == "KeyboardInterrupt"
+    out = kernel.ok(
+        "print(part.interrupted, len(part), (part.df['outcome'] == 'cancelled').any(),"
+        " (part.df['outcome'] == 'ok').any())"
+    )["stdout"]
+    assert out == "True 40 True True\n"
+    kernel.ok(f"%%fnrun {MAGIC}\nstill serving")
+
+
+def test_unload_leaves_no_process(kernel: Kernel) -> None:
+    kernel.ok(f"%%fnrun {ECHO} -w 2\nx")
+    kernel.ok(f"%%fnrun {MAGIC} -w 1\nx")
+    pids = kernel.children()
+    assert len(pids) == 3
+    kernel.ok("%unload_ext fnrun_nb")
+    assert wait_gone(pids) == [] and kernel.children() == []
+    kernel.ok("%load_ext fnrun_nb")
+
+
+def test_kernel_restart_leaves_no_process(kernel: Kernel) -> None:
+    kernel.ok(f"%%fnrun {ECHO} -w 2\nx")
+    pids = kernel.children()
+    assert len(pids) == 2
+    kernel.km.restart_kernel(now=False)
+    kernel.kc.wait_for_ready(timeout=60)
+    assert wait_gone(pids) == []
+    kernel.ok("%load_ext fnrun_nb")
