@@ -477,7 +477,10 @@ class CmdInvoker:
         self._kill_and_reap()
         how = HandlerCrashed.describe_returncode(rc)
         tail = self.stderr_tail()
-        if undelivered and self.calls == 0:
+        # A fresh process that ended before reading its first input failed to start,
+        # unless SIGKILL ended it: that comes from outside (the OOM killer, an
+        # operator) while it sat idle, so the call is retried like any idle death.
+        if undelivered and self.calls == 0 and rc != -signal.SIGKILL:
             reason = f"the process ended ({how}) before reading its first input"
             if tail.strip():
                 reason += "; stderr:\n" + tail.rstrip()

@@ -248,6 +248,9 @@ class InvokerPool:
                 item = None
             if item is None or item is _CLOSED or item[0].invoker is not item[1] or item[0].replacing:
                 slot, inv = self._acquire(t_request, item)
+                # ``item`` was stale (or nothing): the pair to put back after the call
+                # is the one _acquire handed out, never the stale one.
+                item = None
             else:
                 slot, inv = item
             wait = _perf_counter() - t_request

@@ -128,6 +128,42 @@ def expected_data(fault: Fault) -> bytes:
     return fault.data
 
 
+# --- test-side helpers -----------------------------------------------------------------
+
+HERE = os.path.abspath(__file__)
+
+
+def command(token: str) -> list[str]:
+    """The argv of this handler, marked with ``token`` (ignored by the handler) so that
+    a test can find every process of its own run, grandchildren included, even when
+    other test runs use the same handler at the same time."""
+    return [sys.executable, HERE, token]
+
+
+def processes(token: str) -> list[int]:
+    """Pids of live (non-zombie) processes whose command line carries ``token``."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if token in (proc.info["cmdline"] or ()) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def wait_gone(token: str, timeout: float = 10.0) -> list[int]:
+    """Wait until no process carries ``token``; the pids still there at the timeout."""
+    end = time.monotonic() + timeout
+    while True:
+        left = processes(token)
+        if not left or time.monotonic() > end:
+            return left
+        time.sleep(0.05)
+
+
 # --- the handler ------------------------------------------------------------------------
 
 

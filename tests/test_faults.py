@@ -1,0 +1,182 @@
+"""Every fault of the fault-injecting handler, one call at a time: the named error (or
+the right answer), a replaced worker, and nothing left behind.  Then the two ways a
+worker dies outside a call (EPIPE while the host writes, death while idle)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+
+import psutil
+import pytest
+
+from fnrun_nb import Pool
+from fnrun_nb.errors import (
+    FnrunError,
+    HandlerCrashed,
+    InvocationError,
+    InvocationTimeout,
+    ProtocolError,
+)
+from handlers.faulty import FAULTS, Fault, command, expected_data, wait_gone
+
+# The error each failing batch outcome comes from (the batch layer maps them back).
+OUTCOME_ERRORS: dict[str, type[InvocationError]] = {
+    "crashed": HandlerCrashed,
+    "timeout": InvocationTimeout,
+    "protocol_error": ProtocolError,
+}
+
+
+@pytest.fixture
+def token() -> str:
+    return f"faulty-{uuid.uuid4().hex[:12]}"
+
+
+def _gone(pid: int, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("fault", list(FAULTS.values()), ids=list(FAULTS))
+def test_fault_gives_its_outcome_and_a_replaced_worker(fault: Fault, token: str) -> None:
+    with Pool(command(token), workers=1, timeout=1.5, max_wait=10) as pool:
+        before = pool.snapshot().workers[0]
+        if fault.outcome == "ok":
+            result = pool.invoke(fault.input)
+            assert result.status == 200
+            assert result.data == expected_data(fault)
+            after = pool.snapshot().workers[0]
+            assert (after.pid, after.generation) == (before.pid, 1), "an ok call kept its worker"
+            if fault.kind == "grandchild":
+                # The grandchild outlives the call, holding the pipes, until the close.
+                assert not _gone(int(result.env["grandchild"]), timeout=0.2)
+        else:
+            with pytest.raises(OUTCOME_ERRORS[fault.outcome]) as caught:
+                pool.invoke(fault.input)
+            err = caught.value
+            assert err.info is not None and err.info.pid == before.pid
+            if fault.outcome == "crashed":
+                assert isinstance(err, HandlerCrashed)
+                assert fault.exit_code is not None
+                if fault.exit_code >= 0:
+                    assert (err.exit_code, err.signal) == (fault.exit_code, None)
+                else:
+                    assert (err.exit_code, err.signal) == (None, signal.Signals(-fault.exit_code))
+            assert _gone(before.pid), f"the failed process {before.pid} is still running"
+            # The slot is refilled by a new process that works.
+            assert pool.invoke(b"after").data == b"after"
+            after = pool.snapshot().workers[0]
+            assert after.generation == 2 and after.pid != before.pid
+        if fault.kind == "flood_stderr":
+            assert pool.stderr()[0].endswith("e\n")
+    assert wait_gone(token) == [], "a process of the pool outlived close()"
+
+
+def test_invalid_utf8_in_result_env_is_a_named_protocol_error(token: str) -> None:
+    """The host refuses a Result whose env value is not UTF-8 (proto3 strings must be),
+    and says so, instead of passing mojibake or raising UnicodeDecodeError."""
+    with Pool(command(token), workers=1, timeout=5) as pool:
+        with pytest.raises(ProtocolError, match="malformed Result message.*UTF-8"):
+            pool.invoke(FAULTS["invalid_utf8_env"].input)
+
+
+def test_epipe_while_the_host_writes(token: str) -> None:
+    """The handler takes 4 bytes of a 1 MiB input and exits: the host's write fails
+    with EPIPE.  That is a crash of a call that reached the process (not retried)."""
+    with Pool(command(token), workers=1, timeout=10) as pool:
+        first = pool.snapshot().workers[0]
+        assert pool.invoke(b"!epipe_next").data == b"armed"
+        with pytest.raises(HandlerCrashed, match="exit code 3") as caught:
+            pool.invoke(b"x" * (1 << 20))
+        assert isinstance(caught.value.__cause__, BrokenPipeError)
+        assert caught.value.exit_code == 3
+        assert pool.invoke(b"next").data == b"next"
+        after = pool.snapshot().workers[0]
+        assert after.generation == 2 and after.pid != first.pid
+        assert pool.snapshot().failures == 1
+
+
+def test_sigstop_past_the_deadline_is_a_timeout(token: str) -> None:
+    with Pool(command(token), workers=1, timeout=0.5) as pool:
+        pid = pool.snapshot().workers[0].pid
+        assert pid is not None
+        with pytest.raises(InvocationTimeout, match="exceeded its 0.5 s timeout"):
+            pool.invoke(b"!sigstop")
+        assert _gone(pid)
+        assert pool.invoke(b"ok").data == b"ok"
+        assert pool.snapshot().workers[0].generation == 2
+
+
+@pytest.mark.timeout(90)
+def test_worker_that_exits_after_every_answer_fails_no_call(token: str) -> None:
+    """Each process serves one call and exits: every later call finds its worker dead
+    while idle.  Under concurrent load, every call still succeeds."""
+    calls = 60
+    with Pool(
+        command(token), workers=3, timeout=10, max_wait=30,
+        process_env={**os.environ, "FAULTY_EXIT_AFTER_ANSWER": "1"},
+    ) as pool:
+        errors: list[BaseException] = []
+        answers: dict[int, bytes] = {}
+        todo = iter(range(calls))
+        lock = threading.Lock()
+
+        def run() -> None:
+            while True:
+                with lock:
+                    i = next(todo, None)
+                if i is None:
+                    return
+                try:
+                    answers[i] = pool.invoke(f"call {i}".encode()).data
+                except FnrunError as exc:
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(80)
+        assert errors == []
+        assert answers == {i: f"call {i}".encode() for i in range(calls)}
+        snap = pool.snapshot()
+        assert snap.failures == 0
+        assert snap.replacements >= calls - 3  # every process served exactly one call
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["after-calls", "fresh"])
+def test_sigkill_to_idle_workers_fails_no_call(token: str, warm: bool) -> None:
+    """SIGKILL (an OOM kill) to idle workers; as soon as they are dead, calls, racing
+    the pool's exit watcher: the dead workers are skipped or the call retried, never
+    failed, and no slot is lost.  ``fresh``: workers that never served a call (their
+    death is not a start failure)."""
+    with Pool(command(token), workers=3, timeout=10, max_wait=20) as pool:
+        for round_ in range(4):
+            if warm:
+                for i in range(6):
+                    pool.invoke(f"warm {i}".encode())
+            pids = [w.pid for w in pool.snapshot().workers]
+            for pid in pids:
+                assert pid is not None
+                os.kill(pid, signal.SIGKILL)
+            # Dead, not dying: a call written while SIGKILL is still pending can be
+            # read by the process before it dies, which is a crash of that call.
+            assert all(_gone(pid) for pid in pids if pid is not None)
+            for i in range(9):
+                data = f"round {round_} call {i}".encode()
+                assert pool.invoke(data).data == data
+            now = [w.pid for w in pool.snapshot().workers]
+            assert not set(now) & set(pids)
+        assert pool.snapshot().failures == 0
