@@ -505,7 +505,9 @@ class CmdInvoker:
             return 0
 
     def _dead_error(self) -> FnrunError:
-        if self._closing or self._closed:
+        # Closed by its owner: PoolClosed.  Dead after a failed call or on its own: say
+        # how it ended (a killed-after-failure invoker is also "closed", internally).
+        if self._closing:
             return PoolClosed(f"handler process {self.pid} was closed")
         how = HandlerCrashed.describe_returncode(self._proc.returncode)
         err = HandlerCrashed(

@@ -1,0 +1,2 @@
+def handle(data, ctx)
+    return data  # a syntax error: the handler cannot start
