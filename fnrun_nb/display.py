@@ -302,7 +302,7 @@ def worker_html(v: WorkerView) -> str:
         text += f" · {v.elapsed:.1f}/{limit} s"
     if v.error:
         text += f' · <span title="{html.escape(v.error)}">{html.escape(_first_line(v.error, 48))}</span>'
-    return f'<span class="fnrun-worker-info">{text}</span>'
+    return f'<span class="fnrun-worker-info" style="white-space:nowrap">{text}</span>'
 
 
 def monitor_html(

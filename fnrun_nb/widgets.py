@@ -304,23 +304,26 @@ class WidgetMonitor(Monitor):
         self._title_html = W.HTML()
         self._bar = W.IntProgress(
             value=0, min=0, max=1, description="batch", bar_style="info",
-            layout=W.Layout(width="45%"),
+            layout=W.Layout(width="24em", flex="0 0 auto"),
         )
         self._bar.add_class("fnrun-batch-bar")
         self._bar_text = W.HTML()
         self._bar_text.add_class("fnrun-batch-text")
-        self._batch_row = W.HBox([self._bar, self._bar_text], layout=W.Layout(display="none"))
+        self._batch_row = W.HBox(
+            [self._bar, self._bar_text], layout=W.Layout(display="none", align_items="center")
+        )
         self._rows: list[tuple[Any, Any, Any]] = []
         row_boxes = []
         for w in pool.snapshot().workers:
             deadline = W.FloatProgress(
                 value=0.0, min=0.0, max=1.0, description=f"slot {w.slot}",
-                layout=W.Layout(width="30%"),
+                layout=W.Layout(width="16em", flex="0 0 auto"),
             )
             deadline.add_class("fnrun-deadline")
-            badge, info = W.HTML(), W.HTML()
+            badge = W.HTML(layout=W.Layout(width="7em", flex="0 0 auto"))
             badge.add_class("fnrun-badge")
-            box = W.HBox([deadline, badge, info])
+            info = W.HTML()
+            box = W.HBox([deadline, badge, info], layout=W.Layout(align_items="center"))
             box.add_class("fnrun-worker")
             self._rows.append((deadline, badge, info))
             row_boxes.append(box)
