@@ -24,7 +24,10 @@ from typing import Any
 
 from ._method import Stats
 
-__all__ = ["judge", "render_markdown", "render_text", "row", "section", "target", "write_results"]
+__all__ = [
+    "judge", "render_markdown", "render_text", "row", "section", "target", "targets_markdown",
+    "write_results",
+]
 
 
 def row(
@@ -212,11 +215,24 @@ def _target_summary(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def targets_markdown(results: Mapping[str, Any]) -> list[str]:
+    """One table of every section's targets (the README shows it), with a line for each
+    section that did not run."""
+    body = []
+    for name, sec in results.get("sections", {}).items():
+        if sec.get("status") != "ok":
+            body.append([name, str(sec.get("error", "")), "", "", "", "", str(sec.get("status")).upper()])
+            continue
+        body += [[name, *_target_cells(t)] for t in sec.get("targets", [])]
+    return _md_table(["section", *_TARGET_HEAD], body)
+
+
 def render_markdown(results: Mapping[str, Any]) -> str:
     """The whole suite as markdown (the README's performance section shows this)."""
     out = [f"## fnrun_nb benchmarks ({results.get('mode')} run)", ""]
     out += [f"- {line}" for line in _facts_lines(results.get("machine", {}))]
     out.append(f"- wall time of the suite: {fmt(results.get('seconds'))} s")
+    out += ["", "### Targets", ""] + targets_markdown(results)
     for name, sec in results.get("sections", {}).items():
         out += ["", f"### {name}: {sec.get('title', '')}", ""]
         if sec.get("status") != "ok":
