@@ -541,5 +541,9 @@ def _progress_bar(total: int, progress: bool | str) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="call", delay=1.0 if progress == "auto" else 0.0,
+    class _Bar(tqdm):  # type: ignore[misc]
+        # No tqdm monitor thread: one that outlived the batch would be a leak.
+        monitor_interval = 0
+
+    return _Bar(total=total, unit="call", delay=1.0 if progress == "auto" else 0.0,
                 desc="fnrun on Dask")

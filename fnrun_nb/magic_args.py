@@ -86,6 +86,11 @@ CELL_ARGUMENTS: list[argument] = [
         "--monitor", action="store_true",
         help="show the live worker monitor of the pool while the cell runs",
     ),
+    argument(
+        "--dask", metavar="ADDRESS",
+        help="run on the Dask cluster whose scheduler is at ADDRESS: one pool of -w workers"
+        " on each Dask worker; the cell is a batch (one input: a batch of one)",
+    ),
     argument("-o", "--output", metavar="NAME", help="store the value in the namespace as NAME"),
     argument("-q", "--quiet", action="store_true", help="display nothing"),
     argument("--restart", action="store_true", help="restart the pool before running"),
@@ -121,6 +126,7 @@ class CellOptions:
     json: bool = False
     rate: float | None = None
     monitor: bool = False
+    dask: str | None = None
     output: str | None = None
     quiet: bool = False
     restart: bool = False
@@ -146,6 +152,7 @@ def parse_cell_options(line: str) -> CellOptions:
         json=ns.json,
         rate=ns.rate,
         monitor=ns.monitor,
+        dask=ns.dask,
         output=ns.output,
         quiet=ns.quiet,
         restart=ns.restart,
@@ -176,6 +183,8 @@ def _validate(o: CellOptions) -> None:
         raise UsageError(f"--rate must be a positive number of calls per second, got {o.rate:g}")
     if o.lines and o.json:
         raise UsageError("--lines and --json cannot be combined")
+    if o.dask is not None and o.monitor:
+        raise UsageError("--monitor shows a local pool; it cannot be combined with --dask")
     if o.output is not None and not (o.output.isidentifier() and not keyword.iskeyword(o.output)):
         raise UsageError(f"-o NAME must be a Python identifier, got {o.output!r}")
 
@@ -275,7 +284,7 @@ def parse_cell(
     opts = parse_cell_options(line)
     env = parse_env(opts.env, namespace)
     inputs, batch = parse_body(body, lines=opts.lines, json_mode=opts.json, encode_json=encode_json)
-    if opts.repeat is not None:
+    if opts.repeat is not None or opts.dask is not None:
         batch = True
     if opts.rate is not None and not batch:
         raise UsageError("--rate applies to a batch: add --lines, -r/--repeat or a JSON list")

@@ -131,6 +131,8 @@ class FnrunMagics(Magics):
     def __init__(self, shell: Any = None) -> None:
         super().__init__(shell)
         self._pools: dict[tuple[tuple[str, ...], str], _PoolEntry] = {}
+        # --dask: DaskPools by (address, handler, cwd, settings), closed by close_all.
+        self._dask_pools: dict[tuple[Any, ...], Any] = {}
 
     # --- the cell magic ---------------------------------------------------------------
 
@@ -147,8 +149,10 @@ class FnrunMagics(Magics):
         user_ns = self.shell.user_ns if self.shell is not None else {}
         req = parse_cell(line, cell, user_ns, encode_json=_encode_json)
         opts = req.options
-        entry = self._pool_for(opts.handler, req, quiet=opts.quiet)
-        value = self._run(entry, req)
+        if opts.dask is not None:
+            value = self._run_dask(opts.dask, req)
+        else:
+            value = self._run(self._pool_for(opts.handler, req, quiet=opts.quiet), req)
         if opts.output is not None:
             user_ns[opts.output] = value
         return None if opts.quiet else value
@@ -181,6 +185,41 @@ class FnrunMagics(Magics):
             raise
         except FnrunError as exc:
             raise CallFailed(exc, entry.handler) from exc
+
+    def _run_dask(self, address: str, req: CellRequest) -> Any:
+        """A ``--dask`` cell: the batch on the cluster at ``address`` (a DaskPool kept
+        for the next cell with the same address, handler, directory and settings)."""
+        from .dask import DaskPool  # distributed loads only when a cell asks for it
+
+        opts = req.options
+        cwd = os.getcwd()
+        path = os.path.join(cwd, opts.handler)
+        # The workers resolve the command themselves (their Python runs a .py file).
+        command: str | list[str] = [path] if os.path.isfile(path) else opts.handler
+        settings = {
+            name: value
+            for name, value in (("workers", opts.workers), ("timeout", opts.timeout),
+                                ("max_wait", opts.wait))
+            if value is not None
+        }
+        key = (address, opts.handler, cwd, tuple(sorted(settings.items())))
+        dpool = self._dask_pools.get(key)
+        if dpool is None or dpool.closed or opts.restart:
+            if dpool is not None:
+                dpool.close()
+            try:
+                dpool = DaskPool(address, command, **settings)
+            except FnrunError as exc:
+                raise CallFailed(exc, opts.handler) from exc
+            except OSError as exc:  # no scheduler at that address
+                raise UsageError(f"--dask {address}: {exc}") from None
+            self._dask_pools[key] = dpool
+        try:
+            return dpool.map(req.inputs, env=req.env or None, repeat=req.repeat, rate=opts.rate)
+        except KeyboardInterrupt:
+            if opts.output is not None and self.shell is not None:
+                self.shell.user_ns[opts.output] = dpool.last_batch
+            raise
 
     # --- the registry -----------------------------------------------------------------
 
@@ -291,7 +330,11 @@ class FnrunMagics(Magics):
         self._pools.clear()
         for e in entries:
             e.pool.close()
-        return len(entries)
+        dask_pools = list(self._dask_pools.values())
+        self._dask_pools.clear()
+        for d in dask_pools:
+            d.close()
+        return len(entries) + len(dask_pools)
 
     # --- the line magic ---------------------------------------------------------------
 

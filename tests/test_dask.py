@@ -314,3 +314,29 @@ def test_rate_is_shared_over_the_workers(dpool: DaskPool) -> None:
     per_worker = df.groupby("dask_worker")["scheduled"].agg(lambda s: s.max() - s.min())
     assert (per_worker >= pd.Timedelta(milliseconds=400)).all()
     assert np.isclose(len(df) / 2, df.groupby("dask_worker").size()).all()
+
+
+def test_fnrun_magic_with_dask_runs_the_cell_on_the_cluster(
+    cluster: distributed.LocalCluster,
+) -> None:
+    from IPython.core.error import UsageError
+
+    from fnrun_nb.magics import FnrunMagics
+
+    magics = FnrunMagics(None)
+    try:
+        line = f"{PROBE} --dask {cluster.scheduler_address} -w 1 --lines -e K=v"
+        batch = magics.fnrun_cell(line, "one\ntwo\nthree\n")
+        df = batch.df
+        assert df["data"].tolist() == [b"one", b"two", b"three"]
+        assert df["env_in"].tolist() == [{"K": "v"}] * 3
+        assert df["dask_worker"].notna().all()
+        # The DaskPool stays for the next cell; one input is a batch of one.
+        again = magics.fnrun_cell(f"{PROBE} --dask {cluster.scheduler_address} -w 1", "solo")
+        assert again.df["data"].tolist() == [b"solo"]
+        assert len(magics._dask_pools) == 1
+        with pytest.raises(UsageError, match="--monitor"):
+            magics.fnrun_cell(f"{PROBE} --dask {cluster.scheduler_address} --monitor", "x")
+    finally:
+        assert magics.close_all() == 1
+    assert _wait_until(lambda: not _handlers())
