@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from IPython.core.error import UsageError
-from IPython.core.magic_arguments import argument, magic_arguments
-from IPython.utils.process import arg_split
+from IPython.core import magic_arguments as _ma
+from IPython.utils.process import arg_split  # type: ignore[attr-defined]
 
 __all__ = [
     "CELL_ARGUMENTS",
@@ -44,9 +44,13 @@ __all__ = [
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+# IPython's decorators are untyped; these aliases give them the types they have.
+argument: Callable[..., Callable[[_F], _F]] = _ma.argument
+magic_arguments: Callable[[str], Callable[[_F], _F]] = _ma.magic_arguments
 
 
-CELL_ARGUMENTS: list[argument] = [
+
+CELL_ARGUMENTS: list[Callable[[_F], _F]] = [
     argument(
         "handler",
         metavar="HANDLER",
@@ -104,7 +108,7 @@ def cell_arguments(func: _F) -> _F:
     # help lists options in CELL_ARGUMENTS order.
     for arg in reversed(CELL_ARGUMENTS):
         func = arg(func)
-    return magic_arguments("%fnrun")(func)  # type: ignore[no-any-return]
+    return magic_arguments("%fnrun")(func)
 
 
 @cell_arguments
@@ -140,7 +144,7 @@ def parse_cell_options(line: str) -> CellOptions:
     """
     # POSIX splitting, so a quoted command line or env value loses its quotes
     # (IPython's default split keeps them).
-    ns = _cell_spec.parser.parse_args(_split(line))
+    ns = getattr(_cell_spec, "parser").parse_args(_split(line))
     opts = CellOptions(
         handler=ns.handler,
         workers=ns.workers,
@@ -163,7 +167,7 @@ def parse_cell_options(line: str) -> CellOptions:
 
 def _split(line: str) -> list[str]:
     try:
-        return arg_split(line.strip(), posix=True, strict=True)  # type: ignore[no-any-return]
+        return list(arg_split(line.strip(), posix=True, strict=True))
     except ValueError as exc:
         raise UsageError(f"%fnrun: cannot split the line: {exc}") from None
 

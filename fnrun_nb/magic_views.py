@@ -31,10 +31,10 @@ class JsonResult(Result):
     (``decoded`` tells the two apart).  Equality and hashing are ``Result``'s.
     """
 
-    __slots__ = ("value", "decoded")
+    __slots__ = ("_value", "_decoded")
 
-    value: Any
-    decoded: bool
+    _value: Any
+    _decoded: bool
 
     @classmethod
     def of(cls, result: Result) -> JsonResult:
@@ -44,10 +44,19 @@ class JsonResult(Result):
             value = json.loads(result.data)
         except (UnicodeDecodeError, ValueError):
             value = _NOT_JSON
-        setter = object.__setattr__
-        setter(self, "decoded", value is not _NOT_JSON)
-        setter(self, "value", None if value is _NOT_JSON else value)
+        self._decoded = value is not _NOT_JSON
+        self._value = None if value is _NOT_JSON else value
         return self
+
+    @property
+    def value(self) -> Any:
+        """The data decoded as JSON (``None`` when it does not parse)."""
+        return self._value
+
+    @property
+    def decoded(self) -> bool:
+        """True when the data parsed as JSON."""
+        return self._decoded
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_json_result, (self.status, self.data, self.env, self.info))

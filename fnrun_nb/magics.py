@@ -136,7 +136,7 @@ class FnrunMagics(Magics):
 
     # --- the cell magic ---------------------------------------------------------------
 
-    @cell_magic("fnrun")
+    @cell_magic("fnrun")  # type: ignore[arg-type]  # IPython's marker is typed for functions
     @output_can_be_silenced
     @cell_arguments
     def fnrun_cell(self, line: str, cell: str) -> Any:
@@ -196,7 +196,7 @@ class FnrunMagics(Magics):
         path = os.path.join(cwd, opts.handler)
         # The workers resolve the command themselves (their Python runs a .py file).
         command: str | list[str] = [path] if os.path.isfile(path) else opts.handler
-        settings = {
+        settings: dict[str, Any] = {
             name: value
             for name, value in (("workers", opts.workers), ("timeout", opts.timeout),
                                 ("max_wait", opts.wait))
@@ -338,7 +338,7 @@ class FnrunMagics(Magics):
 
     # --- the line magic ---------------------------------------------------------------
 
-    @line_magic("fnrun")
+    @line_magic("fnrun")  # type: ignore[arg-type]
     @output_can_be_silenced
     def fnrun_line(self, line: str) -> Any:
         """Manage the pools of ``%%fnrun``.

@@ -1,0 +1,144 @@
+"""The pure parts of the magics: argument parsing and the value objects, without a shell."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import signal
+
+import pytest
+from IPython.core.error import UsageError
+
+from fnrun_nb.errors import HandlerCrashed, InvocationTimeout
+from fnrun_nb.magic_args import (
+    CellOptions,
+    LineCommand,
+    parse_body,
+    parse_cell,
+    parse_cell_options,
+    parse_env,
+    parse_line,
+)
+from fnrun_nb.magic_views import CallFailed, JsonResult, PoolRow, PoolTable, StderrView
+from fnrun_nb.values import CallInfo, Result
+
+
+def _json(value: object) -> bytes:
+    return value.encode() if isinstance(value, str) else json.dumps(value).encode()
+
+
+def test_options_defaults_mean_not_given() -> None:
+    assert parse_cell_options("h.py") == CellOptions(handler="h.py")
+    o = parse_cell_options(
+        "'node h.js --fast' -w 3 -t 1.5 --wait 0 -e A=1 -e @m -r 2 --lines --rate 9"
+        " --monitor -o out -q --restart"
+    )
+    assert o == CellOptions(
+        handler="node h.js --fast", workers=3, timeout=1.5, wait=0.0, env=("A=1", "@m"),
+        repeat=2, lines=True, json=False, rate=9.0, monitor=True, output="out", quiet=True,
+        restart=True,
+    )
+    assert parse_cell_options("h.py --json").json is True
+
+
+def test_env_merges_in_order_and_checks_types() -> None:
+    ns = {"m": {"A": "from-m", "B": "b"}, "bad": {"A": 1}}
+    assert parse_env(["A=1", "@m", "C=x=y", "D="], ns) == {"A": "from-m", "B": "b", "C": "x=y", "D": ""}
+    assert parse_env(["@m", "A=last"], ns) == {"A": "from-m", "B": "b"} | {"A": "last"}
+    with pytest.raises(UsageError, match=r"^-e @bad: keys and values must be str, got 'A': 1$"):
+        parse_env(["@bad"], ns)
+    with pytest.raises(UsageError, match=r"^-e/--env expects KEY=VALUE or @NAME, got '=v'$"):
+        parse_env(["=v"], ns)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("hello\n", b"hello"),
+        ("hello\n\n", b"hello\n"),
+        ("hello\r\n", b"hello"),
+        ("  spaced  ", b"  spaced  "),
+        ("", b""),
+        ("é\n", "é".encode()),
+    ],
+)
+def test_body_is_sent_as_typed_minus_one_newline(body: str, expected: bytes) -> None:
+    assert parse_body(body, lines=False, json_mode=False, encode_json=_json) == ([expected], False)
+
+
+def test_lines_and_json_bodies() -> None:
+    assert parse_body("a\n\n  \n b \n", lines=True, json_mode=False, encode_json=_json) == (
+        [b"a", b" b "],
+        True,
+    )
+    assert parse_body('{"k": 1}', lines=False, json_mode=True, encode_json=_json) == ([b'{"k": 1}'], False)
+    assert parse_body('["s", 2]', lines=False, json_mode=True, encode_json=_json) == ([b"s", b"2"], True)
+
+
+def test_cell_request_batch_rules() -> None:
+    assert parse_cell("h.py", "x\n", {}, encode_json=_json).batch is False
+    req = parse_cell("h.py -r 1", "x\n", {}, encode_json=_json)
+    assert (req.batch, req.repeat, req.inputs) == (True, 1, [b"x"])
+    req = parse_cell("h.py --lines -e A=1", "x\ny", {}, encode_json=_json)
+    assert (req.batch, req.repeat, req.inputs, req.env) == (True, 1, [b"x", b"y"], {"A": "1"})
+
+
+def test_line_commands() -> None:
+    assert parse_line("") == LineCommand("help")
+    assert parse_line("  pools ") == LineCommand("pools")
+    assert parse_line("stop") == LineCommand("stop", "all")
+    assert parse_line("stop 'node h.js'") == LineCommand("stop", "node h.js")
+    assert parse_line("stderr h.py") == LineCommand("stderr", "h.py")
+    with pytest.raises(UsageError, match=r"^%fnrun monitor needs a HANDLER$"):
+        parse_line("monitor")
+
+
+def _info() -> CallInfo:
+    return CallInfo(worker=1, pid=4242, generation=2, call=3, wait=0.0, service=0.001, started=0.0, deadline=30.0)
+
+
+def test_json_result_decodes_and_stays_a_result() -> None:
+    r = JsonResult.of(Result(200, b'{"a": [1]}', {"E": "1"}, _info()))
+    assert (r.value, r.decoded) == ({"a": [1]}, True)
+    assert r == Result(200, b'{"a": [1]}', {"E": "1"}) and isinstance(r, Result)
+    assert '&quot;a&quot;: [\n    1\n  ]' in r._repr_html_()
+    back = pickle.loads(pickle.dumps(r))
+    assert isinstance(back, JsonResult) and back.value == {"a": [1]}
+    raw = JsonResult.of(Result(200, b"\xff not json"))
+    assert (raw.value, raw.decoded) == (None, False)
+    with pytest.raises(AttributeError):
+        r.value = 1  # type: ignore[misc]
+
+
+def test_call_failed_rendering() -> None:
+    err = HandlerCrashed(
+        "handler process 4242 ended (killed by SIGSEGV) before writing a complete Result",
+        signal=signal.SIGSEGV,
+        stderr_tail="".join(f"line {i}\n" for i in range(30)),
+    )
+    err.info = _info()
+    lines = CallFailed(err, "./h.py")._render_traceback_()
+    assert lines[:4] == [
+        "HandlerCrashed: handler process 4242 ended (killed by SIGSEGV) before writing a complete Result",
+        "  handler: ./h.py",
+        "  worker 1, pid 4242, generation 2",
+        "  killed by SIGSEGV",
+    ]
+    assert lines[4] == "  stderr (last 12 lines):" and lines[5] == "    line 18" and lines[16] == "    line 29"
+    assert lines[-1] == "  the pool replaced the process; the next call gets a fresh one"
+    timeout = CallFailed(InvocationTimeout("call exceeded its 1 s timeout"), "h")
+    assert timeout.lines() == [
+        "InvocationTimeout: call exceeded its 1 s timeout",
+        "  handler: h",
+        "  the pool replaced the process; the next call gets a fresh one",
+    ]
+
+
+def test_pool_table_and_stderr_view() -> None:
+    assert repr(PoolTable(())) == "no live fnrun pools"
+    row = PoolRow("h.py", "/usr/bin/python3 /x/h.py", "/x", 4, 30.0, 5.0, 12, 1, 1, 75.0)
+    text = repr(PoolTable((row,)))
+    assert text.splitlines()[1].split() == ["h.py", "4", "12", "1", "1m15s", "/usr/bin/python3", "/x/h.py"]
+    assert "<td>1m15s</td>" in PoolTable((row,))._repr_html_()
+    view = StderrView("h.py", {1: "", 0: "oops\n"})
+    assert repr(view) == "stderr of h.py:\n--- worker 0\noops\n--- worker 1 (empty)"
