@@ -77,11 +77,11 @@ _LAZY = {
     "WorkerState": ".pool",
     "Pool": ".front",
     "Batch": ".batch",
-    "compare": ".analysis",
+    "compare": ".versus",
 }
 
 if TYPE_CHECKING:
-    from .analysis import compare
+    from .versus import compare
     from .batch import Batch
     from .front import Pool
     from .invoker import CmdInvoker, CmdInvokerFactory, Invoker, InvokerFactory

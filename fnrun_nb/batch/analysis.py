@@ -13,7 +13,7 @@ Percentiles use numpy's default (linear interpolation), the same definition pand
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -146,7 +146,7 @@ def _wall_s(df: pd.DataFrame) -> float:
     finished = df["finished"].dropna()
     if started.empty or finished.empty:
         return 0.0
-    return max(0.0, (finished.max() - started.min()).total_seconds())
+    return max(0.0, float((finished.max() - started.min()).total_seconds()))
 
 
 def by_worker(df: pd.DataFrame) -> pd.DataFrame:
@@ -369,9 +369,9 @@ def _settle_point(p50: pd.Series, ceiling: float, run: int) -> int | None:
     A curve shorter than ``run`` points settles only if all of it is in the band.
     """
     within = (p50.to_numpy() <= ceiling).tolist()
-    index: list[Hashable] = list(p50.index)
+    index = [int(k) for k in p50.index]
     for i in range(max(1, len(within) - run + 1)):
         window = within[i : i + run]
         if window and all(window):
-            return int(index[i]) - 1  # type: ignore[call-overload]
+            return index[i] - 1
     return None

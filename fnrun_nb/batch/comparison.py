@@ -69,7 +69,8 @@ def bootstrap_percentile(
     u_next = u_k + (1.0 - u_k) * rng.beta(1, n - k, size=resamples)
     lo = x[np.minimum((n * u_k).astype(np.int64), n - 1)]
     hi = x[np.minimum((n * u_next).astype(np.int64), n - 1)]
-    return lo + frac * (hi - lo)
+    replicates: np.ndarray = lo + frac * (hi - lo)
+    return replicates
 
 
 def _fmt_ratios(x: float, lo: float, hi: float) -> tuple[str, str, str]:

@@ -55,8 +55,9 @@ def _axes(ax: Axes | None, **fig_kw: Any) -> Axes:
 def _ok_values(df: pd.DataFrame, metric: str) -> np.ndarray:
     if metric not in df.columns:
         raise KeyError(f"the batch record has no column {metric!r}")
-    values = ok_rows(df)[metric].to_numpy(dtype=float, na_value=np.nan)
-    return values[~np.isnan(values)]
+    values: np.ndarray = ok_rows(df)[metric].to_numpy(dtype=float, na_value=np.nan)
+    kept: np.ndarray = values[~np.isnan(values)]
+    return kept
 
 
 def _ecdf(ax: Axes, values: np.ndarray, label: str, logx: bool) -> None:
@@ -141,16 +142,16 @@ class BatchPlot:
         t0 = rows["started"].min()
         start = (rows["started"] - t0).dt.total_seconds().to_numpy()
         width = (rows["finished"] - rows["started"]).dt.total_seconds().to_numpy()
-        lanes = rows.groupby(keys, sort=True).ngroup().to_numpy()
-        names = [
-            ":".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
-            for key in rows.groupby(keys, sort=True).groups
-        ]
+        grouped = rows.groupby(keys, sort=True)
+        lanes = grouped.ngroup().to_numpy()
+        names = [":".join(str(k) for k in key) for key in grouped.size().index.to_frame().values]
         outcome = rows["outcome"].astype(str).to_numpy()
         height = 0.8
         # Thin white edges keep back-to-back calls apart; with thousands of bars they
         # would paint the lanes white, so only small batches get them.
-        edge = {"edgecolor": "white", "linewidth": 0.5} if len(rows) <= 2000 else {}
+        edge: dict[str, Any] = (
+            {"edgecolor": "white", "linewidth": 0.5} if len(rows) <= 2000 else {}
+        )
         for name, colour in OUTCOME_COLOURS.items():
             mask = outcome == name
             if not mask.any():
@@ -231,4 +232,5 @@ def plot_comparison(cmp: Comparison, *, logx: bool = True) -> Figure:
     right.legend(fontsize="small")
     fig.suptitle(cmp.verdict)
     fig.tight_layout()
-    return fig
+    figure: Figure = fig
+    return figure

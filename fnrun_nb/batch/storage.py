@@ -172,7 +172,7 @@ def save_frame(df: pd.DataFrame, path: str | os.PathLike[str], metadata: dict[st
     table = pa.Table.from_pandas(df.drop(columns=maps), preserve_index=False)
     map_type = pa.map_(pa.string(), pa.string())
     for name in maps:
-        values = []
+        values: list[list[tuple[Any, Any]] | None] = []
         for v in df[name]:
             if v is None:
                 values.append(None)
