@@ -85,6 +85,8 @@ class Pool:
         self._executor_lock = threading.Lock()
         self.last_batch: Batch | None = None
         """The most recent batch run by ``map``, finished or interrupted."""
+        self.active_batch: Batch | None = None
+        """The batch ``map`` is running now (its ``progress()`` is live), else ``None``."""
 
     # --- calls ------------------------------------------------------------------------
 

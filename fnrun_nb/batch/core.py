@@ -1,0 +1,352 @@
+"""``Batch``: the record of many calls, and ``BatchProgress``, its live counters.
+
+A ``Batch`` is made by :func:`fnrun_nb.batch.run_batch` (``Pool.map``) while the
+calls run, or by :meth:`Batch.from_frame` from a finished record (Dask, ``load``).
+Its canonical form is ``batch.df``, one row per call in submission order with the
+columns of :data:`fnrun_nb.batch.COLUMNS`, built once on first use and cached.  The
+class stays small: the questions people ask of a batch (percentiles, per-worker
+views, warm-up, comparison, plots, save/load) are functions of ``df`` in their own
+modules of this package, exposed here as thin methods.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .analysis import quantiles
+from .record import COLUMNS, OUTCOMES, Recorder
+from .summary import Summary, summarize
+
+if TYPE_CHECKING:
+    import os
+    from pathlib import Path
+
+    from .analysis import WarmupReport
+    from .comparison import Comparison
+    from .plot import BatchPlot
+
+__all__ = ["Batch", "BatchProgress"]
+
+# Recent ok calls that progress() takes its running percentiles from: enough for a
+# stable p99, small enough to sort ten times a second beside the hot path.
+_WINDOW = 4096
+_META = frozenset({"command", "config", "interrupted", "wall_s", "workers", "started_at"})
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """How far a batch has got; cheap to take from any thread while it runs.
+
+    ``counts`` maps every outcome to its rows so far.  ``p50_ms`` / ``p99_ms`` are
+    latency percentiles of ok calls (``None`` before the first): while the batch runs,
+    of its most recent ok calls (up to 4096); once ``finished``, of all of them, equal
+    to ``batch.summary()``.
+    """
+
+    total: int
+    done: int
+    counts: dict[str, int]
+    p50_ms: float | None
+    p99_ms: float | None
+    elapsed_s: float
+    finished: bool
+
+    @property
+    def failed(self) -> int:
+        """Rows done whose outcome is not ``ok``."""
+        return self.done - self.counts.get("ok", 0)
+
+
+def _pq(values: Any) -> tuple[float | None, float | None]:
+    q = quantiles(values, (50, 99))
+    p50, p99 = q["p50"], q["p99"]
+    return (None, None) if math.isnan(p50) else (p50, p99)
+
+
+class Batch:
+    """Many calls of one handler, one row each.  Made by ``Pool.map``; see the module doc.
+
+    ``len(batch)`` is the number of rows (calls planned, including cancelled ones),
+    ``batch.df`` the record, ``batch.summary()`` the headline numbers and
+    ``batch.failed`` the rows whose outcome is not ``ok``.  ``command`` is the
+    handler's argv and ``config`` the pool and map options it ran with.
+    ``interrupted`` is True when Ctrl-C stopped it (its unrun calls are ``cancelled``).
+    """
+
+    def __init__(
+        self,
+        *,
+        command: Sequence[str] | str | None,
+        config: Mapping[str, Any],
+        workers: int | None,
+        recorder: Recorder | None = None,
+        frame: pd.DataFrame | None = None,
+        interrupted: bool = False,
+        wall_s: float | None = None,
+        started_at: float | None = None,
+    ) -> None:
+        self.command: list[str] | None = (
+            shlex.split(command) if isinstance(command, str) else
+            None if command is None else list(command)
+        )
+        self.config: dict[str, Any] = dict(config)
+        self.workers = workers
+        self.interrupted = interrupted
+        self.wall_s = wall_s
+        """Seconds from the first hand-over to the last call's end (None while running)."""
+        self.started_at = time.time() if started_at is None else started_at
+        """Wall-clock (epoch) time the batch started."""
+        self._recorder = recorder
+        self._df = frame
+        self._rows = recorder.rows if recorder is not None else len(frame) if frame is not None else 0
+        self._t0 = time.perf_counter()
+        self._final: BatchProgress | None = None
+        self._summary: Summary | None = None
+        self._lock = threading.Lock()  # guards the one-time frame build, never the hot path
+        self.metadata: dict[str, Any] = {}
+        """What a loaded batch was saved with (handler hash, versions, notes; see
+        ``save``); empty for a batch run in this process."""
+        if recorder is None:
+            self._final = self._progress_of_frame()
+
+    # --- made from a finished record --------------------------------------------------
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, **meta: Any) -> Batch:
+        """A finished Batch around a record with (at least) the batch columns.
+
+        ``meta`` may give ``command``, ``config``, ``interrupted``, ``wall_s``,
+        ``workers`` and ``started_at``.  Extra columns are kept.  Raises ``ValueError``
+        when a batch column is missing and ``TypeError`` for an unknown meta name.
+        """
+        unknown = set(meta) - _META
+        if unknown:
+            raise TypeError(f"unknown Batch metadata: {', '.join(sorted(unknown))}")
+        missing = [c for c in COLUMNS if c not in df.columns]
+        if missing:
+            raise ValueError(f"not a batch record: missing column(s) {', '.join(missing)}")
+        return cls(
+            command=meta.get("command"),
+            config=meta.get("config") or {},
+            workers=meta.get("workers"),
+            frame=df,
+            interrupted=bool(meta.get("interrupted", False)),
+            wall_s=meta.get("wall_s"),
+            started_at=meta.get("started_at"),
+        )
+
+    # --- used by the runner -----------------------------------------------------------
+
+    def _finish(self, wall_s: float, interrupted: bool) -> None:
+        rec = self._recorder
+        assert rec is not None
+        self.wall_s = wall_s
+        self.interrupted = interrupted
+        counts = rec.counts()
+        p50, p99 = _pq(rec.ok_latencies_ms())
+        self._final = BatchProgress(
+            total=rec.rows,
+            done=rec.rows - int(counts[0]),
+            counts={name: int(c) for name, c in zip(OUTCOMES, counts[1:])},
+            p50_ms=p50,
+            p99_ms=p99,
+            elapsed_s=wall_s,
+            finished=True,
+        )
+
+    # --- live view --------------------------------------------------------------------
+
+    def progress(self) -> BatchProgress:
+        """Counters of the batch so far (see :class:`BatchProgress`).
+
+        Safe to call from any thread at any rate: it reads the record without a lock
+        and does O(rows) numpy work on one byte per row, plus a sort of at most 4096
+        latencies.
+        """
+        final = self._final
+        if final is not None:
+            return final
+        rec = self._recorder
+        assert rec is not None
+        counts = rec.counts()
+        done = rec.rows - int(counts[0])
+        # Rows are taken in order, so the ones finished lately sit just below the
+        # frontier (done + calls in flight).
+        hi = min(rec.rows, done + int(self.config.get("concurrency") or 1))
+        p50, p99 = _pq(rec.ok_latencies_ms(max(0, hi - _WINDOW), hi))
+        return BatchProgress(
+            total=rec.rows,
+            done=done,
+            counts={name: int(c) for name, c in zip(OUTCOMES, counts[1:])},
+            p50_ms=p50,
+            p99_ms=p99,
+            elapsed_s=time.perf_counter() - self._t0,
+            finished=False,
+        )
+
+    def _progress_of_frame(self) -> BatchProgress:
+        df = self._df
+        assert df is not None
+        counts = df["outcome"].value_counts(sort=False)
+        ok = (df["outcome"] == "ok").to_numpy()
+        p50, p99 = _pq(df["latency_ms"].to_numpy(dtype=float, na_value=np.nan)[ok])
+        return BatchProgress(
+            total=len(df),
+            done=len(df),
+            counts={name: int(counts.get(name, 0)) for name in OUTCOMES},
+            p50_ms=p50,
+            p99_ms=p99,
+            elapsed_s=self.wall_s if self.wall_s is not None else math.nan,
+            finished=True,
+        )
+
+    # --- the record -------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self._final is not None
+
+    @property
+    def df(self) -> pd.DataFrame:
+        """The record: one row per call, in submission order (built once, cached).
+
+        Raises ``RuntimeError`` while the batch is still running (use ``progress()``).
+        """
+        df = self._df
+        if df is not None:
+            return df
+        if self._final is None:
+            raise RuntimeError("the batch is still running; use batch.progress() until it ends")
+        with self._lock:
+            if self._df is None:
+                assert self._recorder is not None
+                self._df = self._recorder.to_frame()
+                self._recorder = None  # the frame owns the data now
+            return self._df
+
+    def __len__(self) -> int:
+        return self._rows
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        """The rows whose outcome is not ``ok``."""
+        df = self.df
+        return df[df["outcome"] != "ok"]
+
+    def summary(self) -> Summary:
+        """Counts, latency percentiles, throughput and utilisation (cached)."""
+        if self._summary is None:
+            self._summary = summarize(
+                self.df,
+                wall_s=self.wall_s,
+                workers=self.workers,
+                command=shlex.join(self.command) if self.command else None,
+                interrupted=self.interrupted,
+            )
+        return self._summary
+
+    # --- analysis: functions of df in their own modules ------------------------------
+
+    def percentiles(
+        self,
+        q: Sequence[float] | float = (50, 90, 99, 99.9),
+        by: str | Sequence[str] | None = None,
+        *,
+        ok_only: bool = True,
+    ) -> pd.DataFrame:
+        """Latency, wait and service percentiles (ms), optionally grouped ``by`` a
+        column; see :func:`fnrun_nb.batch.analysis.percentiles`."""
+        from .analysis import percentiles
+
+        return percentiles(self.df, q, by, ok_only=ok_only)
+
+    def by_worker(self) -> pd.DataFrame:
+        """One row per worker slot: calls, failures, replacements, busy time,
+        utilisation, service p50/p99; see :func:`fnrun_nb.batch.analysis.by_worker`."""
+        from .analysis import by_worker
+
+        return by_worker(self.df)
+
+    def warmup(self, metric: str = "service_ms", **options: Any) -> WarmupReport:
+        """Cold versus warm calls and where service time settles; see
+        :func:`fnrun_nb.batch.analysis.warmup`."""
+        from .analysis import warmup
+
+        return warmup(self.df, metric, **options)
+
+    def compare(
+        self,
+        other: Batch | pd.DataFrame,
+        metric: str = "service_ms",
+        threshold: float = 0.05,
+        **options: Any,
+    ) -> Comparison:
+        """This batch (A) against ``other`` (B): medians, p99, the ratio with a
+        bootstrap CI and a verdict; see :mod:`fnrun_nb.batch.comparison`."""
+        from .comparison import compare_batches
+
+        return compare_batches(self, other, metric, threshold, **options)
+
+    @property
+    def plot(self) -> BatchPlot:
+        """Plots of the record: ``hist()``, ``ecdf()``, ``timeline()``, ``warmup()``
+        (matplotlib, the ``plot`` extra)."""
+        from .plot import BatchPlot
+
+        return BatchPlot(self.df)
+
+    def save(self, path: str | os.PathLike[str], *, notes: str | None = None) -> Path:
+        """Write the record and its run metadata to a parquet file; see
+        :func:`fnrun_nb.batch.storage.save_batch`."""
+        from .storage import save_batch
+
+        return save_batch(self, path, notes=notes)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Batch:
+        """A batch saved by ``save``, dtypes and env columns restored; its
+        ``metadata`` says how it was run.  See :func:`fnrun_nb.batch.storage.load_batch`."""
+        from .storage import load_batch
+
+        return load_batch(path)
+
+    # --- display ----------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        p = self.progress()
+        cmd = f" of {shlex.join(self.command)!r}" if self.command else ""
+        counts = ", ".join(f"{v} {k}" for k, v in p.counts.items() if v) or "no calls"
+        lat = ""
+        if p.p50_ms is not None and p.p99_ms is not None:
+            lat = f"; p50 {p.p50_ms:.3g} ms, p99 {p.p99_ms:.3g} ms"
+        if not p.finished:
+            return f"<Batch{cmd} running: {p.done}/{p.total} done ({counts}){lat}>"
+        state = ", interrupted" if self.interrupted else ""
+        wall = f" in {self.wall_s:.3g} s" if self.wall_s is not None else ""
+        return f"<Batch{cmd}: {len(self)} calls{wall}{state} ({counts}){lat}>"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        if cycle or not self.finished:
+            p.text(repr(self))
+            return
+        p.text(f"{self.summary()}\nbatch.df: {len(self)} rows × {len(self.df.columns)} columns")
+
+    def _repr_html_(self) -> str:
+        if not self.finished:
+            return f"<code>{escape(repr(self))}</code>"
+        return (
+            self.summary()._repr_html_()
+            + f"<div style='color:#666'><code>batch.df</code>: {len(self)} rows × "
+            f"{len(self.df.columns)} columns; <code>batch.failed</code>: "
+            f"{self.summary().failed} rows</div>"
+        )

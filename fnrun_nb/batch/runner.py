@@ -1,0 +1,295 @@
+"""``run_batch``: many calls through a pool, one recorded row each (``Pool.map``).
+
+::
+
+    inputs ──plan_batch──▶ Plan (bytes, encoded envs; validated before any call)
+                             │
+    main thread              ▼           runner threads (``concurrency`` of them)
+    ───────────            Recorder ◀──── k = next row; [sleep until scheduled(k)];
+    waits, drives the        ▲             pool._invoke(data, env_block) → record row k
+    progress bar, and        │
+    handles Ctrl-C ──────────┘ (stop taking rows, kill calls in flight, mark the rest)
+
+Walk-through.  The inputs are materialised and checked first (:func:`plan_batch`),
+so a bad one raises before anything is sent.  ``concurrency`` runner threads then
+take row numbers from one shared counter, in submission order (row ``k`` is input
+``k % n`` for the ``k // n``-th time), call the pool's hot path and write the outcome
+into row ``k`` of a :class:`Recorder`.  A failed call is a row, never an abort.  The
+calling thread only waits: it feeds the progress bar from ``Batch.progress()`` at
+10 Hz, off the hot path, and is where Ctrl-C lands.
+
+With ``rate`` the batch is open-loop: row ``k`` is *scheduled* at ``t0 + k / rate``
+whatever happened to earlier calls, and its latency counts from that time.  A runner
+that is still busy when a call falls due hands it over late, and the delay shows up
+as ``lag_ms`` (part of ``latency_ms``) rather than vanishing, so a slow handler
+cannot hide its queueing (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import FnrunError, PoolClosed
+from ..pool import WorkerState
+from .core import Batch
+from .inputs import Plan, plan_batch
+from .record import CANCELLED, Recorder, outcome_of
+
+if TYPE_CHECKING:
+    from ..front import Pool
+
+__all__ = ["run_batch"]
+
+_perf_counter = time.perf_counter
+_BUSY = WorkerState.BUSY
+_REFRESH_S = 0.1  # progress bar refresh period
+_KILL_SWEEP_S = 0.005
+
+
+def run_batch(
+    pool: Pool,
+    inputs: Iterable[Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    repeat: int = 1,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    keep_data: bool = True,
+    progress: bool | str = "auto",
+) -> Batch:
+    """Run every input through ``pool`` and return the :class:`Batch` recording each call.
+
+    ``inputs`` is a finite iterable of bytes, str (sent as UTF-8), ``Input`` or
+    ``(data, env)`` pairs; ``env`` is merged under each item's own env (the item's
+    value wins).  Every input runs ``repeat`` times: all inputs once, then all again.
+    ``concurrency`` calls run at once (default: the pool's workers).  ``rate`` makes
+    arrivals open-loop at that many calls per second (see the module docstring).
+    ``keep_data=False`` drops result bytes.  ``progress`` shows a tqdm bar
+    (a widget in a notebook, text in a terminal): ``"auto"`` once the batch has run
+    for a second, ``True`` at once, ``False`` never.
+
+    Failed calls become rows (``outcome`` crashed, timeout, protocol_error,
+    unavailable, start_failed, cancelled); the pool replaces broken workers and the
+    batch goes on.  If the pool is closed meanwhile, the calls not yet run are
+    ``cancelled`` rows and the batch returns.  While it runs, ``pool.active_batch``
+    is the Batch; afterwards ``pool.last_batch`` is.
+
+    Ctrl-C (``KeyboardInterrupt``) stops it: no new call starts, and the calls in
+    flight are *killed* rather than awaited (their processes are replaced, so the
+    pool stays usable), because a user who presses Ctrl-C wants control back now and
+    a slow or hung handler could otherwise hold it until its timeout.  Those calls and
+    every call not run become ``cancelled`` rows, the partial Batch (with
+    ``interrupted=True``) is kept as ``pool.last_batch``, and the
+    ``KeyboardInterrupt`` propagates.  Killing the calls in flight kills whatever
+    calls the pool is running at that moment, so calls another thread makes on the
+    same pool during a ``map`` may be killed too.
+
+    Raises, before any call: ``TypeError`` / ``ValueError`` for bad inputs or options
+    (``repeat=0``, a negative rate, a non-bytes input, a non-str env value) and
+    ``PoolClosed`` when the pool is closed.
+    """
+    if pool.closed:
+        raise PoolClosed("the pool is closed")
+    plan = plan_batch(
+        inputs,
+        env=env,
+        repeat=repeat,
+        concurrency=concurrency,
+        rate=rate,
+        keep_data=keep_data,
+        progress=progress,
+        workers=pool.workers,
+    )
+    recorder = Recorder(plan)
+    config = {
+        "workers": pool.workers,
+        "timeout": pool.timeout,
+        "max_wait": pool.config.max_wait,
+        "max_calls_per_worker": pool.config.max_calls_per_worker,
+        "repeat": plan.repeat,
+        "concurrency": plan.concurrency,
+        "rate": plan.rate,
+        "keep_data": plan.keep_data,
+        "env": dict(env) if env else {},
+    }
+    batch = Batch(command=pool.command, config=config, workers=pool.workers, recorder=recorder)
+    return _Run(pool, plan, recorder, batch).run()
+
+
+class _Run:
+    """The state of one ``run_batch`` call, shared by its threads."""
+
+    def __init__(self, pool: Pool, plan: Plan, recorder: Recorder, batch: Batch) -> None:
+        self.pool = pool
+        self.plan = plan
+        self.rec = recorder
+        self.batch = batch
+        self.take = itertools.count().__next__  # atomic under the GIL: each row once
+        # Plain attributes read by the runners on every call; set once, never cleared.
+        self.stop = False
+        self.interrupted = False
+        self.wake = threading.Event()  # ends the runners' sleeps until a scheduled time
+        self.error: BaseException | None = None
+        self.t0 = 0.0
+
+    # --- the calling thread -----------------------------------------------------------
+
+    def run(self) -> Batch:
+        pool, batch, rec = self.pool, self.batch, self.rec
+        threads = [
+            threading.Thread(target=self._serve, name=f"fnrun-batch-{i}", daemon=True)
+            for i in range(min(self.plan.concurrency, max(rec.rows, 1)))
+        ]
+        pool.active_batch = batch
+        t_start = _perf_counter()
+        self.t0 = t_start
+        rec.t0_wall = time.time()
+        try:
+            try:
+                for t in threads:
+                    t.start()
+                self._watch(threads)
+            except KeyboardInterrupt:
+                self.interrupted = True
+            if self.interrupted:
+                self._stop_and_kill(threads)
+            else:
+                for t in threads:
+                    t.join()
+        finally:
+            wall = _perf_counter() - t_start
+            if self.interrupted:
+                rec.close_pending("not run: the batch was interrupted")
+            elif self.stop:
+                rec.close_pending("not run: the pool was closed")
+            else:
+                rec.close_pending()
+            batch._finish(wall, self.interrupted)
+            pool.active_batch = None
+            pool.last_batch = batch
+        if self.interrupted:
+            raise KeyboardInterrupt
+        if self.error is not None:
+            raise self.error
+        return batch
+
+    def _watch(self, threads: list[threading.Thread]) -> None:
+        """Wait for the runners, feeding the progress bar (if any) off the hot path."""
+        bar = _progress_bar(self.plan.progress, self.rec.rows, self.pool)
+        try:
+            shown = 0
+            for t in threads:
+                while t.is_alive():
+                    t.join(_REFRESH_S)
+                    if bar is not None:
+                        p = self.batch.progress()
+                        bar.update(p.done - shown)
+                        shown = p.done
+                        if p.failed:
+                            bar.set_postfix_str(f"{p.failed} failed", refresh=False)
+            if bar is not None:
+                p = self.batch.progress()
+                bar.update(p.done - shown)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _stop_and_kill(self, threads: list[threading.Thread]) -> None:
+        """Stop taking rows, kill calls in flight until every runner has returned.
+
+        A second Ctrl-C while this runs is absorbed: it takes milliseconds, and
+        leaving now would leave runners writing into the batch after ``map`` returned.
+        """
+        self.stop = True
+        self.wake.set()
+        while True:
+            try:
+                alive = [t for t in threads if t.is_alive()]
+                if not alive:
+                    return
+                self._kill_in_flight()
+                alive[0].join(_KILL_SWEEP_S)
+            except KeyboardInterrupt:
+                continue
+
+    def _kill_in_flight(self) -> None:
+        # A runner between acquiring a worker and writing to it may pick another
+        # worker after this sweep; the caller sweeps until every runner is done.
+        for slot in self.pool._pool._slots:
+            if slot.state is _BUSY:
+                inv = slot.invoker
+                if getattr(inv, "alive", False):
+                    inv.kill()  # type: ignore[union-attr]
+
+    # --- runner threads -----------------------------------------------------------------
+
+    def _serve(self) -> None:
+        rec = self.rec
+        plan = self.plan
+        rows = rec.rows
+        datas = plan.datas
+        blocks = plan.env_blocks
+        n_in = len(datas)
+        rate = plan.rate
+        lag = rec.lag
+        record_ok = rec.record_ok
+        record_failure = rec.record_failure
+        invoke = self.pool._pool._invoke
+        take = self.take
+        perf = _perf_counter
+        try:
+            while not self.stop:
+                k = take()
+                if k >= rows:
+                    return
+                i = k % n_in
+                if rate is not None:
+                    scheduled = self.t0 + k / rate
+                    delay = scheduled - perf()
+                    if delay > 0 and self.wake.wait(delay):
+                        return  # stopped while waiting: row k stays unrun (cancelled)
+                    handover = perf()
+                    lag[k] = handover - scheduled
+                else:
+                    handover = perf()
+                try:
+                    result = invoke(datas[i], blocks[i], None)
+                except FnrunError as exc:
+                    waited = perf() - handover
+                    if self.stop:
+                        why = "interrupted" if self.interrupted else "stopped"
+                        record_failure(k, exc, CANCELLED, waited, f"cancelled: the batch was {why}")
+                    else:
+                        record_failure(k, exc, outcome_of(exc), waited)
+                        if isinstance(exc, PoolClosed):
+                            self.stop = True
+                            self.wake.set()
+                    continue
+                record_ok(k, result)
+        except BaseException as exc:  # a bug, not a call failure: stop and re-raise in map
+            self.error = exc
+            self.stop = True
+            self.wake.set()
+
+
+def _progress_bar(progress: bool | str, total: int, pool: Pool) -> Any:
+    if progress is False or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    class _Bar(tqdm):  # type: ignore[misc, valid-type]
+        # No tqdm monitor thread: this bar is refreshed by its owner, and a thread
+        # that outlives the batch would be a leak.
+        monitor_interval = 0
+
+    return _Bar(
+        total=total,
+        unit="call",
+        desc=f"fnrun {pool.command[-1].rsplit('/', 1)[-1]}",
+        delay=1.0 if progress == "auto" else 0.0,
+        mininterval=_REFRESH_S,
+    )
