@@ -7,7 +7,7 @@ Speaks the protocol by hand so it can break it.  The input picks the behaviour:
 - ``noise_after``: a valid Result and 9 more bytes in the same write;
 - ``boot``: JSON ``{"pid", "started", "ready"}``: wall-clock times at which this
   process started and finished booting;
-- ``sigints``: how many SIGINTs this process received;
+- ``sigints``: JSON ``{"pid", "sigints"}``: how many SIGINTs this process received;
 - ``frames``: how many frames this process has read, this call's two included;
 - ``sleep:S``: sleep S seconds, then answer ``slept``;
 - anything else is echoed, with the per-call env as the result env.
@@ -68,7 +68,8 @@ def main() -> int:
             info = {"pid": os.getpid(), "started": STARTED, "ready": ready}
             _write_all(encode_result(200, json.dumps(info).encode()))
         elif data == b"sigints":
-            _write_all(encode_result(200, str(SIGINTS).encode()))
+            info = {"pid": os.getpid(), "sigints": SIGINTS}
+            _write_all(encode_result(200, json.dumps(info).encode()))
         elif data == b"frames":
             _write_all(encode_result(200, str(frames).encode()))
         elif data.startswith(b"sleep:"):

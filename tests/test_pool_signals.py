@@ -1,0 +1,110 @@
+"""The pool under signals and hard exits, each in a host process of its own so that
+pytest itself is never interrupted: Ctrl-C sent to the host's process group (as
+Jupyter does), interpreter exit with a pool left open, and a host killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import HANDLERS, TEST_HANDLERS
+
+HOSTS = Path(__file__).resolve().parent / "hosts"
+
+
+def gone(pid: int, within: float = 5.0) -> bool:
+    """True when ``pid`` no longer runs (absent, or a zombie awaiting its new parent)."""
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def kill_leftovers(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_host(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+        start_new_session=True, stdin=subprocess.DEVNULL,
+    )
+
+
+def test_ctrl_c_while_waiting_and_while_calling() -> None:
+    done = run_host(str(HOSTS / "interrupt_host.py"), str(TEST_HANDLERS / "core_probe.py"))
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    # Interrupted while waiting: the pool is untouched, the calls in flight finish.
+    assert out["waiting"] == "interrupted"
+    assert out["calls_in_flight"] == ["slept", "slept"]
+    assert out["after_waiting"] == {"generations": [1, 1], "failures": 0, "calls": 2}
+    # Interrupted in a call: that process is killed and replaced, the pool works.
+    assert out["calling"] == "interrupted"
+    assert out["after_calling"] == {"generations": [1, 2], "replacements": 1}
+    assert out["works"] == "again"
+    # The SIGINT sent to the host's process group never reached a handler.
+    assert set(out["sigints_after_waiting"].values()) == {0}
+    assert set(out["sigints_after_calling"].values()) == {0}
+    assert len(out["sigints_after_calling"]) == 2
+    # Nothing left after close.
+    assert out["children_after_close"] == 0
+    assert out["threads_after_close"] == []
+
+
+@pytest.mark.parametrize("mode", ["plain", "fork"])
+def test_interpreter_exit_with_a_pool_left_open_leaves_no_process(mode: str) -> None:
+    done = run_host(str(HOSTS / "exit_host.py"), str(HANDLERS / "echo.py"), mode)
+    out = json.loads(done.stdout.splitlines()[0])
+    pids = [p for p in out["pids"] if p is not None] + ([out["child"]] if out["child"] else [])
+    try:
+        assert done.returncode == 0, done.stderr
+        assert len(out["pids"]) == 2
+        for pid in pids:
+            assert gone(pid), f"process {pid} outlived the interpreter ({mode})"
+    finally:
+        kill_leftovers(pids)
+
+
+def test_handlers_die_with_a_host_killed_by_sigkill() -> None:
+    host = subprocess.Popen(
+        [sys.executable, str(HOSTS / "killed_host.py"), str(TEST_HANDLERS / "faulty.py")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
+    pids: list[int] = []
+    try:
+        assert host.stdout is not None
+        line = host.stdout.readline()
+        assert line, host.stderr.read() if host.stderr else ""
+        pids = json.loads(line)["pids"]
+        assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)
+        host.kill()
+        host.wait(10)
+        for pid in pids:
+            assert gone(pid), f"handler {pid} outlived its host (PR_SET_PDEATHSIG)"
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait(10)
+        for f in (host.stdout, host.stderr):
+            if f is not None:
+                f.close()
+        kill_leftovers(pids)
