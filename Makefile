@@ -36,6 +36,10 @@ bench: $(VENV)/.test-installed
 bench-quick: $(VENV)/.test-installed
 	$(BIN)/python -m benchmarks --quick
 
+# The full fault-injection soak (20,000 calls, 2% faults); `make test` runs 2,000.
+soak: $(VENV)/.test-installed
+	$(BIN)/python tests/soak.py --calls 20000
+
 proto: $(VENV)/.test-installed
 	$(PIP) install --quiet '$(GRPC_TOOLS)'
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=fnrun_nb/_proto \
