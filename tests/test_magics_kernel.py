@@ -81,7 +81,10 @@ class Kernel:
                 outputs.append({"kind": kind, "data": content["data"]})
             elif kind == "error":
                 error = content
-        reply = self.kc.get_shell_msg(timeout=30)
+        while True:  # the execute_reply of this request (skip any stale reply)
+            reply = self.kc.get_shell_msg(timeout=30)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
         return {
             "status": reply["content"]["status"],
             "outputs": outputs,

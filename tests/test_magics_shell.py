@@ -328,3 +328,22 @@ def test_ctrl_c_in_a_batch_keeps_the_partial_batch(shell: MagicShell) -> None:
     # the pool is healthy afterwards
     shell.ok(f"%%fnrun {MAGIC} -o r\nstill here")
     assert shell.out("print(r.data)") == "b'still here'\n"
+
+
+def test_one_pool_per_command_and_directory(shell: MagicShell, tmp_path: Path) -> None:
+    handler = (ROOT / ECHO).resolve()
+    shell.ok(f"%%fnrun {handler} -w 1 -o a\nx")
+    shell.ok(f"import os\nhere = os.getcwd()\nos.chdir({str(tmp_path)!r})")
+    try:
+        shell.ok(f"%%fnrun {handler} -w 1 -o b\nx")
+        shell.ok(f"%%fnrun {handler} -w 1 -o c\nx")
+    finally:
+        shell.ok("os.chdir(here)")
+    assert shell.out("print(a.info.pid != b.info.pid == c.info.pid)") == "True\n"
+    table = shell.ok("%fnrun pools")["outputs"][0]["data"]["text/plain"]
+    assert len(table.splitlines()) == 3  # header + one row per (command, directory)
+    # the same HANDLER in two directories: %fnrun asks which one
+    reply = shell.run(f"%fnrun stderr {handler.name}")
+    assert _usage_error(reply) == (
+        f"%fnrun: {handler.name!r} names 2 pools (started in different directories); cd to one of them"
+    )
