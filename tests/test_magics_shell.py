@@ -175,12 +175,12 @@ def test_help_and_usage(shell: MagicShell) -> None:
     assert text.startswith("%fnrun SUBCOMMAND: manage the warm pools of %%fnrun\n")
     for sub in ("pools", "stop", "restart", "stderr", "monitor"):
         assert f"  %fnrun {sub}" in text
-    shell.ok("from fnrun_nb.magics import FnrunMagics\ndoc = FnrunMagics.fnrun_cell.__doc__")
-    doc = shell.out("print(doc)")
+    doc = shell.out("%%fnrun?")  # the usage IPython's help shows
     assert "%%fnrun [-w N] [-t SECONDS] [--wait SECONDS] [-e KEY=VALUE] [-r N]" in doc
     for opt in ("--lines", "--json", "--rate R", "--monitor", "-o NAME, --output NAME",
                 "-q, --quiet", "--restart", "-e <KEY=VALUE>, --env <KEY=VALUE>"):
         assert opt in doc, opt
+    assert "%fnrun stop [HANDLER|all]" in shell.out("%fnrun?")
 
 
 # --- failures -----------------------------------------------------------------------------
