@@ -71,7 +71,11 @@ def test_timeline_one_lane_per_worker_one_bar_per_call(crashy_batch: Batch) -> N
     assert len(ticks) == 1 and ticks[0].get_gid() == "replacements"
     assert len(ticks[0].get_segments()) == 2
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["ok", "crashed", "replacement"]
+    assert labels == ["ok", "crashed", "cold", "replacement"]
+    # Cold calls are hatched: one per process that served a call.
+    cold = [c for c in ax.collections if c.get_gid() == "cold"]
+    assert sum(len(c.get_paths()) for c in cold) == df["cold"].sum()
+    assert df["cold"].sum() == df.dropna(subset=["started"])["pid"].nunique()
     ax.figure.canvas.draw()
 
 

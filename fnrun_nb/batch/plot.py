@@ -126,8 +126,9 @@ class BatchPlot:
 
         One lane per worker slot (``dask_worker`` and ``worker`` on Dask), seconds
         since the first call started on x.  Each outcome is one ``broken_barh``
-        collection with one bar per call; a replacement (the slot's generation
-        changing) is a black tick across the lane at the first call of the new process.
+        collection with one bar per call; cold calls (first on their process) are
+        hatched, and a replacement (the slot's generation changing) is a black tick
+        across the lane at the first call of the new process.
         Calls that never started (no worker was free, cancelled before running) have no
         bar.
         """
@@ -168,6 +169,16 @@ class BatchPlot:
                     label=name if i == 0 else None,
                     gid=f"calls:{name}",
                 )
+        # Cold calls (the first on their process) hatched over their outcome colour:
+        # after a replacement that is where the new process's start-up time shows.
+        cold = rows["cold"].to_numpy(dtype=bool, na_value=False)
+        for lane in np.unique(lanes[cold]):
+            sel = cold & (lanes == lane)
+            ax.broken_barh(
+                list(zip(start[sel], width[sel])), (lane - height / 2, height),
+                facecolors="none", edgecolor=(0, 0, 0, 0.45), hatch="///", linewidth=0,
+                label="cold" if lane == lanes[cold].min() else None, gid="cold",
+            )
         # Replacements: where the generation of a lane changes between its calls.
         order = np.lexsort((start, lanes))
         gen = rows["generation"].to_numpy(dtype=float, na_value=np.nan)[order]
