@@ -173,9 +173,11 @@ class FnrunMagics(Magics):
                     view.stop()
             return JsonResult.of(result) if req.options.json else result
         try:
+            # -q means nothing on screen, the batch's progress bar included.
             return pool.map(
                 req.inputs, env=env, repeat=req.repeat, rate=req.options.rate,
                 monitor=req.options.monitor,
+                progress=False if req.options.quiet else "auto",
             )
         except KeyboardInterrupt:
             # The batch layer keeps the partial batch as pool.last_batch; hand it to

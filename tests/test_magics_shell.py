@@ -347,3 +347,12 @@ def test_one_pool_per_command_and_directory(shell: MagicShell, tmp_path: Path) -
     assert _usage_error(reply) == (
         f"%fnrun: {handler.name!r} names 2 pools (started in different directories); cd to one of them"
     )
+
+
+def test_quiet_batch_shows_no_progress_bar(shell: MagicShell) -> None:
+    body = "sleep 0.3\n" * 10  # ~1.5 s on two workers: long enough for the bar to appear
+    loud = shell.ok(f"%%fnrun {MAGIC} -w 2 --lines -o b\n{body}")
+    assert "10/10" in loud["stderr"]  # the progress bar of a batch over a second
+    quiet = shell.ok(f"%%fnrun {MAGIC} -w 2 --lines -q -o b\n{body}")
+    assert quiet["stderr"] == "" and quiet["stdout"] == "" and quiet["outputs"] == []
+    assert shell.out("print(len(b), b.df['outcome'].eq('ok').all())") == "10 True\n"
