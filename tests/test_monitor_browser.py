@@ -132,7 +132,7 @@ def test_monitor_updates_live_in_jupyterlab(tmp_path: Path) -> None:
     assert all(re.search(r"pid \d+ · gen \d+", r["info"]) for r in running[-1]["rows"])
     # States change while the batch runs.
     states = {r["state"] for s in running for r in s["rows"]}
-    assert {"busy", "idle"} & states and "busy" in states, states
+    assert "busy" in states and len(states) >= 2, states
     # The progress bar advances: several distinct widths between empty and full.
     widths = [s["width"] for s in running if s["width"] is not None]
     steps = sorted(set(widths))
@@ -152,3 +152,16 @@ def test_monitor_updates_live_in_jupyterlab(tmp_path: Path) -> None:
     assert "progress-bar-warning" in final["barClass"]
     expected = rf"^{INPUTS}/{INPUTS} \(100%\) ok {INPUTS - 1}, crashed 1;"
     assert re.search(expected, final["text"]), final["text"]
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "fail"), ("", "skip")])
+def test_missing_chromium_fails_in_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ci: str, outcome: str
+) -> None:
+    from browser import lab
+
+    monkeypatch.setattr(lab, "CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.setenv("CI", ci)
+    expected = pytest.fail.Exception if outcome == "fail" else pytest.skip.Exception
+    with pytest.raises(expected, match="no-chromium is missing"):
+        lab.require_chromium()
