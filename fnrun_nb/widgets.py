@@ -295,7 +295,7 @@ class WidgetMonitor(Monitor):
     """
 
     def __init__(self, pool: Observable, *, show: bool = False, **options: Any) -> None:
-        import ipywidgets as W
+        import ipywidgets as W  # type: ignore[import-untyped]
 
         super().__init__(pool, **options)
         _check_ipykernel()
@@ -335,7 +335,7 @@ class WidgetMonitor(Monitor):
         if show:
             from IPython.display import display
 
-            self._handle = display(self, display_id=True)
+            self._handle = display(self, display_id=True)  # type: ignore[no-untyped-call]
 
     def _set(self, widget: Any, **traits: Any) -> None:
         changed = {k: v for k, v in traits.items() if getattr(widget, k) != v}
