@@ -65,7 +65,7 @@ def frame_length(header: bytes, max_size: int = DEFAULT_MAX_FRAME_SIZE) -> int:
     message shows the bytes, and says so when they look like printed text (the usual
     cause: a handler that prints to stdout).
     """
-    (length,) = unpack_length(header)
+    length: int = unpack_length(header)[0]
     if 0 <= length <= max_size:
         return length
     raise ProtocolError(_bad_length_message(bytes(header[:4]), length, max_size))
@@ -129,9 +129,10 @@ def encode_event(data: bytes) -> bytes:
 def decode_event(payload: bytes) -> bytes:
     """The ``data`` of a serialized ``Event``."""
     try:
-        return pb.Event.FromString(payload).data
+        data: bytes = pb.Event.FromString(payload).data
     except DecodeError as exc:
         raise ProtocolError(f"malformed Event message: {exc}") from exc
+    return data
 
 
 # --- ExecutionContext -----------------------------------------------------------------
@@ -153,7 +154,8 @@ def encode_env(env: Mapping[str, str] | None) -> bytes:
                 f"env names and values must be str, got {name!r}: {value!r}"
             )
         add(name=name, value=value)
-    return ctx.SerializeToString()
+    block: bytes = ctx.SerializeToString()
+    return block
 
 
 _seconds_cache: dict[int, bytes] = {}
@@ -250,7 +252,7 @@ _STATUS_FIELDS = {
 }
 
 
-def decode_result(payload: bytes) -> tuple[int, bytes, dict[str, str]]:
+def decode_result(payload: bytes | bytearray) -> tuple[int, bytes, dict[str, str]]:
     """``(status, data, env)`` of a serialized ``Result``; a later duplicate env name
     wins, as in Go fnrun.  Raises ``ProtocolError`` for a malformed message."""
     # Fast path for the usual Result, data (field 2) then a common status (field 3)
