@@ -72,6 +72,11 @@ class Pool:
             command, cwd=cwd, env=process_env, max_frame_size=max_frame_size
         )
         self.command: list[str] = self.factory.argv
+        # How the user named the handler: reprs show this, not the resolved absolute
+        # argv, so notebooks read the same on every machine.
+        self.name: str = (
+            command if isinstance(command, str) else shlex.join(os.fspath(a) for a in command)
+        )
         self.cwd = None if cwd is None else os.fspath(cwd)
         self.config = InvokerPoolConfig(
             max_invokers=workers,
@@ -183,7 +188,7 @@ class Pool:
 
     def __repr__(self) -> str:
         snap = self._pool.snapshot()
-        cmd = shlex.join(self.command)
+        cmd = self.name
         if snap.closed:
             return f"<Pool {cmd!r} closed, {snap.calls} calls>"
         return (
