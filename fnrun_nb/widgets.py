@@ -295,7 +295,7 @@ class WidgetMonitor(Monitor):
     """
 
     def __init__(self, pool: Observable, *, show: bool = False, **options: Any) -> None:
-        import ipywidgets as W  # type: ignore[import-untyped]
+        import ipywidgets as W  # type: ignore[import-untyped, unused-ignore]
 
         super().__init__(pool, **options)
         _check_ipykernel()
