@@ -109,6 +109,15 @@ class MagicShell:
         return [p.pid for p in alive]
 
 
+def wait_for_file(path: Path, timeout: float = 30.0) -> None:
+    """Wait until ``path`` exists (a handler's ``mark`` call is running)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.02)
+
+
 def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
     """The pids still running (not zombies reaped by someone) after ``timeout``."""
     deadline = time.monotonic() + timeout

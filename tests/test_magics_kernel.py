@@ -14,14 +14,14 @@ import os
 import queue
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-from _magic_client import wait_gone
+from jupyter_client import KernelManager
+from _magic_client import wait_for_file, wait_gone
 from conftest import HANDLERS, ROOT, TEST_HANDLERS
-
-jupyter_client = pytest.importorskip("jupyter_client")
 
 pytestmark = [
     # The kernel is this module's long-lived child by design; `clean_kernel` and the
@@ -38,8 +38,6 @@ class Kernel:
     """A started kernel and its blocking client."""
 
     def __init__(self) -> None:
-        from jupyter_client import KernelManager
-
         self.km = KernelManager(kernel_name="python3")
         self.km.start_kernel(cwd=str(ROOT))
         self.kc = self.km.client()
@@ -189,10 +187,14 @@ def test_monitor_is_a_widget_in_a_kernel(kernel: Kernel) -> None:
     assert out["data"]["text/plain"].startswith("fnrun echo.py: 2 workers")
 
 
-def test_interrupt_during_a_long_call_leaves_kernel_and_pool_healthy(kernel: Kernel) -> None:
+def test_interrupt_during_a_long_call_leaves_kernel_and_pool_healthy(
+    kernel: Kernel, tmp_path: Path
+) -> None:
     kernel.ok(f"%%fnrun {MAGIC} -w 2 -o before\npid")
-    msg_id = kernel.send(f"%%fnrun {MAGIC}\nsleep 60")
-    time.sleep(2.0)
+    mark = tmp_path / "running"
+    msg_id = kernel.send(f"%%fnrun {MAGIC}\nmark {mark} 60")
+    wait_for_file(mark)
+    time.sleep(0.3)
     kernel.km.interrupt_kernel()
     reply = kernel.collect(msg_id, timeout=30)
     assert reply["status"] == "error" and reply["error"]["ename"] == "KeyboardInterrupt"
@@ -207,9 +209,12 @@ def test_interrupt_during_a_long_call_leaves_kernel_and_pool_healthy(kernel: Ker
     assert len(kernel.children()) == 2
 
 
-def test_interrupt_in_a_batch_stores_the_partial_batch(kernel: Kernel) -> None:
-    msg_id = kernel.send(f"%%fnrun {MAGIC} -w 2 --lines -o part\n" + "sleep 0.25\n" * 40)
-    time.sleep(2.5)
+def test_interrupt_in_a_batch_stores_the_partial_batch(kernel: Kernel, tmp_path: Path) -> None:
+    mark = tmp_path / "running"
+    body = f"mark {mark} 0\n" + "sleep 0.25\n" * 39
+    msg_id = kernel.send(f"%%fnrun {MAGIC} -w 2 --lines -o part\n{body}")
+    wait_for_file(mark)
+    time.sleep(1.0)  # a few calls finish; most are still to come
     kernel.km.interrupt_kernel()
     reply = kernel.collect(msg_id, timeout=30)
     assert reply["error"]["ename"] == "KeyboardInterrupt"

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _magic_client import MagicShell, wait_gone
+from _magic_client import MagicShell, wait_for_file, wait_gone
 from conftest import HANDLERS, ROOT, TEST_HANDLERS
 
 pytestmark = [
@@ -313,10 +313,12 @@ def test_monitor_option_and_subcommand_show_the_monitor(shell: MagicShell) -> No
     assert '<div class="fnrun-monitor">' in out["data"]["text/html"]
 
 
-def test_ctrl_c_in_a_batch_keeps_the_partial_batch(shell: MagicShell) -> None:
-    cell = f"%%fnrun {MAGIC} -w 2 --lines -o part\n" + "sleep 0.25\n" * 40
+def test_ctrl_c_in_a_batch_keeps_the_partial_batch(shell: MagicShell, tmp_path: Path) -> None:
+    mark = tmp_path / "running"
+    cell = f"%%fnrun {MAGIC} -w 2 --lines -o part\nmark {mark} 0\n" + "sleep 0.25\n" * 39
     shell.send({"cell": cell})
-    time.sleep(2.0)
+    wait_for_file(mark)
+    time.sleep(1.0)  # a few calls finish; most are still to come
     shell.interrupt()
     reply = shell.receive(60)
     assert reply["error"]["type"] == "KeyboardInterrupt"

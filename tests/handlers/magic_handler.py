@@ -2,7 +2,8 @@
 
 ``crash`` writes a line to stderr and exits 3; ``sleep S`` sleeps S seconds and answers
 ``slept``; ``stderr TEXT`` writes TEXT to stderr and answers ``ok``; ``pid`` answers
-the process id.  Anything else comes back as it was sent, with the per-call env as the
+the process id; ``mark PATH S`` creates the file PATH (so a test knows the call is
+running), then sleeps S seconds.  Anything else comes back as it was sent, with the per-call env as the
 result env.
 """
 
@@ -26,6 +27,12 @@ def handle(data: bytes, ctx: Context) -> Result:
         sys.stderr.write(data[7:].decode() + "\n")
         sys.stderr.flush()
         return Result(200, b"ok", ctx.env)
+    if data.startswith(b"mark "):
+        path, seconds = data[5:].decode().rsplit(" ", 1)
+        with open(path, "w"):
+            pass
+        time.sleep(float(seconds))
+        return Result(200, b"marked", ctx.env)
     if data == b"pid":
         return Result(200, str(os.getpid()).encode(), ctx.env)
     return Result(200, data, ctx.env)
