@@ -1,7 +1,13 @@
 """Shutdown on every path leaves nothing: ``close()`` with calls in flight, a handler
 that ignores SIGTERM, a grandchild holding the pipes, interpreter exit with pools
-left open, Ctrl-C (a real SIGINT to the process group) during a batch and during a
-call, and a host killed hard.
+left open (with all of those at once), and Ctrl-C (a real SIGINT to the process
+group) during a batch.  Ctrl-C during a single call and a host killed by SIGKILL are
+in ``test_pool_signals.py`` (hosts under ``tests/hosts/``); the magics tests cover
+``%unload_ext`` and kernel shutdown and restart.
+
+Known limit: a host killed by SIGKILL takes its handlers with it (PR_SET_PDEATHSIG),
+but not a grandchild a handler forked: the death signal is not inherited across
+fork, and no process of the host is left to signal the handler's group.
 
 Processes are found by a token in their command line (``handlers.faulty.command``),
 which also finds grandchildren that were reparented away from this process.
@@ -68,7 +74,7 @@ def test_close_with_calls_in_flight(token: str) -> None:
     assert outcomes["quick"] == b"slept"
     for name in ("hung1", "hung2", "waiting"):
         assert isinstance(outcomes[name], PoolClosed), (name, outcomes[name])
-    assert processes(token) == []
+    assert wait_gone(token, timeout=5) == []
     with pytest.raises(PoolClosed):
         pool.invoke(b"after close")
 
@@ -82,7 +88,7 @@ def test_close_escalates_past_a_handler_ignoring_sigterm(
         with caplog.at_level(logging.WARNING, logger="fnrun_nb"):
             pool.close(grace=0.3)
     assert f"handler pid {pid} ignored SIGTERM; sending SIGKILL" in caplog.text
-    assert processes(token) == []
+    assert wait_gone(token, timeout=5) == []
 
 
 def test_close_kills_a_grandchild_holding_the_pipes(token: str) -> None:
@@ -90,7 +96,9 @@ def test_close_kills_a_grandchild_holding_the_pipes(token: str) -> None:
         grandchildren = [int(pool.invoke(b"!grandchild").env["grandchild"]) for _ in range(3)]
         assert set(grandchildren) <= set(processes(token))
         pool.close(grace=0.5)
-    assert processes(token) == []
+    # SIGKILL went to the group before close() returned; the kernel ends the
+    # grandchildren (no longer our children, so not reaped by us) a moment later.
+    assert wait_gone(token, timeout=5) == []
 
 
 def _python(script: str, token: str, **kwargs: object) -> subprocess.Popen[str]:
@@ -181,56 +189,4 @@ def test_ctrl_c_during_a_batch(token: str) -> None:
     assert set(report["outcomes"]) <= {"ok", "cancelled"}, report
     assert report["outcomes"]["ok"] >= 10 and report["outcomes"]["cancelled"] > 0
     assert report["after"] == "still usable"
-    assert wait_gone(token) == []
-
-
-@pytest.mark.timeout(60)
-def test_ctrl_c_during_a_call(token: str) -> None:
-    """SIGINT while a call hangs: the call's process is killed and replaced, the
-    handlers (in their own sessions) never see the SIGINT, the pool stays usable."""
-    proc = _python("""
-        pool = Pool(command(TOKEN), workers=2, timeout=60)
-        pids = sorted(w.pid for w in pool.snapshot().workers)
-        print("calling", flush=True)
-        try:
-            pool.invoke(b"!hang")
-        except KeyboardInterrupt:
-            pass
-        ok = pool.invoke(b"after").data.decode()
-        time.sleep(0.2)
-        snap = pool.snapshot()
-        print(json.dumps({"ok": ok, "before": pids,
-                          "after": sorted(w.pid for w in snap.workers),
-                          "replacements": snap.replacements}), flush=True)
-        pool.close()
-    """, token)
-    assert _read_line(proc) == "calling"
-    time.sleep(0.5)  # let the call reach the handler
-    os.killpg(proc.pid, signal.SIGINT)
-    report = json.loads(_read_line(proc))
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    assert report["ok"] == "after"
-    assert report["replacements"] == 1
-    assert len(set(report["before"]) & set(report["after"])) == 1  # the idle one survived
-    assert wait_gone(token) == []
-
-
-@pytest.mark.timeout(60)
-def test_host_killed_hard_takes_its_handlers(token: str) -> None:
-    """SIGKILL to the host: its handlers die with it (PR_SET_PDEATHSIG).
-
-    Known limit: a grandchild the handler forked is not covered (the death signal is
-    not inherited across fork, and nobody is left to signal the group), so this test
-    uses handlers without grandchildren."""
-    proc = _python("""
-        pool = Pool(command(TOKEN), workers=3, timeout=60)
-        threading.Thread(target=pool.invoke, args=(b"!hang",), daemon=True).start()
-        print(json.dumps([w.pid for w in pool.snapshot().workers]), flush=True)
-        time.sleep(60)
-    """, token)
-    pids = json.loads(_read_line(proc))
-    assert set(pids) <= set(processes(token))
-    proc.kill()
-    proc.communicate(timeout=10)
     assert wait_gone(token) == []
