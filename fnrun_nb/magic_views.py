@@ -149,7 +149,9 @@ def _uptime(seconds: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
-_HEAD = ("handler", "workers", "calls", "failures", "uptime", "command")
+# The handler as the user named it; the resolved argv (absolute paths, interpreter)
+# differs per machine, so it is kept on the row and shown only as an HTML tooltip.
+_HEAD = ("command", "workers", "calls", "failures", "uptime")
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ class PoolTable:
 
     def _cells(self) -> list[tuple[str, ...]]:
         return [
-            (r.handler, str(r.workers), str(r.calls), str(r.failures), _uptime(r.uptime), r.command)
+            (r.handler, str(r.workers), str(r.calls), str(r.failures), _uptime(r.uptime))
             for r in self.rows
         ]
 
@@ -171,10 +173,9 @@ class PoolTable:
         if not self.rows:
             return "no live fnrun pools"
         cells = [_HEAD, *self._cells()]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(_HEAD) - 1)]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(_HEAD))]
         return "\n".join(
-            "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1]
-            for row in cells
+            "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells
         )
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
@@ -185,8 +186,10 @@ class PoolTable:
             return "<p>no live fnrun pools</p>"
         head = "".join(f"<th>{h}</th>" for h in _HEAD)
         body = "".join(
-            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
-            for row in self._cells()
+            f'<tr title="{escape(r.command)}">'
+            + "".join(f"<td>{escape(c)}</td>" for c in row)
+            + "</tr>"
+            for r, row in zip(self.rows, self._cells())
         )
         return f'<table class="fnrun-pools"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 

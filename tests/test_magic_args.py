@@ -138,7 +138,10 @@ def test_pool_table_and_stderr_view() -> None:
     assert repr(PoolTable(())) == "no live fnrun pools"
     row = PoolRow("h.py", "/usr/bin/python3 /x/h.py", "/x", 4, 30.0, 5.0, 12, 1, 1, 75.0)
     text = repr(PoolTable((row,)))
-    assert text.splitlines()[1].split() == ["h.py", "4", "12", "1", "1m15s", "/usr/bin/python3", "/x/h.py"]
-    assert "<td>1m15s</td>" in PoolTable((row,))._repr_html_()
+    assert text.splitlines()[0].split() == ["command", "workers", "calls", "failures", "uptime"]
+    assert text.splitlines()[1].split() == ["h.py", "4", "12", "1", "1m15s"]
+    html = PoolTable((row,))._repr_html_()
+    assert "<td>1m15s</td>" in html
+    assert 'title="/usr/bin/python3 /x/h.py"' in html  # the resolved argv, on hover
     view = StderrView("h.py", {1: "", 0: "oops\n"})
     assert repr(view) == "stderr of h.py:\n--- worker 0\noops\n--- worker 1 (empty)"
