@@ -329,7 +329,10 @@ class InvokerPool:
                 self._idle.put(_CLOSED)  # wake the next waiter too
                 raise PoolClosed("the pool is closed")
             slot, inv = item
-            if slot.invoker is inv and not slot.replacing and getattr(inv, "alive", True):
+            # No Python-level call (e.g. the ``alive`` property) between taking the pair
+            # and returning it: a KeyboardInterrupt raised there would lose the worker.
+            # A dead process is caught by the exchange, which retries elsewhere.
+            if slot.invoker is inv and not slot.replacing:
                 return slot, inv
             # A stale pair: the process died while idle and is being replaced.
             if slot.invoker is inv:
