@@ -150,7 +150,8 @@ def _uptime(seconds: float) -> str:
 
 
 # The handler as the user named it; the resolved argv (absolute paths, interpreter)
-# differs per machine, so it is kept on the row and shown only as an HTML tooltip.
+# differs per machine, so it stays on the row (``PoolRow.command``) and out of the
+# rendering, which saved notebooks keep.
 _HEAD = ("command", "workers", "calls", "failures", "uptime")
 
 
@@ -186,10 +187,8 @@ class PoolTable:
             return "<p>no live fnrun pools</p>"
         head = "".join(f"<th>{h}</th>" for h in _HEAD)
         body = "".join(
-            f'<tr title="{escape(r.command)}">'
-            + "".join(f"<td>{escape(c)}</td>" for c in row)
-            + "</tr>"
-            for r, row in zip(self.rows, self._cells())
+            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+            for row in self._cells()
         )
         return f'<table class="fnrun-pools"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
