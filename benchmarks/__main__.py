@@ -33,6 +33,8 @@ SECTIONS = (
     "dask_scaling",
 )
 RESULTS = Path(__file__).resolve().parent / "results"
+BUDGET_SECONDS = 600
+"""``make bench`` must finish within 10 minutes; a full run says when it did not."""
 
 
 def _normalize(result: Any) -> dict[str, Any]:
@@ -110,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {name}: {sec['status']} ({sec.get('seconds', 0)} s)", file=sys.stderr)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     print(render_text(results))
+    if not args.quick and not args.only and results["seconds"] > BUDGET_SECONDS:
+        slowest = max(results["sections"].items(), key=lambda kv: kv[1].get("seconds", 0))
+        print(
+            f"\nWARNING: the suite took {results['seconds']:.0f} s, over its"
+            f" {BUDGET_SECONDS} s budget (slowest section: {slowest[0]},"
+            f" {slowest[1].get('seconds', 0)} s)"
+        )
     json_path, md_path = write_results(results, args.out, stem)
     print(f"\nwrote {json_path} and {md_path}")
 

@@ -90,8 +90,8 @@ def _start_ipyparallel(stack: ExitStack, notes: list[str]) -> Callable[[bytes], 
 
 def run(quick: bool, *, rounds: int | None = None, cpu: int | None = None) -> dict[str, Any]:
     """Measure every case pinned, then unpinned; returns a section (see ``_report``)."""
-    rounds = rounds or (3 if quick else 15)
-    round_seconds = 0.03 if quick else 0.15
+    rounds = rounds or (3 if quick else 11)
+    round_seconds = 0.03 if quick else 0.1
     cpu = pin_cpu() if cpu is None else cpu
     notes = [
         f"{rounds} interleaved rounds per mode, each about {round_seconds * 1e3:.0f} ms per"

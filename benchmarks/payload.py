@@ -38,8 +38,8 @@ PPE = "ProcessPoolExecutor(1)"
 
 def run(quick: bool) -> dict[str, Any]:
     """Measure each size's cases in interleaved rounds; returns a section."""
-    rounds = 3 if quick else 11
-    round_seconds = 0.05 if quick else 0.25
+    rounds = 3 if quick else 9
+    round_seconds = 0.05 if quick else 0.2
     rows: list[dict[str, Any]] = []
     targets: list[dict[str, Any]] = []
     with ExitStack() as stack:
