@@ -135,14 +135,22 @@ class _Run:
         self.wake = threading.Event()  # ends the runners' sleeps until a scheduled time
         self.error: BaseException | None = None
         self.t0 = 0.0
+        self.done: list[threading.Event] = []
 
     # --- the calling thread -----------------------------------------------------------
 
     def run(self) -> Batch:
         pool, batch, rec = self.pool, self.batch, self.rec
+        n_threads = min(self.plan.concurrency, max(rec.rows, 1))
+        # Each runner sets its own event on exit.  The calling thread waits on these
+        # rather than on Thread.join/is_alive: on CPython 3.11 a KeyboardInterrupt
+        # inside join() can mark a thread stopped while it still runs (bpo-45274's
+        # fix releases the thread's own state lock), and the batch would be read
+        # while a runner was still writing its last row.
+        self.done = [threading.Event() for _ in range(n_threads)]
         threads = [
-            threading.Thread(target=self._serve, name=f"fnrun-batch-{i}", daemon=True)
-            for i in range(min(self.plan.concurrency, max(rec.rows, 1)))
+            threading.Thread(target=self._serve, args=(i,), name=f"fnrun-batch-{i}", daemon=True)
+            for i in range(n_threads)
         ]
         pool.active_batch = batch
         t_start = _perf_counter()
@@ -152,14 +160,11 @@ class _Run:
             try:
                 for t in threads:
                     t.start()
-                self._watch(threads)
+                self._watch()
             except KeyboardInterrupt:
                 self.interrupted = True
             if self.interrupted:
                 self._stop_and_kill(threads)
-            else:
-                for t in threads:
-                    t.join()
         finally:
             wall = _perf_counter() - t_start
             if self.interrupted:
@@ -171,20 +176,22 @@ class _Run:
             batch._finish(wall, self.interrupted)
             pool.active_batch = None
             pool.last_batch = batch
+            for t in threads:
+                if t.ident is not None:
+                    t.join()  # each has set its event: only its last bytecodes remain
         if self.interrupted:
             raise KeyboardInterrupt
         if self.error is not None:
             raise self.error
         return batch
 
-    def _watch(self, threads: list[threading.Thread]) -> None:
+    def _watch(self) -> None:
         """Wait for the runners, feeding the progress bar (if any) off the hot path."""
         bar = _progress_bar(self.plan.progress, self.rec.rows, self.pool)
         try:
             shown = 0
-            for t in threads:
-                while t.is_alive():
-                    t.join(_REFRESH_S)
+            for done in self.done:
+                while not done.wait(_REFRESH_S):
                     if bar is not None:
                         p = self.batch.progress()
                         bar.update(p.done - shown)
@@ -203,16 +210,21 @@ class _Run:
 
         A second Ctrl-C while this runs is absorbed: it takes milliseconds, and
         leaving now would leave runners writing into the batch after ``map`` returned.
+        A runner whose start was cut short by the Ctrl-C (no ident yet) sees ``stop``
+        before it takes a row, so it is not waited for.
         """
         self.stop = True
         self.wake.set()
         while True:
             try:
-                alive = [t for t in threads if t.is_alive()]
-                if not alive:
+                waiting = [
+                    done for t, done in zip(threads, self.done)
+                    if t.ident is not None and not done.is_set()
+                ]
+                if not waiting:
                     return
                 self._kill_in_flight()
-                alive[0].join(_KILL_SWEEP_S)
+                waiting[0].wait(_KILL_SWEEP_S)
             except KeyboardInterrupt:
                 continue
 
@@ -227,7 +239,13 @@ class _Run:
 
     # --- runner threads -----------------------------------------------------------------
 
-    def _serve(self) -> None:
+    def _serve(self, index: int) -> None:
+        try:
+            self._serve_rows()
+        finally:
+            self.done[index].set()
+
+    def _serve_rows(self) -> None:
         rec = self.rec
         plan = self.plan
         rows = rec.rows

@@ -66,7 +66,9 @@ class Summary:
 
     def _headline(self) -> str:
         on = f" of {self.command}" if self.command else ""
-        workers = f", {self.workers} workers" if self.workers else ""
+        workers = (
+            f", {self.workers} worker{'s' if self.workers != 1 else ''}" if self.workers else ""
+        )
         state = " (interrupted)" if self.interrupted else ""
         return (
             f"{self.calls} calls{on}{state}: {_secs(self.wall_s)} wall{workers}, "

@@ -1,0 +1,239 @@
+"""The command line: ``fnrun-nb run HANDLER [INPUT]`` (also ``python -m fnrun_nb``).
+
+Thin by design: parse arguments, read the inputs, run one batch through a
+:class:`~fnrun_nb.front.Pool`, print its summary, optionally write the record.  The
+JSON-lines rule is :func:`fnrun_nb.batch.input_from_json`, shared with the magics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+_EPILOG = """\
+inputs:
+  One input per line of INPUT (a file, or standard input when INPUT is - or
+  missing); the line's bytes are sent without the newline.  With --json each
+  non-blank line is a JSON object:
+    {"data": "text"}                 a string is sent as UTF-8
+    {"data": {"a": 1}}               any other JSON value as its JSON encoding
+    {"data_b64": "AAEC/w=="}         raw bytes, base64
+    {"data": "x", "env": {"K": "v"}} a per-call env (string values); -e values
+                                     are merged under it
+
+output:
+  The batch summary (counts by outcome and status, latency percentiles of ok
+  calls, throughput) on standard output.  --out FILE.parquet writes the full
+  record (one row per call) with its run metadata; --out FILE.csv writes it as
+  CSV (env columns as JSON, data as UTF-8 text).
+
+exit status:
+  0  every call was ok (the handler returned a Result, whatever its status)
+  1  some call failed (crashed, timed out, broke the protocol, ...)
+  2  usage error: bad arguments, unreadable or malformed input, a handler
+     that cannot be started
+
+examples:
+  seq 1000 | fnrun-nb run ./handler.py -w 4
+  fnrun-nb run ./handler.py calls.jsonl --json --repeat 3 --out run.parquet
+  fnrun-nb run "node handler.js" inputs.txt --rate 200 -t 2 -e MODE=fast
+"""
+
+
+class _UsageError(Exception):
+    """A problem with what the user asked for: message to stderr, exit status 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fnrun-nb",
+        description="Run, explore and profile fnrun handlers.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = sub.add_parser(
+        "run",
+        help="run a handler over many inputs and summarise the calls",
+        description=(
+            "Run HANDLER over every input through a warm pool of handler processes, "
+            "record one row per call and print the summary."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "handler", metavar="HANDLER",
+        help="the handler command: a program, or a quoted command line ('node h.js'); "
+        "a .py file that is not executable runs under this Python",
+    )
+    run.add_argument(
+        "input", metavar="INPUT", nargs="?", default="-",
+        help="file of inputs, one per line (default: standard input)",
+    )
+    run.add_argument("--json", action="store_true", help="INPUT is JSON lines (see below)")
+    run.add_argument(
+        "-w", "--workers", type=_positive_int, default=4, metavar="N",
+        help="handler processes (default: 4)",
+    )
+    run.add_argument(
+        "-t", "--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+        help="deadline of each call (default: 30)",
+    )
+    run.add_argument(
+        "--max-wait", type=_non_negative_float, default=5.0, metavar="SECONDS",
+        help="longest wait for a free worker before a call is 'unavailable' (default: 5)",
+    )
+    run.add_argument(
+        "--repeat", type=_positive_int, default=1, metavar="N",
+        help="run every input N times: all once, then all again (default: 1)",
+    )
+    run.add_argument(
+        "--rate", type=_positive_float, default=None, metavar="PER_SECOND",
+        help="open-loop arrivals: calls start on a fixed schedule and latency counts "
+        "from the scheduled time (default: as fast as the workers go)",
+    )
+    run.add_argument(
+        "-c", "--concurrency", type=_positive_int, default=None, metavar="N",
+        help="calls in flight at once (default: the number of workers)",
+    )
+    run.add_argument(
+        "-e", "--env", action="append", default=[], metavar="KEY=VALUE", type=_env_pair,
+        help="per-call env for every call (repeatable)",
+    )
+    run.add_argument(
+        "--out", type=Path, default=None, metavar="FILE",
+        help="write the record to FILE: .parquet or .csv",
+    )
+    run.add_argument(
+        "--no-progress", action="store_true", help="no progress bar on standard error"
+    )
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return name, value
+
+
+def read_inputs(source: BinaryIO, *, as_json: bool) -> list[Any]:
+    """Inputs from a byte stream: one per line, or ``(data, env)`` pairs from JSON lines.
+
+    Raises ``ValueError`` / ``TypeError`` naming the line for malformed JSON lines.
+    """
+    raw = source.read()
+    if as_json:
+        from .batch import parse_json_lines
+
+        return list(parse_json_lines(raw))
+    return list(raw.splitlines())
+
+
+def _write_record(batch: Any, out: Path) -> None:
+    suffix = out.suffix.lower()
+    if suffix == ".parquet":
+        from .batch.storage import save_batch
+
+        save_batch(batch, out)
+    elif suffix == ".csv":
+        df = batch.df.copy()
+        for name in ("env", "env_in"):
+            df[name] = [json.dumps(v, ensure_ascii=False) for v in df[name]]
+        df["data"] = [None if v is None else v.decode("utf-8", "replace") for v in df["data"]]
+        df.to_csv(out, index=False)
+    else:  # checked before the run
+        raise _UsageError(f"--out {out}: unknown format")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .errors import HandlerStartError
+    from .front import Pool
+
+    if args.out is not None and args.out.suffix.lower() not in (".parquet", ".csv"):
+        raise _UsageError(f"--out {args.out}: the file name must end in .parquet or .csv")
+    try:
+        if args.input == "-":
+            inputs = read_inputs(sys.stdin.buffer, as_json=args.json)
+        else:
+            with open(args.input, "rb") as f:
+                inputs = read_inputs(f, as_json=args.json)
+    except OSError as exc:
+        raise _UsageError(f"cannot read {args.input}: {exc.strerror or exc}") from exc
+    except (ValueError, TypeError) as exc:
+        raise _UsageError(f"{args.input if args.input != '-' else 'stdin'}: {exc}") from exc
+    try:
+        pool = Pool(args.handler, workers=args.workers, timeout=args.timeout, max_wait=args.max_wait)
+    except (HandlerStartError, ValueError) as exc:
+        raise _UsageError(str(exc)) from exc
+    with pool:
+        batch = pool.map(
+            inputs,
+            env=dict(args.env),
+            repeat=args.repeat,
+            rate=args.rate,
+            concurrency=args.concurrency,
+            keep_data=args.out is not None,
+            progress=False if args.no_progress else "auto",
+        )
+    print(batch.summary())
+    if args.out is not None:
+        _write_record(batch, args.out)
+        print(f"record: {args.out} ({len(batch)} rows)")
+    return EXIT_OK if batch.summary().failed == 0 else EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); the exit status.
+
+    0 when every call was ok, 1 when some failed, 2 for usage errors (argparse's
+    own errors, unreadable or malformed input, a handler that cannot start).
+    ``KeyboardInterrupt`` propagates after the batch's calls were cancelled.
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2): return, don't exit
+        return int(exc.code or 0)
+    try:
+        return _run(args)
+    except _UsageError as exc:
+        print(f"fnrun-nb: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
