@@ -452,16 +452,9 @@ class CmdInvoker:
                 f" ({failed.noise[:32]!r}); stdout carries only protocol frames",
                 stderr_tail=self.stderr_tail(),
             )
-        if self._timed_out:
-            self._kill_and_reap()
-            return InvocationTimeout(
-                f"call exceeded its {self.call_timeout:g} s timeout; handler process"
-                f" {self.pid} was killed",
-                stderr_tail=self.stderr_tail(),
-            )
-        if self._closing:
-            self._kill_and_reap()
-            return PoolClosed(f"the pool was closed while this call ran on pid {self.pid}")
+        ended_by_host = self._ended_by_host()
+        if ended_by_host is not None:
+            return ended_by_host
         # EOF on stdout or EPIPE on stdin: did the process end, or just close a pipe?
         try:
             self._proc.wait(timeout=1.0)
@@ -472,6 +465,11 @@ class CmdInvoker:
                 f"handler closed its {which} but kept running; process {self.pid} was killed",
                 stderr_tail=self.stderr_tail(),
             )
+        # The deadline (or a close) may have come while we waited, and its SIGKILL is
+        # then how the process ended: that is a timeout, not a crash.
+        ended_by_host = self._ended_by_host()
+        if ended_by_host is not None:
+            return ended_by_host
         rc = self._proc.returncode
         undelivered = failed.partial == 0 and self._unread_stdin() >= failed.written
         self._kill_and_reap()
@@ -495,6 +493,21 @@ class CmdInvoker:
         )
         err.delivered = not undelivered  # type: ignore[attr-defined]
         return err
+
+    def _ended_by_host(self) -> FnrunError | None:
+        """The error for a call the host itself ended (its deadline, or a close), after
+        making sure the process is gone; ``None`` when the host did not end it."""
+        if self._timed_out:
+            self._kill_and_reap()
+            return InvocationTimeout(
+                f"call exceeded its {self.call_timeout:g} s timeout; handler process"
+                f" {self.pid} was killed",
+                stderr_tail=self.stderr_tail(),
+            )
+        if self._closing:
+            self._kill_and_reap()
+            return PoolClosed(f"the pool was closed while this call ran on pid {self.pid}")
+        return None
 
     def _unread_stdin(self) -> int:
         """Bytes still sitting in the stdin pipe (Linux FIONREAD works on the write end)."""

@@ -119,6 +119,15 @@ def test_sigstop_past_the_deadline_is_a_timeout(token: str) -> None:
         assert pool.snapshot().workers[0].generation == 2
 
 
+def test_deadline_while_the_host_waits_to_see_how_a_call_ended_is_a_timeout(token: str) -> None:
+    """After EOF on stdout the host waits up to 1 s for the process to end; when the
+    deadline kills it meanwhile, the call timed out (not "crashed: killed by SIGKILL")."""
+    with Pool(command(token), workers=1, timeout=0.4) as pool:
+        with pytest.raises(InvocationTimeout, match="exceeded its 0.4 s timeout"):
+            pool.invoke(FAULTS["close_stdout"].input)
+        assert pool.invoke(b"ok").data == b"ok"
+
+
 @pytest.mark.timeout(90)
 def test_worker_that_exits_after_every_answer_fails_no_call(token: str) -> None:
     """Each process serves one call and exits: every later call finds its worker dead
