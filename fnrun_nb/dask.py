@@ -128,6 +128,7 @@ def _run_chunk(
         )
     with plugin.lock:
         batch = run_batch(plugin.pool, items, progress=False, **options)
+        plugin.pool.last_batch = None  # the rows travel back; don't keep them here too
     df = batch.df.copy()
     df["host"] = socket.gethostname()
     df["dask_worker"] = worker.address
@@ -281,9 +282,9 @@ class DaskPool:
         return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self.dask_workers())} Dask workers"
+        where = "closed" if self._closed else f"on {len(self.dask_workers())} Dask workers"
         return (
-            f"<DaskPool {shlex.join(self.command)!r} {state} x {self.workers} workers, "
+            f"<DaskPool {shlex.join(self.command)!r} {where}, {self.workers} processes each, "
             f"scheduler {self.scheduler_address}>"
         )
 
