@@ -49,7 +49,8 @@ def echo(data: bytes) -> bytes:
 def _context() -> bytes:
     ctx = pb.ExecutionContext()
     ctx.stopTime.FromNanoseconds(time.time_ns() + _DEADLINE_NS)
-    return ctx.SerializeToString()
+    context: bytes = ctx.SerializeToString()
+    return context
 
 
 def _frames(data: bytes) -> list[bytes]:

@@ -154,15 +154,17 @@ def _text_table(head: list[str], body: list[list[str]]) -> list[str]:
     head = [head[i] for i in keep]
     body = [[cells[i] for i in keep] for cells in body]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
     return [line(head), line(["-" * w for w in widths]), *(line(c) for c in body)]
 
 
 def _md_table(head: list[str], body: list[list[str]]) -> list[str]:
     keep = [i for i in range(len(head)) if any(cells[i] for cells in body)]
-    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
     out = ["| " + " | ".join(head[i] for i in keep) + " |", "|" + "---|" * len(keep)]
-    out += ["| " + " | ".join(esc(cells[i]) for i in keep) + " |" for cells in body]
+    out += ["| " + " | ".join(cells[i].replace("|", "\\|") for i in keep) + " |" for cells in body]
     return out
 
 

@@ -64,12 +64,12 @@ def _start_dask(stack: ExitStack, notes: list[str]) -> Callable[[bytes], Any] | 
     except ImportError:
         notes.append("Dask LocalCluster: not installed (pip install '.[bench]')")
         return None
-    cluster = LocalCluster(
+    cluster = LocalCluster(  # type: ignore[no-untyped-call]
         n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
         silence_logs=logging.ERROR,
     )
     stack.callback(cluster.close)
-    client = Client(cluster)
+    client = Client(cluster)  # type: ignore[no-untyped-call]
     stack.callback(client.close)
     return lambda d: client.submit(echo, d, pure=False).result()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from typing import Any
@@ -51,11 +52,11 @@ def run(quick: bool) -> dict[str, Any]:
         pool = stack.enter_context(Pool(str(ECHO), workers=1, timeout=60.0))
         for size in SIZES:
             payload = os.urandom(size)
-            calls = {
-                POOL: lambda p=payload: pool.invoke(p).data,
-                FLOOR: lambda p=payload: floor.call(p),
-                LEAN: lambda p=payload: lean.call(p),
-                PPE: lambda p=payload: ppe.submit(echo, p).result(),
+            calls: dict[str, Callable[[], bytes]] = {
+                POOL: lambda: pool.invoke(payload).data,
+                FLOOR: lambda: floor.call(payload),
+                LEAN: lambda: lean.call(payload),
+                PPE: lambda: ppe.submit(echo, payload).result(),
             }
             for name, call in calls.items():
                 if call() != payload:
