@@ -45,6 +45,7 @@ examples:
   seq 1000 | fnrun-nb run ./handler.py -w 4
   fnrun-nb run ./handler.py calls.jsonl --json --repeat 3 --out run.parquet
   fnrun-nb run "node handler.js" inputs.txt --rate 200 -t 2 -e MODE=fast
+  fnrun-nb run /srv/handler.py calls.txt --dask tcp://scheduler:8786 -w 8
 """
 
 
@@ -113,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--no-progress", action="store_true", help="no progress bar on standard error"
+    )
+    run.add_argument(
+        "--dask", default=None, metavar="ADDRESS",
+        help="run on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786): one"
+        " pool of -w workers on each Dask worker, the same record plus host and"
+        " dask_worker columns (needs the dask extra: pip install 'fnrun-nb[dask]')",
     )
     return parser
 
@@ -199,10 +206,21 @@ def _run(args: argparse.Namespace) -> int:
         raise _UsageError(f"cannot read {args.input}: {exc.strerror or exc}") from exc
     except (ValueError, TypeError) as exc:
         raise _UsageError(f"{args.input if args.input != '-' else 'stdin'}: {exc}") from exc
+    options = {"workers": args.workers, "timeout": args.timeout, "max_wait": args.max_wait}
+    pool: Any
     try:
-        pool = Pool(args.handler, workers=args.workers, timeout=args.timeout, max_wait=args.max_wait)
+        if args.dask is not None:
+            from .dask import DaskPool
+
+            pool = DaskPool(args.dask, args.handler, **options)
+        else:
+            pool = Pool(args.handler, **options)
     except (HandlerStartError, ValueError) as exc:
         raise _UsageError(str(exc)) from exc
+    except ImportError as exc:  # distributed is not installed
+        raise _UsageError(f"--dask needs the dask extra (pip install 'fnrun-nb[dask]'): {exc}") from exc
+    except OSError as exc:  # no scheduler at that address
+        raise _UsageError(f"--dask {args.dask}: cannot reach the scheduler: {exc}") from exc
     with pool:
         batch = pool.map(
             inputs,

@@ -340,3 +340,37 @@ def test_fnrun_magic_with_dask_runs_the_cell_on_the_cluster(
     finally:
         assert magics.close_all() == 1
     assert _wait_until(lambda: not _handlers())
+
+
+def test_cli_dask_runs_the_batch_on_the_cluster(
+    cluster: distributed.LocalCluster, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "run.parquet"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fnrun_nb", "run", PROBE, "--dask", cluster.scheduler_address,
+         "-w", "1", "-e", "K=v", "--out", str(out), "--no-progress"],
+        input=b"one\ntwo\ncrash\n", capture_output=True, timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr.decode()  # one call crashed: exit 1
+    assert "3 calls" in proc.stdout.decode()
+    df = pd.read_parquet(out)
+    assert df["outcome"].tolist() == ["ok", "ok", "crashed"]
+    assert df["dask_worker"].notna().all()
+    assert df["host"].notna().iloc[:2].all()
+
+
+def test_cli_dask_without_a_scheduler_is_a_usage_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "fnrun_nb", "run", PROBE, "--dask", "tcp://127.0.0.1:9",
+         "--no-progress"],
+        input=b"x\n", capture_output=True, timeout=60,
+        env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"},
+    )
+    assert proc.returncode == 2
+    assert "--dask tcp://127.0.0.1:9" in proc.stderr.decode()
