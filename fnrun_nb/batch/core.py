@@ -40,7 +40,9 @@ __all__ = ["Batch", "BatchProgress"]
 # Recent ok calls that progress() takes its running percentiles from: enough for a
 # stable p99, small enough to sort ten times a second beside the hot path.
 _WINDOW = 4096
-_META = frozenset({"command", "config", "interrupted", "wall_s", "workers", "started_at"})
+_META = frozenset(
+    {"command", "handler", "config", "interrupted", "wall_s", "workers", "started_at"}
+)
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,15 @@ class Batch:
         interrupted: bool = False,
         wall_s: float | None = None,
         started_at: float | None = None,
+        handler: str | None = None,
     ) -> None:
         self.command: list[str] | None = (
             shlex.split(command) if isinstance(command, str) else
             None if command is None else list(command)
         )
+        self.handler: str | None = handler or (shlex.join(self.command) if self.command else None)
+        """The handler as the user named it (``Pool.name``); reprs show this rather than
+        the resolved argv, whose absolute paths differ between machines."""
         self.config: dict[str, Any] = dict(config)
         self.workers = workers
         self.interrupted = interrupted
@@ -125,7 +131,7 @@ class Batch:
     def from_frame(cls, df: pd.DataFrame, **meta: Any) -> Batch:
         """A finished Batch around a record with (at least) the batch columns.
 
-        ``meta`` may give ``command``, ``config``, ``interrupted``, ``wall_s``,
+        ``meta`` may give ``command``, ``handler``, ``config``, ``interrupted``, ``wall_s``,
         ``workers`` and ``started_at``.  Extra columns are kept.  Raises ``ValueError``
         when a batch column is missing and ``TypeError`` for an unknown meta name.
         """
@@ -137,6 +143,7 @@ class Batch:
             raise ValueError(f"not a batch record: missing column(s) {', '.join(missing)}")
         return cls(
             command=meta.get("command"),
+            handler=meta.get("handler"),
             config=meta.get("config") or {},
             workers=meta.get("workers"),
             frame=df,
@@ -250,7 +257,7 @@ class Batch:
                 self.df,
                 wall_s=self.wall_s,
                 workers=self.workers,
-                command=shlex.join(self.command) if self.command else None,
+                command=self.handler,
                 interrupted=self.interrupted,
             )
         return self._summary
@@ -324,7 +331,7 @@ class Batch:
 
     def __repr__(self) -> str:
         p = self.progress()
-        cmd = f" of {shlex.join(self.command)!r}" if self.command else ""
+        cmd = f" of {self.handler!r}" if self.handler else ""
         counts = ", ".join(f"{v} {k}" for k, v in p.counts.items() if v) or "no calls"
         lat = ""
         if p.p50_ms is not None and p.p99_ms is not None:

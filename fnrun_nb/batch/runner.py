@@ -116,7 +116,13 @@ def run_batch(
         "keep_data": plan.keep_data,
         "env": dict(env) if env else {},
     }
-    batch = Batch(command=pool.command, config=config, workers=pool.workers, recorder=recorder)
+    batch = Batch(
+        command=pool.command,
+        handler=getattr(pool, "name", None),
+        config=config,
+        workers=pool.workers,
+        recorder=recorder,
+    )
     return _Run(pool, plan, recorder, batch).run()
 
 

@@ -244,6 +244,7 @@ def save_batch(batch: Batch, path: str | os.PathLike[str], *, notes: str | None 
         "wall_s": batch.wall_s,
         "interrupted": batch.interrupted,
         "started_at": batch.started_at,
+        "handler": batch.handler,
     }
     return save_frame(df, path, meta)
 
@@ -261,6 +262,7 @@ def load_batch(path: str | os.PathLike[str]) -> Batch:
     batch = Batch.from_frame(
         df,
         command=meta.get("command"),
+        handler=facts.get("handler"),
         config=meta.get("config") or {},
         workers=facts.get("workers"),
         wall_s=facts.get("wall_s"),
