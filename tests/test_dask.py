@@ -374,3 +374,26 @@ def test_cli_dask_without_a_scheduler_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "--dask tcp://127.0.0.1:9" in proc.stderr.decode()
+
+
+def test_ctrl_c_cancels_the_rest_and_keeps_the_partial_batch(dpool: DaskPool) -> None:
+    main = threading.get_ident()
+    inputs = ["sleep:300"] * 16  # 8 chunks of 2; each worker runs one chunk at a time
+    timer = threading.Timer(0.8, signal.pthread_kill, (main, signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            dpool.map(inputs, chunk_size=2, progress=False)
+    finally:
+        timer.cancel()
+        timer.join()
+    batch = dpool.last_batch
+    assert batch is not None and batch.interrupted
+    df = batch.df
+    assert df["input_index"].tolist() == list(range(16))
+    outcomes = set(df["outcome"])
+    assert outcomes <= {"ok", "cancelled"} and "cancelled" in outcomes
+    cancelled = df[df["outcome"] == "cancelled"]
+    assert cancelled["error"].str.contains("interrupted").all()
+    # The pool stays usable.
+    assert (dpool.map(["after"], progress=False).df["outcome"] == "ok").all()
