@@ -156,13 +156,19 @@ def test_warmup_bad_arguments() -> None:
 
 
 def test_warmup_detected_on_a_handler_whose_first_call_sleeps() -> None:
-    with Pool(f"{TEST_HANDLERS / 'cold_start.py'} 0.2", workers=2, timeout=10) as pool:
-        batch = pool.map([b"x"] * 40, progress=False)
+    # 200 ms on the first call of each process, 10 ms on every later one.  Four
+    # processes make each point of the curve a median of four calls, which one late
+    # wake-up on a busy machine cannot move.
+    with Pool(f"{TEST_HANDLERS / 'cold_start.py'} 0.2 0.01", workers=4, timeout=10) as pool:
+        batch = pool.map([b"x"] * 60, progress=False)
     report = batch.warmup()
-    assert report.settles_after == 1
-    assert report.cold["n"] == 2
+    # The first calls overlap the other interpreters starting up on a small, shared
+    # machine, so a call or two after the cold one can be slow too: the report is
+    # right to say so.  The detection is the point: slow first calls, settled soon.
+    assert report.settles_after is not None and 1 <= report.settles_after <= 3, report.curve
+    assert report.cold["n"] == 4
     assert report.cold["p50"] >= 200
-    assert report.warm["p50"] < 50
+    assert 10 <= report.warm["p50"] < 50
     assert report.cold_ratio > 4
 
 
