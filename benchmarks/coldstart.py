@@ -78,8 +78,7 @@ def run(quick: bool) -> dict[str, Any]:
     """Measure both ways of starting 8 workers; returns a section."""
     rounds = 2 if quick else 7
     cases = {PARALLEL: _parallel, SEQUENTIAL: _sequential(WORKERS), SINGLE: _sequential(1)}
-    for case in cases.values():  # warm the page cache and imports once
-        case(1)
+    cases[SINGLE](1)  # warm the page cache and imports once
     samples = interleave(cases, dict.fromkeys(cases, 1), rounds)
     rows = []
     for name in cases:

@@ -40,7 +40,7 @@ PPE = "ProcessPoolExecutor(1)"
 def run(quick: bool) -> dict[str, Any]:
     """Measure each size's cases in interleaved rounds; returns a section."""
     rounds = 3 if quick else 9
-    round_seconds = 0.05 if quick else 0.2
+    round_seconds = 0.02 if quick else 0.2
     rows: list[dict[str, Any]] = []
     targets: list[dict[str, Any]] = []
     with ExitStack() as stack:
@@ -62,7 +62,10 @@ def run(quick: bool) -> dict[str, Any]:
                 if call() != payload:
                     raise RuntimeError(f"{name} did not echo the {size}-byte payload")
             cases: dict[str, Case] = {name: timed(call) for name, call in calls.items()}
-            counts = {name: calibrate(c, round_seconds, least=2) for name, c in cases.items()}
+            counts = {
+                name: calibrate(c, round_seconds, least=1 if quick else 2)
+                for name, c in cases.items()
+            }
             samples = interleave(cases, counts, rounds)
             label = f"{size // MIB} MiB"
             for name in calls:
