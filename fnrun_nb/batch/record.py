@@ -199,7 +199,10 @@ class Recorder:
 
     def counts(self) -> np.ndarray:
         """Rows per outcome code, with index 0 counting rows not recorded yet."""
-        return np.bincount(self._codes.astype(np.int64) + 1, minlength=len(OUTCOMES) + 1)
+        counts: np.ndarray = np.bincount(
+            self._codes.astype(np.int64) + 1, minlength=len(OUTCOMES) + 1
+        )
+        return counts
 
     def ok_latencies_ms(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Latencies (ms) of the ok rows in ``[start, stop)``."""

@@ -305,7 +305,7 @@ def _progress_bar(progress: bool | str, total: int, pool: Pool) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    class _Bar(tqdm):  # type: ignore[misc, valid-type]
+    class _Bar(tqdm):  # type: ignore[misc]
         # No tqdm monitor thread: this bar is refreshed by its owner, and a thread
         # that outlives the batch would be a leak.
         monitor_interval = 0
