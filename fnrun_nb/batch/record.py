@@ -208,7 +208,8 @@ class Recorder:
         """Latencies (ms) of the ok rows in ``[start, stop)``."""
         sl = slice(start, stop)
         ok = self._codes[sl] == OK
-        return (self._lag[sl][ok] + self._wait[sl][ok] + self._service[sl][ok]) * 1e3
+        ms: np.ndarray = (self._lag[sl][ok] + self._wait[sl][ok] + self._service[sl][ok]) * 1e3
+        return ms
 
     # --- the DataFrame, built once ----------------------------------------------------
 
