@@ -49,7 +49,10 @@ PEAK_SLACK = 256 * MIB
 build, protobuf decode buffers of a 32 MiB result, pipe reads)."""
 RESIDUAL_LIMIT = 64 * MIB
 """RSS growth allowed once the pool is closed and the batch released."""
-TIMEOUT = 2.0  # per call: what a hang or a stopped handler costs its worker
+TIMEOUT = 3.0
+"""Per-call timeout: what a hang or a stopped handler costs its worker.  It must leave
+room for the host's 1 s wait to see whether a handler that closed stdout exits (else
+that fault becomes a timeout) on a loaded machine."""
 
 
 @dataclass
