@@ -240,6 +240,8 @@ class DaskPool:
             self.client = distributed.Client(address, set_as_default=False)
             self._own_client = True
         self.command = _absolute_argv(command, cwd)
+        self.name: str = command if isinstance(command, str) else shlex.join(map(os.fspath, command))
+        """The handler as the user named it (batches show this, not the absolute path)."""
         self.scheduler_address: str = self.client.scheduler_info()["address"]
         self.workers = workers
         self.timeout = timeout
@@ -506,6 +508,7 @@ class _Run:
         return Batch.from_frame(
             df,
             command=self.dpool.command,
+            handler=self.dpool.name,
             config={**self.dpool.options, **self.options, "dask_workers": n_dask_workers},
             interrupted=interrupted,
             wall_s=wall_s,
