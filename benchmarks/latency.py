@@ -47,6 +47,7 @@ MP = "multiprocessing.Pool(1).apply"
 SPAWN = "new process per call"
 DASK = "Dask LocalCluster (1 worker)"
 IPP = "ipyparallel (1 engine)"
+SLOW = (SPAWN, DASK, IPP)  # milliseconds per call: a round may hold a single call
 
 
 def _checked(name: str, call: Callable[[bytes], Any]) -> Callable[[], object]:
@@ -90,8 +91,10 @@ def _start_ipyparallel(stack: ExitStack, notes: list[str]) -> Callable[[bytes], 
 
 def run(quick: bool, *, rounds: int | None = None, cpu: int | None = None) -> dict[str, Any]:
     """Measure every case pinned, then unpinned; returns a section (see ``_report``)."""
-    rounds = rounds or (3 if quick else 11)
-    round_seconds = 0.03 if quick else 0.1
+    # Many short rounds rather than a few long ones: a burst of noise from the other
+    # work on the machine then hits both sides of more pairs alike.
+    rounds = rounds or (4 if quick else 41)
+    round_seconds = 0.01 if quick else 0.03
     cpu = pin_cpu() if cpu is None else cpu
     notes = [
         f"{rounds} interleaved rounds per mode, each about {round_seconds * 1e3:.0f} ms per"
@@ -127,7 +130,7 @@ def run(quick: bool, *, rounds: int | None = None, cpu: int | None = None) -> di
         for mode, mode_cpu in (("pinned", cpu), ("unpinned", None)):
             with pinned(mode_cpu):
                 counts = {
-                    name: calibrate(case, round_seconds, least=1 if name == SPAWN else 20)
+                    name: calibrate(case, round_seconds, least=1 if name in SLOW else 20)
                     for name, case in cases.items()
                 }
                 samples = interleave(cases, counts, rounds)
