@@ -43,6 +43,7 @@ def _joined(pool: Pool, rounds: list[Batch]) -> Batch:
     return Batch.from_frame(
         pd.concat(frames, ignore_index=True),
         command=pool.command,
+        handler=pool.name,
         config=rounds[0].config,
         workers=pool.workers,
         wall_s=sum(b.wall_s or 0.0 for b in rounds),
