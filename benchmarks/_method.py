@@ -36,6 +36,7 @@ from importlib import metadata
 from pathlib import Path
 
 __all__ = [
+    "Case",
     "Stats",
     "calibrate",
     "interleave",
@@ -45,6 +46,7 @@ __all__ = [
     "pinned",
     "set_affinity_tree",
     "summarize",
+    "timed",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -157,7 +157,7 @@ def run(quick: bool, *, rounds: int | None = None, cpu: int | None = None) -> di
             else:
                 notes.append(
                     "unpinned Pool.invoke / floor: "
-                    f"{summarize(x / y for x, y in zip(samples[POOL], base)).median:.2f}; "
+                    f"{paired(samples[POOL], base).median:.2f}; "
                     "ProcessPoolExecutor / Pool.invoke: "
                     f"{paired(samples[PPE], samples[POOL]).median:.1f}x"
                 )
