@@ -6,7 +6,9 @@
 
 Cases (each a 16-byte echo, one call at a time, on one warm worker):
 
-- ``floor``: the minimal host of ``_floor`` on the same SDK echo handler process.
+- ``floor``: the minimal host of ``_floor`` on the same SDK echo handler process,
+  protobuf codec (the reference of the target); ``lean floor``: the same host with a
+  hand-framed ``Event`` (reported beside it: the strictest floor).
 - ``Pool.invoke``: ``fnrun_nb.Pool(echo.py, workers=1).invoke(data)``, the public path.
 - ``ProcessPoolExecutor(1)``: ``submit(echo, data).result()``.
 - ``multiprocessing.Pool(1)``: ``apply(echo, (data,))``.
@@ -41,6 +43,7 @@ from ._report import render_text, row, section, target
 
 DATA = b"0123456789abcdef"
 FLOOR = "floor (minimal host)"
+LEAN = "lean floor (hand-framed Event)"
 POOL = "Pool.invoke"
 PPE = "ProcessPoolExecutor(1)"
 MP = "multiprocessing.Pool(1).apply"
@@ -117,6 +120,8 @@ def run(quick: bool, *, rounds: int | None = None, cpu: int | None = None) -> di
         ops[MP] = _checked(MP, lambda d: mp.apply(echo, (d,)))
         floor = stack.enter_context(FloorHost())
         ops[FLOOR] = _checked(FLOOR, floor.call)
+        lean = stack.enter_context(FloorHost(codec="lean"))
+        ops[LEAN] = _checked(LEAN, lean.call)
         pool = stack.enter_context(Pool(str(ECHO), workers=1, timeout=30.0))
         ops[POOL] = _checked(POOL, pool.invoke)
         ops[SPAWN] = _checked(SPAWN, spawn_call)
@@ -124,7 +129,7 @@ def run(quick: bool, *, rounds: int | None = None, cpu: int | None = None) -> di
             call = start(stack, notes)
             if call is not None:
                 ops[name] = _checked(name, call)
-        order = [n for n in (POOL, FLOOR, PPE, MP, SPAWN, DASK, IPP) if n in ops]
+        order = [n for n in (POOL, FLOOR, LEAN, PPE, MP, SPAWN, DASK, IPP) if n in ops]
         cases: dict[str, Case] = {name: timed(ops[name]) for name in order}
 
         for mode, mode_cpu in (("pinned", cpu), ("unpinned", None)):
@@ -147,6 +152,10 @@ def run(quick: bool, *, rounds: int | None = None, cpu: int | None = None) -> di
             if mode == "pinned":
                 targets.append(
                     target("Pool.invoke / floor, pinned", paired(samples[POOL], base), "<=", 1.5, 1.25)
+                )
+                notes.append(
+                    "pinned Pool.invoke / lean floor: "
+                    f"{paired(samples[POOL], samples[LEAN]).median:.2f}"
                 )
                 targets.append(
                     target(
