@@ -2,7 +2,7 @@
 
 ::
 
-    CmdInvoker ──register(proc)──▶ _Watcher thread ── epoll ──┬── pidfd     process exited
+    HandlerProcess ──register()──▶ _Watcher thread ── epoll ──┬── pidfd     process exited
                                                               ├── stderr    drain into a ring buffer
                                                               └── timer     earliest call deadline
     calling thread: blocking write/read on the pipes, never waits on the watcher
@@ -37,7 +37,7 @@ INF = float("inf")
 
 
 class Watched(Protocol):
-    """What the watcher needs of a process (implemented by ``CmdInvoker``)."""
+    """What the watcher needs of a process (implemented by ``_process.HandlerProcess``)."""
 
     pid: int
     lock: threading.Lock

@@ -1,4 +1,4 @@
-"""One handler process: spawn, invoke with a deadline, kill, reap (Go ``CmdInvoker``).
+"""The exchange with one handler process: a call under a deadline (Go ``CmdInvoker``).
 
 ::
 
@@ -8,41 +8,34 @@
         ▼
     Result(status, data, env, info=CallInfo)     or an InvocationError, and the process
                                                  is killed (its whole group) and reaped
+                                                 by HandlerProcess (``_process``)
 
-This is the only module that touches the pipes and the only place where OS errors
-become fnrun_nb errors.  A call blocks in ``read``; the deadline is enforced by the
-process watcher (``_watcher``), which kills the process group when it passes, so the
-hot path carries no timer.  After a failed call the invoker is dead and must not be
+This is the only module that speaks over the pipes and the only place where OS errors
+on them become fnrun_nb errors.  A call blocks in ``read``; the deadline is enforced by
+the process watcher (``_watcher``), which kills the process group when it passes, so
+the hot path carries no timer.  After a failed call the invoker is dead and must not be
 reused (as in Go fnrun); ``InvokerPool`` replaces it.
 
-Process hygiene: each handler starts in its own session (so the Ctrl-C that Jupyter
-sends to the kernel's process group does not reach it), every kill signals its whole
-group (grandchildren too), every exit is reaped, and the handler gets ``SIGKILL`` if
-the thread that spawned it dies (``PR_SET_PDEATHSIG``, via ``setpriv``), so it cannot
-outlive a host killed hard.  stderr is drained continuously into a bounded buffer
-whose tail goes with each failure.
+The process itself (spawn with ``PR_SET_PDEATHSIG`` in its own session, stderr capture,
+kill, the close escalation, reaping, the exit sweep) is ``_process.HandlerProcess``,
+which ``CmdInvoker`` extends with the exchange and the reading of a broken one.
 """
 
 from __future__ import annotations
 
-import atexit
 import fcntl
-import logging
 import os
 import shlex
-import shutil
 import signal
 import struct
 import subprocess
-import sys
 import termios
-import threading
 import time
-import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from . import _watcher
+from ._process import DEFAULT_STDERR_LIMIT, HandlerProcess, resolve_command
 from .errors import (
     FnrunError,
     HandlerCrashed,
@@ -71,10 +64,7 @@ __all__ = [
     "resolve_command",
 ]
 
-log = logging.getLogger("fnrun_nb")
-
 INF = float("inf")
-DEFAULT_STDERR_LIMIT = 64 * 1024
 _READ_SIZE = 65536
 
 _time_ns = time.time_ns
@@ -114,50 +104,6 @@ class InvokerFactory(Protocol):
     def new_invoker(self) -> Invoker: ...
 
 
-def resolve_command(command: str | Sequence[str], cwd: str | os.PathLike[str] | None = None) -> list[str]:
-    """Turn a command (argv list or shell-like string) into the argv to execute.
-
-    ``argv[0]`` is resolved like a shell would (``PATH`` for a bare name, else relative
-    to ``cwd``) to an absolute path; a ``.py`` file that is not executable runs under
-    the current interpreter.  Raises ``HandlerStartError`` naming the OS reason when
-    the program does not exist or cannot be executed, and ``ValueError`` for an empty
-    command.
-    """
-    argv = shlex.split(command) if isinstance(command, str) else [os.fspath(a) for a in command]
-    if not argv:
-        raise ValueError("the handler command is empty")
-    prog = argv[0]
-    if os.sep in prog:
-        path = prog if os.path.isabs(prog) else os.path.join(os.fspath(cwd or os.getcwd()), prog)
-        path = os.path.abspath(path)
-        if not os.path.exists(path):
-            raise HandlerStartError(argv, f"{prog}: No such file or directory")
-        if os.path.isdir(path):
-            raise HandlerStartError(argv, f"{prog}: Is a directory")
-        if not os.access(path, os.X_OK):
-            if path.endswith(".py"):
-                return [sys.executable, path, *argv[1:]]
-            raise HandlerStartError(argv, f"{prog}: Permission denied (not executable)")
-        return [path, *argv[1:]]
-    if prog.endswith(".py") and os.path.isfile(os.path.join(os.fspath(cwd or os.getcwd()), prog)):
-        return resolve_command([os.path.join(".", prog), *argv[1:]], cwd)
-    found = shutil.which(prog)
-    if found is None:
-        raise HandlerStartError(argv, f"{prog}: command not found on PATH")
-    return [found, *argv[1:]]
-
-
-_SETPRIV = shutil.which("setpriv")
-_live: weakref.WeakSet[CmdInvoker] = weakref.WeakSet()
-
-
-def _pdeathsig_preexec() -> None:  # pragma: no cover - runs in the child
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 class _Failed(Exception):
     """Internal: the exchange broke off; ``partial`` result bytes had been read."""
 
@@ -168,19 +114,18 @@ class _Failed(Exception):
         self.noise = noise
 
 
-class CmdInvoker:
+class CmdInvoker(HandlerProcess):
     """A long-lived handler process driven over its stdin and stdout (Go ``CmdInvoker``).
 
-    The process is started by the constructor.  ``invoke`` is not thread-safe: one
-    call at a time (a pool guarantees it).  Any failed call kills and reaps the
-    process; the invoker is then dead and every later call raises.
+    The process is started by the constructor (``HandlerStartError`` when it cannot
+    be).  ``invoke`` is not thread-safe: one call at a time (a pool guarantees it).
+    Any failed call kills and reaps the process; the invoker is then dead and every
+    later call raises.  Ending it (``kill``, ``cancel``, ``close``) and its state
+    (``returncode``, ``alive``, ``stderr_tail``) come from ``HandlerProcess``.
 
     ``cwd`` and ``env`` are the process's working directory and environment (Go
     ``exec.Cmd`` Dir/Env); the per-call env is the ``env`` argument of ``invoke``.
     """
-
-    # Read by the watcher without a lock; written by the calling thread.
-    deadline: float
 
     def __init__(
         self,
@@ -193,74 +138,13 @@ class CmdInvoker:
     ) -> None:
         if max_frame_size <= 0:
             raise ValueError(f"max_frame_size must be positive, got {max_frame_size}")
-        self.argv = resolve_command(command, cwd)
         self.max_frame_size = max_frame_size
-        self.lock = threading.Lock()
-        self.deadline = INF
         self.calls = 0
         """Calls this process has answered."""
         self.call_started: float | None = None
         """Wall-clock start of the call in flight (or the last one)."""
         self.call_timeout = 0.0
-        self.exited = False
-        """True once the watcher saw the process end."""
-        self.on_exit: Callable[[CmdInvoker], None] | None = None
-        """Called (from the watcher thread) when the process ends on its own."""
-        self.stderr_bytes = 0
-        self._stderr = bytearray()
-        self._stderr_limit = stderr_limit
-        self._timed_out = False
-        self._closing = False
-        self._closed = False
-        self._killed_by_us = False
-
-        spawn = self.argv
-        preexec = None
-        if _SETPRIV is not None:
-            spawn = [_SETPRIV, "--pdeathsig", "KILL", "--", *self.argv]
-        else:  # pragma: no cover - setpriv is part of util-linux, present on Linux
-            preexec = _pdeathsig_preexec
-        try:
-            self._proc = subprocess.Popen(
-                spawn,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=cwd,
-                env=None if env is None else dict(env),
-                start_new_session=True,
-                close_fds=True,
-                bufsize=0,
-                preexec_fn=preexec,
-            )
-        except OSError as exc:
-            raise HandlerStartError(self.argv, exc.strerror or str(exc)) from exc
-        self.pid: int = self._proc.pid
-        assert self._proc.stdin and self._proc.stdout and self._proc.stderr
-        self._wfd = self._proc.stdin.fileno()
-        self._rfd = self._proc.stdout.fileno()
-        err_fd = self._proc.stderr.fileno()
-        os.set_blocking(err_fd, False)
-        self._pidfd = os.pidfd_open(self.pid)
-        self._owner_pid = os.getpid()
-        _watcher.watcher.register(self, self._pidfd, err_fd)
-        _live.add(self)
-
-    # --- state ------------------------------------------------------------------------
-
-    @property
-    def returncode(self) -> int | None:
-        """Exit status once reaped: negative for a signal (``-9``), else the code."""
-        return self._proc.returncode
-
-    @property
-    def alive(self) -> bool:
-        """True while the process runs and has not been closed or killed."""
-        return not (self.exited or self._closed or self._killed_by_us)
-
-    def stderr_tail(self, limit: int = 4096) -> str:
-        """The last ``limit`` bytes the handler wrote to stderr, decoded."""
-        return bytes(self._stderr[-limit:]).decode("utf-8", "replace")
+        super().__init__(resolve_command(command, cwd), cwd=cwd, env=env, stderr_limit=stderr_limit)
 
     def __repr__(self) -> str:
         rc = self._proc.returncode
@@ -273,35 +157,6 @@ class CmdInvoker:
         else:
             state = f"running with PID {self.pid}"
         return f"<CmdInvoker {shlex.join(self.argv)!r} {state}, {self.calls} calls>"
-
-    # --- watcher callbacks (watcher thread) -----------------------------------------
-
-    def _on_deadline(self) -> None:
-        self._timed_out = True
-        _watcher.kill_group(self.pid)
-
-    def _on_stderr(self, chunk: bytes) -> None:
-        buf = self._stderr
-        buf += chunk
-        self.stderr_bytes += len(chunk)
-        if len(buf) > self._stderr_limit:
-            del buf[: len(buf) - self._stderr_limit]
-
-    def _on_exit(self) -> None:
-        # Kill what the handler left in its group while its pid still names the group
-        # (a zombie leader keeps the pgid from being reused), then reap.
-        _watcher.kill_group(self.pid)
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL was sent
-            pass
-        self.exited = True
-        callback = self.on_exit
-        if callback is not None:
-            try:
-                callback(self)
-            except Exception:  # pragma: no cover - a pool's callback never raises
-                log.exception("fnrun_nb: exit callback failed")
 
     # --- the call ---------------------------------------------------------------------
 
@@ -532,91 +387,6 @@ class CmdInvoker:
         err.delivered = False  # type: ignore[attr-defined]
         return err
 
-    # --- ending -----------------------------------------------------------------------
-
-    def kill(self) -> None:
-        """Send SIGKILL to the process group now (the call in flight, if any, fails)."""
-        self._killed_by_us = True
-        _watcher.kill_group(self.pid)
-
-    def _kill_and_reap(self) -> None:
-        self.kill()
-        self._finish_close(0.0)
-
-    def cancel(self) -> None:
-        """Kill the process because its owner is closing; a call in flight (in another
-        thread) raises ``PoolClosed``.  Safe to call from any thread."""
-        self._closing = True
-        self.kill()
-
-    def begin_close(self) -> None:
-        """Close the process's stdin: a well-behaved handler exits on that EOF.
-
-        Only for an invoker with no call in flight (it closes the fd the call uses)."""
-        self._closing = True
-        try:
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
-        except OSError:
-            pass
-
-    def close(self, grace: float = 1.0) -> None:
-        """End the process and release everything it holds; idempotent.
-
-        Closes stdin and waits ``grace`` seconds for the handler to exit, then sends
-        SIGTERM to its group, waits ``grace`` again, then SIGKILL.  Always kills what is
-        left in the process group and reaps the process.
-        """
-        self.begin_close()
-        self._finish_close(grace)
-
-    def _finish_close(self, grace: float) -> None:
-        if self._closed:
-            return
-        proc = self._proc
-        if proc.returncode is None and grace > 0:
-            if not self._wait(grace):
-                log.warning(
-                    "fnrun_nb: handler pid %d did not exit within %gs of stdin closing;"
-                    " sending SIGTERM",
-                    self.pid,
-                    grace,
-                )
-                _watcher.kill_group(self.pid, signal.SIGTERM)
-                if not self._wait(grace):
-                    log.warning("fnrun_nb: handler pid %d ignored SIGTERM; sending SIGKILL", self.pid)
-        if proc.returncode is None:
-            _watcher.kill_group(self.pid, signal.SIGKILL)
-            self._wait(None)
-        _watcher.kill_group(self.pid, signal.SIGKILL)  # grandchildren, if any
-        with self.lock:
-            if self._closed:
-                return
-            self._closed = True
-        _watcher.watcher.unregister(self)
-        for f in (proc.stdin, proc.stdout, proc.stderr):
-            try:
-                if f is not None:
-                    f.close()
-            except OSError:
-                pass
-        os.close(self._pidfd)
-        _live.discard(self)
-
-    def _wait(self, timeout: float | None) -> bool:
-        """Wait for exit, kill the rest of the group while the zombie holds the pgid,
-        then reap.  True when the process has exited."""
-        import select
-
-        if self._proc.returncode is None:
-            ready, _, _ = select.select([self._pidfd], [], [], timeout)
-            if not ready:
-                return False
-            _watcher.kill_group(self.pid)
-            self._proc.wait()
-        return True
-
-
 def _last_line(stderr: str) -> str:
     """``"; stderr: <last non-empty line>"``, or nothing: the line that usually says why."""
     for line in reversed(stderr.splitlines()):
@@ -665,19 +435,4 @@ class CmdInvokerFactory:
 
     def __repr__(self) -> str:
         return f"CmdInvokerFactory({shlex.join(self.argv)!r})"
-
-
-@atexit.register
-def _close_all_at_exit() -> None:
-    # Pools left open: close stdin of every handler first so they all exit in
-    # parallel, then escalate per process.  Don't rely on EOF alone: a process forked
-    # later (multiprocessing) may hold our pipe ends open.
-    mine = [inv for inv in list(_live) if inv._owner_pid == os.getpid()]
-    for inv in mine:
-        inv.begin_close()
-    for inv in mine:
-        try:
-            inv._finish_close(0.5)
-        except Exception:  # pragma: no cover - best effort at exit
-            pass
 

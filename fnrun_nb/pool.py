@@ -4,8 +4,10 @@
 
     invoke(input) ──▶ idle queue ──get(max_wait)──▶ slot ──▶ invoker._exchange ──▶ Result
                         ▲                                         │ failure
-                        └──── supervisor thread ◀── replace ──────┘ (kill, reap, +1 gen)
-    snapshot() ◀── reads slot fields, never takes a lock the hot path needs
+                        └──── Supervisor thread ◀── replace ──────┘ (kill, reap, +1 gen)
+                              (``_supervisor``)
+    snapshot() ◀── worker_snapshot(slot) per slot (``_slots``), never takes a lock the
+                   hot path needs
 
 Walk-through.  ``InvokerPool`` keeps ``max_invokers`` *slots*.  A slot holds one
 invoker at a time; the idle queue holds ``(slot, invoker)`` pairs.  A call takes a
@@ -14,7 +16,7 @@ the pair back.  A failed call discards its process, and the slot goes to the
 supervisor thread, which starts a replacement (generation + 1), retrying with backoff
 when the factory fails, so the pool never silently shrinks.  The supervisor is also
 the thread that spawns every process, and it lives as long as the pool, which is what
-``PR_SET_PDEATHSIG`` needs.  A process that dies while idle is noticed by the process
+``PR_SET_PDEATHSIG`` needs (``_supervisor.Supervisor``).  A process that dies while idle is noticed by the process
 watcher and replaced the same way; a pair whose invoker is no longer the slot's is
 stale and skipped.
 
@@ -29,9 +31,7 @@ an event, counted, not a state.
 
 from __future__ import annotations
 
-import enum
-import heapq
-import itertools
+import atexit
 import os
 import queue
 import threading
@@ -41,6 +41,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._slots import PoolSnapshot, Slot, WorkerSnapshot, WorkerState, worker_snapshot
+from ._supervisor import Supervisor, close_invoker
 from .errors import (
     AvailabilityTimeout,
     FnrunError,
@@ -65,21 +67,6 @@ _perf_counter = time.perf_counter
 _time = time.time
 _new_tuple = tuple.__new__  # builds a CallInfo without its Python-level __new__
 INF = float("inf")
-
-
-class WorkerState(str, enum.Enum):
-    """Lifecycle of a worker slot."""
-
-    STARTING = "starting"
-    IDLE = "idle"
-    BUSY = "busy"
-    CRASHED = "crashed"
-    CLOSED = "closed"
-
-    def __str__(self) -> str:
-        return self.value
-
-
 _BUSY = WorkerState.BUSY
 _IDLE = WorkerState.IDLE
 _make_result = Result._make
@@ -116,63 +103,6 @@ class InvokerPoolConfig:
             )
 
 
-@dataclass(frozen=True)
-class WorkerSnapshot:
-    """One slot at the moment of a snapshot.  Times are wall-clock epoch seconds."""
-
-    slot: int
-    state: WorkerState
-    pid: int | None
-    generation: int
-    calls: int
-    """Calls served by the current process."""
-    total_calls: int
-    """Calls served by this slot across all its processes."""
-    call_started: float | None
-    """Start of the call in flight (``None`` unless busy)."""
-    deadline: float | None
-    """Deadline of the call in flight (``None`` unless busy)."""
-    rss: int | None = None
-    """Resident memory of the process in bytes (only when asked for)."""
-    last_error: str | None = None
-
-
-@dataclass(frozen=True)
-class PoolSnapshot:
-    """A frozen copy of a pool's state, cheap to take, for displays."""
-
-    workers: tuple[WorkerSnapshot, ...]
-    calls: int
-    failures: int
-    replacements: int
-    closed: bool
-    taken: float
-    """Wall-clock time of the snapshot."""
-
-    def count(self, state: WorkerState) -> int:
-        return sum(1 for w in self.workers if w.state is state)
-
-
-class _Slot:
-    """A worker position in the pool; the invoker in it changes on replacement."""
-
-    __slots__ = (
-        "index", "invoker", "generation", "state", "total_calls", "replacing",
-        "start_failures", "last_error", "exchange", "__weakref__",
-    )
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.invoker: Invoker | None = None
-        self.generation = 0
-        self.state = WorkerState.STARTING
-        self.total_calls = 0
-        self.replacing = False
-        self.start_failures = 0
-        self.last_error: str | None = None
-        self.exchange: Any = None
-
-
 _CLOSED = object()  # put in the idle queue on close: wakes every waiter
 _pools: weakref.WeakSet[InvokerPool] = weakref.WeakSet()
 
@@ -189,27 +119,19 @@ class InvokerPool:
         self.config = config
         self._lock = threading.Lock()
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._slots = [_Slot(i) for i in range(config.max_invokers)]
+        self._slots = [Slot(i) for i in range(config.max_invokers)]
         self._closed = False
         self._failures = 0
-        self._replacements = 0
-        self._retired_calls = 0
-        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._timeout = float(config.max_runnable_time)
         self._max_calls = config.max_calls_per_worker or INF
         self._idle_get_nowait = self._idle.get_nowait
         self._idle_put = self._idle.put
         self._owner_pid = os.getpid()
-        self._started = threading.Event()
-        self._start_error: BaseException | None = None
-        self._supervisor = threading.Thread(
-            target=self._supervise, name="fnrun-pool-supervisor", daemon=True
+        self._supervisor = Supervisor(
+            self._slots, config.factory, self._lock, self._idle, self._on_invoker_exit,
+            lambda: self._closed,
         )
-        self._supervisor.start()
-        self._started.wait()
-        if self._start_error is not None:
-            self._supervisor.join()
-            raise self._start_error
+        self._supervisor.start()  # raises HandlerStartError when no worker can start
         _pools.add(self)
 
     # --- the hot path -----------------------------------------------------------------
@@ -295,7 +217,7 @@ class InvokerPool:
                 ),
             )
 
-    def _acquire(self, t_request: float, item: Any = None) -> tuple[_Slot, Invoker]:
+    def _acquire(self, t_request: float, item: Any = None) -> tuple[Slot, Invoker]:
         """Take a free (slot, invoker) pair, waiting at most ``max_wait``.
 
         ``item`` is what the caller's fast path already took from the queue (a stale
@@ -346,7 +268,7 @@ class InvokerPool:
             raise HandlerStartError(argv, reason)
 
     def _invoke_generic(
-        self, slot: _Slot, inv: Invoker, data: bytes, env_block: bytes, timeout: float, wait: float
+        self, slot: Slot, inv: Invoker, data: bytes, env_block: bytes, timeout: float, wait: float
     ) -> Result:
         """A call on an invoker that is not a ``CmdInvoker`` (any Go-style Invoker)."""
         env = decode_context(env_block)[1] if env_block else None
@@ -372,7 +294,7 @@ class InvokerPool:
 
     # --- failure and replacement (slow path) ----------------------------------------
 
-    def _fail(self, slot: _Slot, inv: Invoker, exc: FnrunError, wait: float, timeout: float) -> None:
+    def _fail(self, slot: Slot, inv: Invoker, exc: FnrunError, wait: float, timeout: float) -> None:
         started = getattr(inv, "call_started", None) or _time()
         exc.info = CallInfo(
             slot.index,
@@ -394,7 +316,7 @@ class InvokerPool:
 
     def _retire(
         self,
-        slot: _Slot,
+        slot: Slot,
         inv: Invoker,
         error: str | None,
         *,
@@ -419,100 +341,18 @@ class InvokerPool:
                 slot.start_failures += 1
             elif not recycle:
                 slot.start_failures = 0
-        self._requests.put(("replace", slot, inv, recycle))
+        self._supervisor.replace(slot, inv, recycle)
 
-    def _on_invoker_exit(self, slot_ref: weakref.ref[_Slot], inv: CmdInvoker) -> None:
+    def _on_invoker_exit(self, slot_ref: weakref.ref[Slot], inv: CmdInvoker) -> None:
         # Watcher thread: a process ended on its own.  If it was idle, replace it now so
         # that no caller is handed a dead worker; a busy one is handled by its caller.
         slot = slot_ref()
         if slot is not None and slot.state is WorkerState.IDLE and slot.invoker is inv:
             self._retire(slot, inv, f"process exited while idle ({inv.returncode})")
 
-    def _close_after_call(self, slot: _Slot, inv: Invoker) -> None:
+    def _close_after_call(self, slot: Slot, inv: Invoker) -> None:
         slot.state = WorkerState.CLOSED
-        self._requests.put(("close", slot, inv, False))
-
-    # --- the supervisor thread --------------------------------------------------------
-
-    def _spawn(self, slot: _Slot) -> None:
-        """Start a process for ``slot``; on failure record why and raise."""
-        inv = self.config.factory.new_invoker()
-        if isinstance(inv, CmdInvoker):
-            ref = weakref.ref(slot)
-            inv.on_exit = lambda i, ref=ref: self._on_invoker_exit(ref, i)
-            slot.exchange = inv._exchange
-        else:
-            slot.exchange = None
-        with self._lock:
-            slot.invoker = inv
-            slot.generation += 1
-            if slot.generation > 1:
-                self._replacements += 1
-            slot.replacing = False
-            if self._closed:
-                slot.state = WorkerState.CLOSED
-            else:
-                slot.state = WorkerState.IDLE
-        if self._closed:
-            _close_invoker(inv, 0.0)
-        else:
-            self._idle.put((slot, inv))
-
-    def _supervise(self) -> None:
-        # Initial fill: spawn every slot, one after another (each spawn returns once
-        # the process exec'd); the handlers then boot in parallel.
-        errors: list[HandlerStartError] = []
-        for slot in self._slots:
-            try:
-                self._spawn(slot)
-            except HandlerStartError as exc:
-                errors.append(exc)
-                slot.last_error = exc.reason
-                slot.start_failures = 1
-                slot.replacing = True
-                self._requests.put(("replace", slot, None, False))
-        if len(errors) == len(self._slots):
-            self._start_error = errors[0]
-            self._started.set()
-            return
-        self._started.set()
-        retry_at: list[tuple[float, int, _Slot]] = []
-        tie = itertools.count()
-        while True:
-            timeout = None
-            if retry_at:
-                timeout = max(0.0, retry_at[0][0] - time.monotonic())
-            try:
-                op, slot, inv, recycle = self._requests.get(timeout=timeout)
-            except queue.Empty:
-                _, _, slot = heapq.heappop(retry_at)
-                self._try_spawn(slot, retry_at, tie)
-                continue
-            if op == "stop":
-                for _, _, s in retry_at:
-                    s.state = WorkerState.CLOSED
-                return
-            if inv is not None:
-                _close_invoker(inv, 1.0 if recycle else 0.0)
-            if op == "close":
-                continue
-            if slot.start_failures > 0:
-                delay = min(2.0, 0.05 * 2 ** (slot.start_failures - 1))
-                heapq.heappush(retry_at, (time.monotonic() + delay, next(tie), slot))
-            else:
-                self._try_spawn(slot, retry_at, tie)
-
-    def _try_spawn(self, slot: _Slot, retry_at: list[tuple[float, int, _Slot]], tie: Any) -> None:
-        if self._closed:
-            slot.state = WorkerState.CLOSED
-            return
-        try:
-            self._spawn(slot)
-        except HandlerStartError as exc:
-            slot.last_error = exc.reason
-            slot.start_failures += 1
-            delay = min(2.0, 0.05 * 2 ** (slot.start_failures - 1))
-            heapq.heappush(retry_at, (time.monotonic() + delay, next(tie), slot))
+        self._supervisor.discard(slot, inv)
 
     # --- observation ------------------------------------------------------------------
 
@@ -522,35 +362,14 @@ class InvokerPool:
         Reads plain fields without taking any lock the hot path uses.  ``rss=True``
         adds each process's resident memory (one small /proc read per worker).
         """
-        workers = []
-        calls = self._retired_calls
-        for s in self._slots:
-            inv = s.invoker
-            state = s.state
-            busy = state is WorkerState.BUSY
-            started = getattr(inv, "call_started", None) if busy else None
-            timeout = getattr(inv, "call_timeout", 0.0)
-            pid = getattr(inv, "pid", None)
-            calls += s.total_calls
-            workers.append(
-                WorkerSnapshot(
-                    slot=s.index,
-                    state=state,
-                    pid=pid,
-                    generation=s.generation,
-                    calls=getattr(inv, "calls", 0),
-                    total_calls=s.total_calls,
-                    call_started=started,
-                    deadline=None if started is None else started + timeout,
-                    rss=_rss(pid) if rss and pid and state is not WorkerState.CLOSED else None,
-                    last_error=s.last_error,
-                )
-            )
+        slots = self._slots
+        workers = tuple(worker_snapshot(s, rss=rss) for s in slots)
+        calls = sum(w.total_calls for w in workers)
         return PoolSnapshot(
-            workers=tuple(workers),
+            workers=workers,
             calls=calls,
             failures=self._failures,
-            replacements=self._replacements,
+            replacements=self._supervisor.replacements,
             closed=self._closed,
             taken=_time(),
         )
@@ -620,51 +439,25 @@ class InvokerPool:
                 break
             time.sleep(0.005)
         for inv in idle:
-            _close_invoker(inv, grace)
-        self._requests.put(("stop", None, None, False))
-        if threading.current_thread() is not self._supervisor:
-            self._supervisor.join()
+            close_invoker(inv, grace)
+        self._supervisor.stop()
         # Callers whose processes were killed finish their error path; wait for them
         # (bounded) so that close() returns with nothing left running.
         end = time.monotonic() + 5.0
         while any(s.state is WorkerState.BUSY for s in self._slots) and time.monotonic() < end:
             time.sleep(0.005)
-        self._drain_requests()
+        self._supervisor.drain()
         for s in self._slots:
             if s.invoker is not None and s.state is not WorkerState.BUSY:
-                _close_invoker(s.invoker, 0.0)
+                close_invoker(s.invoker, 0.0)
                 s.state = WorkerState.CLOSED
         _pools.discard(self)
-
-    def _drain_requests(self) -> None:
-        while True:
-            try:
-                _, _, inv, _ = self._requests.get_nowait()
-            except queue.Empty:
-                return
-            if inv is not None:
-                _close_invoker(inv, 0.0)
 
     def __enter__(self) -> InvokerPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _close_invoker(inv: Invoker, grace: float) -> None:
-    if isinstance(inv, CmdInvoker):
-        inv.close(grace)
-    else:
-        inv.close()
-
-
-def _rss(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _close_pools_at_exit() -> None:
@@ -676,6 +469,5 @@ def _close_pools_at_exit() -> None:
                 pass
 
 
-import atexit  # noqa: E402  (registered after the invoker module's handler: runs first)
-
+# Registered after the process module's sweep (imported above), so it runs first.
 atexit.register(_close_pools_at_exit)
