@@ -80,7 +80,7 @@ class Slot:
     """A worker position in the pool; the invoker in it changes on replacement."""
 
     __slots__ = (
-        "index", "invoker", "generation", "state", "total_calls", "replacing",
+        "index", "invoker", "generation", "state", "total_calls", "calls", "replacing",
         "start_failures", "last_error", "exchange", "__weakref__",
     )
 
@@ -90,6 +90,9 @@ class Slot:
         self.generation = 0
         self.state = WorkerState.STARTING
         self.total_calls = 0
+        self.calls = 0
+        """Calls served by the current process of a generic invoker (not a
+        ``CmdInvoker``, which counts its own in ``CmdInvoker.calls``); reset on spawn."""
         """Calls served by this slot across all its processes."""
         self.replacing = False
         self.start_failures = 0
@@ -112,7 +115,7 @@ def worker_snapshot(s: Slot, *, rss: bool = False) -> WorkerSnapshot:
         state=state,
         pid=pid,
         generation=s.generation,
-        calls=getattr(inv, "calls", 0),
+        calls=getattr(inv, "calls", 0) if s.exchange is not None else s.calls,
         total_calls=s.total_calls,
         call_started=started,
         deadline=None if started is None else started + timeout,

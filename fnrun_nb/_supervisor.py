@@ -132,6 +132,7 @@ class Supervisor:
             slot.exchange = None
         with self._lock:
             slot.invoker = inv
+            slot.calls = 0
             slot.generation += 1
             if slot.generation > 1:
                 self.replacements += 1

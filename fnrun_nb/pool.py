@@ -178,11 +178,11 @@ class InvokerPool:
             wait = _perf_counter() - t_request
             slot.state = _BUSY
             exchange = slot.exchange
+            if exchange is None:
+                # Outside the try below: the generic path reports its own failures.
+                return self._invoke_generic(slot, inv, data, env_block, timeout, wait)
             try:
-                if exchange is not None:
-                    status, out, env_out, started, service = exchange(data, env_block, timeout)
-                else:
-                    return self._invoke_generic(slot, inv, data, env_block, timeout, wait)
+                status, out, env_out, started, service = exchange(data, env_block, timeout)
             except HandlerCrashed as exc:
                 if getattr(exc, "delivered", True) is False:
                     # The process had died while idle; the call never reached it.
@@ -270,7 +270,11 @@ class InvokerPool:
     def _invoke_generic(
         self, slot: Slot, inv: Invoker, data: bytes, env_block: bytes, timeout: float, wait: float
     ) -> Result:
-        """A call on an invoker that is not a ``CmdInvoker`` (any Go-style Invoker)."""
+        """A call on an invoker that is not a ``CmdInvoker`` (any Go-style Invoker).
+
+        The slot counts the calls of its current process (``slot.calls``), so ``call``
+        restarts at 1 after a replacement and ``max_calls_per_worker`` recycles it.
+        """
         env = decode_context(env_block)[1] if env_block else None
         started = _time()
         t0 = _perf_counter()
@@ -283,11 +287,18 @@ class InvokerPool:
             self._retire(slot, inv, "call interrupted")
             raise
         service = _perf_counter() - t0
+        slot.calls += 1
+        call = slot.calls
         slot.total_calls += 1
-        slot.state = WorkerState.IDLE
-        self._idle.put((slot, inv))
+        if self._closed:
+            self._close_after_call(slot, inv)
+        elif call >= self._max_calls:
+            self._retire(slot, inv, None, recycle=True)
+        else:
+            slot.state = _IDLE
+            self._idle_put((slot, inv))
         info = CallInfo(
-            slot.index, getattr(inv, "pid", 0), slot.generation, slot.total_calls,
+            slot.index, getattr(inv, "pid", 0), slot.generation, call,
             wait, service, started, started + timeout,
         )
         return Result._make(r.status, r.data, dict(r.env), info)
@@ -300,7 +311,7 @@ class InvokerPool:
             slot.index,
             getattr(inv, "pid", 0),
             slot.generation,
-            getattr(inv, "calls", 0) + 1,
+            (getattr(inv, "calls", 0) if slot.exchange is not None else slot.calls) + 1,
             wait,
             max(0.0, _time() - started),
             started,

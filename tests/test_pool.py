@@ -290,6 +290,49 @@ def test_recycling_after_max_calls_per_worker() -> None:
         assert snap.replacements == 2 and snap.failures == 0 and snap.calls == 7
 
 
+class Wrapped:
+    """A Go-style ``Invoker`` that is not a ``CmdInvoker`` (it wraps one), so the pool
+    drives it through its generic path."""
+
+    def __init__(self) -> None:
+        self.inner = CmdInvoker(FAULTY)
+        self.pid = self.inner.pid
+
+    def invoke(self, input: Input, *, env: dict[str, str] | None = None,
+               timeout: float | None = None) -> Result:
+        return self.inner.invoke(input, env=env, timeout=timeout)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class WrappedFactory:
+    argv = [FAULTY]
+
+    def new_invoker(self) -> Wrapped:
+        return Wrapped()
+
+
+def test_generic_invoker_counts_calls_per_process_and_recycles() -> None:
+    config = InvokerPoolConfig(max_invokers=1, factory=WrappedFactory(), max_wait=10,
+                               max_runnable_time=10, max_calls_per_worker=3)
+    with InvokerPool(config) as pool:
+        infos = [pool.invoke(Input(b"a")).info, pool.invoke(Input(b"b")).info]
+        with pytest.raises(HandlerCrashed) as caught:
+            pool.invoke(Input(b"!exit:3"))
+        assert caught.value.info is not None and caught.value.info.call == 3
+        # After the replacement the new process's calls count from 1 again (a cold
+        # call), and it is recycled after max_calls_per_worker like a CmdInvoker.
+        infos += [pool.invoke(Input(f"{i}".encode())).info for i in range(4)]
+        assert [i.call for i in infos] == [1, 2, 1, 2, 3, 1]  # type: ignore[union-attr]
+        assert [i.generation for i in infos] == [1, 1, 2, 2, 2, 3]  # type: ignore[union-attr]
+        assert len({i.pid for i in infos}) == 3  # type: ignore[union-attr]
+        snap = pool.snapshot()
+        assert snap.failures == 1, "one failed call is counted once"
+        assert snap.calls == 7 and snap.replacements == 2
+        assert snap.workers[0].calls == 1 and snap.workers[0].total_calls == 7
+
+
 # --- shutdown -------------------------------------------------------------------------------
 
 
