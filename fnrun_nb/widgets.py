@@ -301,33 +301,49 @@ class WidgetMonitor(Monitor):
         _check_ipykernel()
         self.updates = 0
         """Trait changes sent to the front-end so far."""
-        self._title_html = W.HTML()
+        # Every widget opens a comm and sends its full state, and by default each
+        # also opens its own Layout and style widget.  Widgets that look alike share
+        # one Layout and one style (ipywidgets allows it; none of these is changed
+        # later), which sends less than half the comm_opens a view would otherwise
+        # cost per batch: that fixed cost dominates the monitor's price on a short
+        # batch (benchmarks/monitor_overhead.py measures it in a kernel).
+        # (HTMLStyle and ProgressStyle are not re-exported by ipywidgets 8's top level.)
+        from ipywidgets.widgets.widget_int import ProgressStyle  # type: ignore[import-untyped, unused-ignore]
+        from ipywidgets.widgets.widget_string import HTMLStyle  # type: ignore[import-untyped, unused-ignore]
+
+        plain = W.Layout()
+        html_style = HTMLStyle()
+        bar_look = ProgressStyle()
+        self._title_html = W.HTML(layout=plain, style=html_style)
         self._bar = W.IntProgress(
             value=0, min=0, max=1, description="batch", bar_style="info",
-            layout=W.Layout(width="24em", flex="0 0 auto"),
+            layout=W.Layout(width="24em", flex="0 0 auto"), style=bar_look,
         )
         self._bar.add_class("fnrun-batch-bar")
-        self._bar_text = W.HTML()
+        self._bar_text = W.HTML(layout=plain, style=html_style)
         self._bar_text.add_class("fnrun-batch-text")
-        self._batch_row = W.HBox(
+        self._batch_row = W.HBox(  # its own Layout: shown (display) once a batch runs
             [self._bar, self._bar_text], layout=W.Layout(display="none", align_items="center")
         )
         self._rows: list[tuple[Any, Any, Any]] = []
         row_boxes = []
+        deadline_layout = W.Layout(width="16em", flex="0 0 auto")
+        badge_layout = W.Layout(width="7em", flex="0 0 auto")
+        row_layout = W.Layout(align_items="center")
         for w in pool.snapshot().workers:
             deadline = W.FloatProgress(
                 value=0.0, min=0.0, max=1.0, description=f"slot {w.slot}",
-                layout=W.Layout(width="16em", flex="0 0 auto"),
+                layout=deadline_layout, style=bar_look,
             )
             deadline.add_class("fnrun-deadline")
-            badge = W.HTML(layout=W.Layout(width="7em", flex="0 0 auto"))
+            badge = W.HTML(layout=badge_layout, style=html_style)
             badge.add_class("fnrun-badge")
-            info = W.HTML()
-            box = W.HBox([deadline, badge, info], layout=W.Layout(align_items="center"))
+            info = W.HTML(layout=plain, style=html_style)
+            box = W.HBox([deadline, badge, info], layout=row_layout)
             box.add_class("fnrun-worker")
             self._rows.append((deadline, badge, info))
             row_boxes.append(box)
-        self.widget = _box_class()([self._title_html, self._batch_row, *row_boxes])
+        self.widget = _box_class()([self._title_html, self._batch_row, *row_boxes], layout=plain)
         self.widget.add_class("fnrun-monitor")
         self.widget._fnrun_text = self.text
         self._handle: Any = None
