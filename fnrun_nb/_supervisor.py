@@ -2,13 +2,15 @@
 
 ::
 
-    pool: a call failed / a process died idle / recycle ──replace(slot, inv)──┐
-    pool: a call ended after close()                     ──discard(slot, inv)─┤
-    pool.close()                                         ──stop()─────────────┤
-                                                                              ▼
+    pool: a call failed / died idle   (slot crashed)  ──replace(slot, inv)──┐
+    pool: max_calls_per_worker reached (slot starting) ──replace(slot, inv)──┤
+    pool: a call ended after close()  (slot closed)   ──discard(slot, inv)──┤
+    pool.close()                                       ──stop()─────────────┤
+                                                                            ▼
     Supervisor thread ◀── requests queue ── close the old process (grace 1 s on a recycle)
-        │ factory.new_invoker()  ── ok ──▶ slot.invoker = new, generation + 1 ──▶ idle queue
-        └─ HandlerStartError ──▶ retry heap: 50 ms, 100 ms, ... capped at 2 s, then again
+        │ slot starting
+        │ factory.new_invoker() ── ok ──▶ slot.invoker = new, generation + 1, slot idle ──▶ idle queue
+        └─ HandlerStartError ──▶ retry heap: 50 ms, 100 ms, ... capped at 2 s (slot stays starting)
 
 Why one thread spawns everything: ``PR_SET_PDEATHSIG`` fires when the *thread* that
 spawned a handler ends, so the spawning thread must live exactly as long as the pool;
@@ -186,6 +188,12 @@ class Supervisor:
                 close_invoker(inv, 1.0 if recycle else 0.0)
             if op == "close":
                 continue
+            # The old process is gone: the slot is ``starting`` from now on, while its
+            # replacement spawns or backs off (a crash shows as ``crashed`` only until
+            # the supervisor takes the slot over).
+            with self._lock:
+                if not self._is_closed():
+                    slot.state = WorkerState.STARTING
             if slot.start_failures > 0:
                 heapq.heappush(retry_at, (time.monotonic() + _backoff(slot.start_failures), next(tie), slot))
             else:

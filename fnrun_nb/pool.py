@@ -24,9 +24,11 @@ The hot path holds no pool lock: the idle queue is a C ``SimpleQueue``, counters
 the hot path updates belong to the slot the caller owns, and ``snapshot()`` copies
 plain fields.  The pool lock guards only the failure and shutdown paths.
 
-States (``WorkerState``): ``starting`` → ``idle`` ⇄ ``busy``; a failed call →
-``crashed`` → ``starting`` (generation + 1); ``close()`` → ``closed``.  A replacement is
-an event, counted, not a state.
+States (``WorkerState``): ``starting`` → ``idle`` ⇄ ``busy``; a failed call (or a
+death while idle) → ``crashed`` → ``starting`` once the supervisor takes the slot, while
+the replacement spawns or backs off → ``idle`` (generation + 1); a recycle after
+``max_calls_per_worker`` → ``starting`` → ``idle``; ``close()`` → ``closed``.  A
+replacement is an event, counted, not a state.
 """
 
 from __future__ import annotations

@@ -162,10 +162,11 @@ class Monitor:
         views = []
         for w in snap.workers:
             seen = self._seen.get(w.slot)
-            # A crash lasts milliseconds; a new generation whose last error changed
-            # is the trace it leaves (a recycle after max_calls changes no error).
+            # A crash shows as ``crashed`` for milliseconds (the supervisor then makes
+            # the slot ``starting``); a changed last error is the trace it leaves, even
+            # while the replacement still backs off (a recycle changes no error).
             if w.state is WorkerState.CRASHED or (
-                seen is not None and w.generation > seen[0] and w.last_error != seen[1]
+                seen is not None and w.last_error != seen[1]
             ):
                 self._failed_at[w.slot] = now
             self._seen[w.slot] = (w.generation, w.last_error)

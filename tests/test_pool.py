@@ -226,6 +226,40 @@ def test_failed_replacement_never_shrinks_the_pool() -> None:
             t.join(30)
 
 
+class GatedFactory:
+    """A factory whose starts fail (a real ``HandlerStartError``: the program does not
+    exist) while ``healthy`` is False."""
+
+    def __init__(self) -> None:
+        self.healthy = True
+        self.failed = 0
+
+    def new_invoker(self) -> CmdInvoker:
+        if self.healthy:
+            return CmdInvoker(FAULTY)
+        self.failed += 1
+        return CmdInvoker(FAULTY + ".missing")
+
+
+def test_crashed_slot_is_starting_while_its_replacement_backs_off() -> None:
+    factory = GatedFactory()
+    config = InvokerPoolConfig(max_invokers=1, factory=factory, max_wait=30, max_runnable_time=10)
+    with InvokerPool(config) as pool:
+        factory.healthy = False
+        with pytest.raises(HandlerCrashed):
+            pool.invoke(Input(b"!exit:3"))
+        # The supervisor took the crashed slot over: it is starting (not crashed) while
+        # the replacement fails and backs off, and it keeps the reason.
+        wait_until(lambda: factory.failed >= 2)
+        (w,) = pool.snapshot().workers
+        assert w.state is WorkerState.STARTING and w.generation == 1
+        assert w.last_error is not None and "No such file" in w.last_error
+        factory.healthy = True
+        wait_until(lambda: pool.snapshot().workers[0].state is WorkerState.IDLE, timeout=30)
+        (w,) = pool.snapshot().workers
+        assert w.generation == 2 and pool.invoke(Input(b"back")).data == b"back"
+
+
 def test_handler_that_cannot_start_raises_quickly_on_invoke() -> None:
     with Pool(str(TEST_HANDLERS / "syntax_error.py"), workers=2, max_wait=30, timeout=30) as pool:
         for _ in range(3):

@@ -229,3 +229,33 @@ def test_every_view_has_a_readable_text_plain(pool: Pool) -> None:
     bundle = t._repr_mimebundle_()
     assert bundle["text/plain"].count("slot ") == 3
     assert 'class="fnrun-monitor"' in bundle["text/html"]
+
+
+def test_a_crash_stays_visible_while_the_replacement_backs_off() -> None:
+    from fnrun_nb import CmdInvoker, Input, InvokerPool, InvokerPoolConfig
+
+    handler = [sys.executable, str(TEST_HANDLERS / "faulty.py")]
+    starts = {"healthy": True, "failed": 0}
+
+    class Gated:
+        def new_invoker(self) -> CmdInvoker:
+            if starts["healthy"]:
+                return CmdInvoker(handler)
+            starts["failed"] += 1
+            return CmdInvoker([handler[1] + ".missing"])
+
+    config = InvokerPoolConfig(max_invokers=1, factory=Gated(), max_wait=30, max_runnable_time=10)
+    with InvokerPool(config) as pool:
+        # A long interval: the only frames are the first one and the refresh() below,
+        # so the monitor never sees the millisecond the slot is ``crashed``.
+        m = monitor(pool, mode="text", file=io.StringIO(), interval=60, rss=False)
+        starts["healthy"] = False
+        with pytest.raises(HandlerCrashed):
+            pool.invoke(Input(b"!exit:3"))
+        wait_for(lambda: starts["failed"] >= 2)
+        assert pool.snapshot().workers[0].state.value == "starting"
+        m.refresh()
+        text = m.text()
+        assert "replaced" in text and "No such file" in text, text
+        m.close()
+        starts["healthy"] = True
