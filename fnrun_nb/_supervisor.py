@@ -2,11 +2,11 @@
 
 ::
 
-    pool: a call failed / died idle   (slot crashed)  ──replace(slot, inv)──┐
-    pool: max_calls_per_worker reached (slot starting) ──replace(slot, inv)──┤
-    pool: a call ended after close()  (slot closed)   ──discard(slot, inv)──┤
-    pool.close()                                       ──stop()─────────────┤
-                                                                            ▼
+    pool: a call failed / died idle   (slot crashed)  ──("replace", slot, inv)──┐
+    pool: max_calls_per_worker reached (slot starting) ──("replace", slot, inv)──┤
+    pool: a call ended after close()  (slot closed)   ──("close", slot, inv)────┤
+    pool.close()                                       ──stop()─────────────────┤
+                                                                                ▼
     Supervisor thread ◀── requests queue ── close the old process (grace 1 s on a recycle)
         │ slot starting
         │ factory.new_invoker() ── ok ──▶ slot.invoker = new, generation + 1, slot idle ──▶ idle queue
@@ -73,6 +73,12 @@ class Supervisor:
         self._on_exit = on_exit
         self._is_closed = is_closed
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.request: Callable[[tuple[str, Slot, Invoker | None, bool]], None] = self._requests.put
+        """Send ``("replace", slot, inv, recycle)`` (close ``inv``, gently when
+        ``recycle``, and start a new process in ``slot``) or ``("close", slot, inv,
+        False)`` (close ``inv``, which ended its last call after the pool closed).
+        It is the queue's C ``put``: no Python frame runs between the caller's last
+        state change and the send, so a ``KeyboardInterrupt`` cannot fall between."""
         self.replacements = 0
         """Processes started in place of an earlier one (written under ``lock``)."""
         self._started = threading.Event()
@@ -90,14 +96,6 @@ class Supervisor:
         if self._start_error is not None:
             self._thread.join()
             raise self._start_error
-
-    def replace(self, slot: Slot, inv: Invoker | None, recycle: bool) -> None:
-        """Close ``inv`` (gently when ``recycle``) and start a new process in ``slot``."""
-        self._requests.put(("replace", slot, inv, recycle))
-
-    def discard(self, slot: Slot, inv: Invoker) -> None:
-        """Close ``inv``, which ended its last call after the pool closed."""
-        self._requests.put(("close", slot, inv, False))
 
     def stop(self) -> None:
         """End the thread (slots still backing off become ``closed``) and join it,

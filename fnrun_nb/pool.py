@@ -133,6 +133,7 @@ class InvokerPool:
             self._slots, config.factory, self._lock, self._idle, self._on_invoker_exit,
             lambda: self._closed,
         )
+        self._request = self._supervisor.request
         self._supervisor.start()  # raises HandlerStartError when no worker can start
         _pools.add(self)
 
@@ -201,11 +202,16 @@ class InvokerPool:
                 raise
             call = inv.calls  # type: ignore[attr-defined]
             slot.total_calls += 1
-            if self._closed:
-                self._close_after_call(slot, inv)
-            elif call >= self._max_calls:
-                self._retire(slot, inv, None, recycle=True)
+            if self._closed or call >= self._max_calls:
+                try:
+                    self._hand_over(slot, inv)
+                except BaseException:
+                    # A Ctrl-C can land on entry to a Python function: finish the
+                    # hand-over (idempotent) so that the slot is never left busy.
+                    self._hand_over(slot, inv)
+                    raise
             else:
+                # No Python-level call before the put: an interrupt cannot land here.
                 slot.state = _IDLE
                 self._idle_put(item if item is not None else (slot, inv))
             return _make_result(
@@ -292,10 +298,12 @@ class InvokerPool:
         slot.calls += 1
         call = slot.calls
         slot.total_calls += 1
-        if self._closed:
-            self._close_after_call(slot, inv)
-        elif call >= self._max_calls:
-            self._retire(slot, inv, None, recycle=True)
+        if self._closed or call >= self._max_calls:
+            try:
+                self._hand_over(slot, inv)
+            except BaseException:  # see _invoke
+                self._hand_over(slot, inv)
+                raise
         else:
             slot.state = _IDLE
             self._idle_put((slot, inv))
@@ -354,7 +362,17 @@ class InvokerPool:
                 slot.start_failures += 1
             elif not recycle:
                 slot.start_failures = 0
-        self._supervisor.replace(slot, inv, recycle)
+            # Last, and a C call: once ``replacing`` is set the request is sent, with no
+            # Python frame between where a KeyboardInterrupt could strand the slot.
+            self._request(("replace", slot, inv, recycle))
+
+    def _hand_over(self, slot: Slot, inv: Invoker) -> None:
+        """After the last call of ``inv``: recycle it (``max_calls_per_worker``) or close
+        it (the pool closed).  Idempotent, so a caller may repeat it after an interrupt."""
+        if self._closed:
+            self._close_after_call(slot, inv)
+        else:
+            self._retire(slot, inv, None, recycle=True)
 
     def _on_invoker_exit(self, slot_ref: weakref.ref[Slot], inv: CmdInvoker) -> None:
         # Watcher thread: a process ended on its own.  If it was idle, replace it now so
@@ -364,8 +382,11 @@ class InvokerPool:
             self._retire(slot, inv, f"process exited while idle ({inv.returncode})")
 
     def _close_after_call(self, slot: Slot, inv: Invoker) -> None:
-        slot.state = WorkerState.CLOSED
-        self._supervisor.discard(slot, inv)
+        # Idempotent: only a slot still busy with this call is handed over, and the
+        # state change and the (C) send have no Python frame between them.
+        if slot.state is _BUSY:
+            slot.state = WorkerState.CLOSED
+            self._request(("close", slot, inv, False))
 
     # --- observation ------------------------------------------------------------------
 

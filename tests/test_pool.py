@@ -367,6 +367,34 @@ def test_generic_invoker_counts_calls_per_process_and_recycles() -> None:
         assert snap.workers[0].calls == 1 and snap.workers[0].total_calls == 7
 
 
+def test_interrupt_while_recycling_after_a_call_never_strands_the_worker() -> None:
+    """A Ctrl-C that lands on entry to ``_retire`` on the recycle path (a successful
+    call that reached max_calls_per_worker) propagates, and the slot is still recycled:
+    it is never left busy with nobody to hand it back."""
+    config = InvokerPoolConfig(max_invokers=1, factory=CmdInvokerFactory(FAULTY), max_wait=5,
+                               max_runnable_time=10, max_calls_per_worker=1)
+    with InvokerPool(config) as pool:
+        retire = pool._retire
+        interrupted = []
+
+        def interrupt_once(*args, **kwargs):  # type: ignore[no-untyped-def]
+            # What the eval loop does when SIGINT is pending as a function is entered.
+            if not interrupted:
+                interrupted.append(True)
+                raise KeyboardInterrupt
+            return retire(*args, **kwargs)
+
+        pool._retire = interrupt_once  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            pool.invoke(Input(b"first"))
+        assert interrupted
+        wait_until(lambda: pool.snapshot().workers[0].state is WorkerState.IDLE)
+        info = pool.invoke(Input(b"again")).info
+        assert info is not None and info.generation == 2 and info.call == 1
+        snap = pool.snapshot()
+        assert snap.failures == 0 and snap.calls == 2
+
+
 # --- shutdown -------------------------------------------------------------------------------
 
 
