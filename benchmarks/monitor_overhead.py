@@ -150,8 +150,10 @@ class _KernelCase:
         )
         per_call = float(reply.expressions["t"])
         if self.monitored:
-            if reply.widget_views < 1:
-                raise RuntimeError("the monitored batch in the kernel showed no widget")
+            if reply.widget_views < 1 or reply.updates < 1:
+                raise RuntimeError(
+                    f"the monitored batch in the kernel showed no live widget: {reply}"
+                )
             self.updates.append(reply.updates)
             self.rates.append(reply.updates / (per_call * n))
         elif reply.updates or reply.widget_views:
