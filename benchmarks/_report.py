@@ -49,9 +49,12 @@ def row(
 
 
 def target(
-    name: str, reached: Stats, op: str, minimum: float, aim: float | None = None
+    name: str, reached: Stats, op: str, minimum: float | None, aim: float | None = None
 ) -> dict[str, Any]:
-    """A target: ``reached.median op minimum`` (``op`` is ``"<="`` or ``">="``)."""
+    """A target: ``reached.median op minimum`` (``op`` is ``"<="`` or ``">="``).
+
+    ``minimum=None`` makes an aim-only target: reported as ``aim met`` or ``aim
+    missed``, never as a MISS of a required minimum."""
     if op not in ("<=", ">="):
         raise ValueError(f"op must be '<=' or '>=', got {op!r}")
     out: dict[str, Any] = {
@@ -71,9 +74,12 @@ def judge(t: dict[str, Any]) -> dict[str, Any]:
             return False
         return value <= bound if op == "<=" else value >= bound if op == ">=" else None
 
+    t["aim_met"] = meets(aim)
+    if limit is None:
+        t["status"] = "?" if t["aim_met"] is None else "aim met" if t["aim_met"] else "aim missed"
+        return t
     ok = meets(limit)
     t["status"] = "PASS" if ok else "MISS" if ok is False else "?"
-    t["aim_met"] = meets(aim)
     return t
 
 
@@ -141,7 +147,7 @@ def _target_cells(t: Mapping[str, Any]) -> list[str]:
         status = "PASS (aim met)"
     return [
         str(t.get("name", "")),
-        f"{op} {fmt(t.get('target'))}",
+        "" if t.get("target") is None else f"{op} {fmt(t.get('target'))}",
         "" if aim is None else f"{op} {fmt(aim)}",
         fmt(t.get("median")),
         _spread(t),
@@ -209,10 +215,14 @@ def _target_summary(results: Mapping[str, Any]) -> list[str]:
             lines.append(f"{name}: {sec.get('status')}")
             continue
         for t in sec.get("targets", []):
+            bound = (
+                f"minimum {t.get('op')} {fmt(t.get('target'))}"
+                if t.get("target") is not None
+                else f"aim {t.get('op')} {fmt(t.get('aim'))}"
+            )
             lines.append(
                 f"{t.get('status', '?'):4s}  {name}: {t.get('name')} "
-                f"{fmt(t.get('median'))} (IQR {_spread(t)}; minimum {t.get('op')} "
-                f"{fmt(t.get('target'))})"
+                f"{fmt(t.get('median'))} (IQR {_spread(t)}; {bound})"
             )
     return lines
 

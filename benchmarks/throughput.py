@@ -108,7 +108,8 @@ def run(quick: bool) -> dict[str, Any]:
         ),
         target(
             "Pool.map / multiprocessing.Pool.map, 2 workers",
-            paired(samples["multiprocessing.Pool.map, 2 workers"], samples[two]), ">=", 1.0,
+            # An aim of issue 3, not a required minimum.
+            paired(samples["multiprocessing.Pool.map, 2 workers"], samples[two]), ">=", None, 1.0,
         ),
     ]
     notes = [
