@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ._method import Stats
+from ._method import Stats, machine_facts
 
 __all__ = [
     "judge", "render_markdown", "render_text", "row", "section", "target", "targets_markdown",
@@ -272,3 +273,19 @@ def write_results(results: Mapping[str, Any], directory: Path, stem: str) -> tup
         tmp.write_text(text)
         tmp.replace(path)
     return paths
+
+
+def print_standalone(name: str, make_section: Callable[[], dict[str, Any]], *, quick: bool) -> int:
+    """Run one section outside the suite runner (``python -m benchmarks.NAME``) and
+    print its table; the suite's ``--only NAME`` does the same and writes results."""
+    t0 = time.perf_counter()
+    sec = make_section()
+    sec["status"] = "ok"
+    results = {
+        "mode": "quick" if quick else "full",
+        "machine": machine_facts(),
+        "seconds": time.perf_counter() - t0,
+        "sections": {name: sec},
+    }
+    print(render_text(results))
+    return 0

@@ -27,7 +27,6 @@ import argparse
 import logging
 import multiprocessing
 import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
@@ -37,9 +36,9 @@ from fnrun_nb import Pool
 
 from ._floor import ECHO, FloorHost, echo, spawn_call
 from ._method import (
-    Case, calibrate, interleave, machine_facts, paired, pin_cpu, pinned, summarize, timed,
+    Case, calibrate, interleave, paired, pin_cpu, pinned, summarize, timed,
 )
-from ._report import render_text, row, section, target
+from ._report import print_standalone, row, section, target
 
 DATA = b"0123456789abcdef"
 FLOOR = "floor (minimal host)"
@@ -181,17 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: last)")
     args = parser.parse_args(argv)
-    t0 = time.perf_counter()
-    sec = run(args.quick, rounds=args.rounds, cpu=args.cpu)
-    sec["status"] = "ok"
-    results = {
-        "mode": "quick" if args.quick else "full",
-        "machine": machine_facts(),
-        "seconds": time.perf_counter() - t0,
-        "sections": {"latency": sec},
-    }
-    print(render_text(results))
-    return 0
+    return print_standalone("latency", lambda: run(args.quick, rounds=args.rounds, cpu=args.cpu), quick=args.quick)
 
 
 if __name__ == "__main__":

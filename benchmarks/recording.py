@@ -35,8 +35,8 @@ from fnrun_nb.batch.record import Recorder
 from fnrun_nb.values import CallInfo, Result
 
 from ._floor import ECHO
-from ._method import Case, interleave, machine_facts, paired, summarize
-from ._report import render_text, row, section, target
+from ._method import Case, interleave, paired, summarize
+from ._report import print_standalone, row, section, target
 
 ROWS = 100_000
 DATA = b"0123456789abcdef"
@@ -150,17 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     args = parser.parse_args(argv)
-    t0 = time.perf_counter()
-    sec = run(args.quick)
-    sec["status"] = "ok"
-    results = {
-        "mode": "quick" if args.quick else "full",
-        "machine": machine_facts(),
-        "seconds": time.perf_counter() - t0,
-        "sections": {"recording": sec},
-    }
-    print(render_text(results))
-    return 0
+    return print_standalone("recording", lambda: run(args.quick), quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,10 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 import uuid
 
-import psutil
 import pytest
+from _procs import gone
 
 from fnrun_nb import Pool
 from fnrun_nb.errors import (
@@ -36,18 +35,6 @@ def token() -> str:
     return f"faulty-{uuid.uuid4().hex[:12]}"
 
 
-def _gone(pid: int, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.02)
-    return False
-
-
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("fault", list(FAULTS.values()), ids=list(FAULTS))
 def test_fault_gives_its_outcome_and_a_replaced_worker(fault: Fault, token: str) -> None:
@@ -62,7 +49,7 @@ def test_fault_gives_its_outcome_and_a_replaced_worker(fault: Fault, token: str)
             assert (after.pid, after.generation) == (before.pid, 1), "an ok call kept its worker"
             if fault.kind == "grandchild":
                 # The grandchild outlives the call, holding the pipes, until the close.
-                assert not _gone(int(result.env["grandchild"]), timeout=0.2)
+                assert not gone(int(result.env["grandchild"]), within=0.2)
         else:
             with pytest.raises(OUTCOME_ERRORS[fault.outcome]) as caught:
                 pool.invoke(fault.input)
@@ -75,7 +62,7 @@ def test_fault_gives_its_outcome_and_a_replaced_worker(fault: Fault, token: str)
                     assert (err.exit_code, err.signal) == (fault.exit_code, None)
                 else:
                     assert (err.exit_code, err.signal) == (None, signal.Signals(-fault.exit_code))
-            assert _gone(before.pid), f"the failed process {before.pid} is still running"
+            assert gone(before.pid), f"the failed process {before.pid} is still running"
             # The slot is refilled by a new process that works.
             assert pool.invoke(b"after").data == b"after"
             after = pool.snapshot().workers[0]
@@ -115,7 +102,7 @@ def test_sigstop_past_the_deadline_is_a_timeout(token: str) -> None:
         assert pid is not None
         with pytest.raises(InvocationTimeout, match="exceeded its 0.5 s timeout"):
             pool.invoke(b"!sigstop")
-        assert _gone(pid)
+        assert gone(pid)
         assert pool.invoke(b"ok").data == b"ok"
         assert pool.snapshot().workers[0].generation == 2
 
@@ -183,7 +170,7 @@ def test_sigkill_to_idle_workers_fails_no_call(token: str, warm: bool) -> None:
                 os.kill(pid, signal.SIGKILL)
             # Dead, not dying: a call written while SIGKILL is still pending can be
             # read by the process before it dies, which is a crash of that call.
-            assert all(_gone(pid) for pid in pids if pid is not None)
+            assert all(gone(pid) for pid in pids if pid is not None)
             for i in range(9):
                 data = f"round {round_} call {i}".encode()
                 assert pool.invoke(data).data == data

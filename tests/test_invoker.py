@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import HANDLERS, TEST_HANDLERS
+from _procs import gone
 
 from fnrun_nb import (
     CmdInvoker,
@@ -51,19 +52,6 @@ def spawn() -> Iterator[Callable[..., CmdInvoker]]:
     yield make
     for inv in made:
         inv.close(grace=0.2)
-
-
-def gone(pid: int, within: float = 5.0) -> bool:
-    """True when ``pid`` no longer runs (absent, or a zombie awaiting its new parent)."""
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.02)
-    return False
 
 
 # --- calls ------------------------------------------------------------------------------

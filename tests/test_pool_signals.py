@@ -10,27 +10,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 from conftest import HANDLERS, TEST_HANDLERS
+from _procs import gone
 
 HOSTS = Path(__file__).resolve().parent / "hosts"
-
-
-def gone(pid: int, within: float = 5.0) -> bool:
-    """True when ``pid`` no longer runs (absent, or a zombie awaiting its new parent)."""
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def kill_leftovers(pids: list[int]) -> None:
