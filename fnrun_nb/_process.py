@@ -19,8 +19,9 @@ Process hygiene: each handler starts in its own session (so the Ctrl-C that Jupy
 sends to the kernel's process group does not reach it), every kill signals its whole
 group (grandchildren too), every exit is reaped, and the handler gets ``SIGKILL`` if
 the thread that spawned it dies (``PR_SET_PDEATHSIG``, via ``setpriv``), so it cannot
-outlive a host killed hard.  stderr is drained continuously into a bounded buffer
-whose tail goes with each failure.
+outlive a host killed hard; what it forked is killed then by the watchdog
+(``_watchdog``), which lists every live group.  stderr is drained continuously into a
+bounded buffer whose tail goes with each failure.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import _watcher
+from . import _watchdog, _watcher
 from .errors import HandlerStartError
 
 __all__ = ["DEFAULT_STDERR_LIMIT", "HandlerProcess", "resolve_command"]
@@ -156,6 +157,9 @@ class HandlerProcess:
         self._rfd = self._proc.stdout.fileno()
         err_fd = self._proc.stderr.fileno()
         os.set_blocking(err_fd, False)
+        # Listed before anything else can fail: if the host dies hard from here on, the
+        # watchdog kills the whole group, grandchildren included.
+        _watchdog.watchdog.add(self.pid)
         self._pidfd = os.pidfd_open(self.pid)
         self._owner_pid = os.getpid()
         _watcher.watcher.register(self, self._pidfd, err_fd)
@@ -268,6 +272,7 @@ class HandlerProcess:
                 return
             self._closed = True
         _watcher.watcher.unregister(self)
+        _watchdog.watchdog.remove(self.pid)
         for f in (proc.stdin, proc.stdout, proc.stderr):
             try:
                 if f is not None:

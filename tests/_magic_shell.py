@@ -24,6 +24,19 @@ import sys
 import threading
 
 
+
+def handler_pids(me: psutil.Process) -> list[int]:
+    """The shell's descendants but the pools' watchdog (a /bin/sh that lives exactly as
+    long as some handler does)."""
+    out = []
+    for p in me.children(recursive=True):
+        try:
+            if "fnrun-watchdog" not in p.cmdline():
+                out.append(p.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
 def main() -> None:
     import psutil
     from IPython.core.interactiveshell import InteractiveShell
@@ -59,7 +72,7 @@ def main() -> None:
         if "children" in req:
             me = psutil.Process()
             reply = {
-                "pids": [p.pid for p in me.children(recursive=True)],
+                "pids": handler_pids(me),
                 "threads": sorted(t.name for t in threading.enumerate() if t is not threading.main_thread()),
             }
         elif "format" in req:

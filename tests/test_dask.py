@@ -27,6 +27,7 @@ dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
 
 from fnrun_nb import HandlerStartError, Pool  # noqa: E402
+from fnrun_nb._watchdog import WATCHDOG_NAME  # noqa: E402
 from fnrun_nb.dask import DaskPool  # noqa: E402
 
 PROBE = str(Path(__file__).resolve().parent / "handlers" / "dask_probe.py")
@@ -50,12 +51,12 @@ def _cmdline(p: psutil.Process) -> str:
 
 def _handlers() -> list[psutil.Process]:
     """Handler processes: the children of the Dask worker processes (which start no
-    other processes), zombies included."""
+    other processes but a pool's watchdog), zombies included."""
     me = os.getpid()
     out = []
     for p in _descendants():
         try:
-            if p.ppid() != me:
+            if p.ppid() != me and WATCHDOG_NAME not in _cmdline(p):
                 out.append(p)
         except psutil.NoSuchProcess:
             pass

@@ -49,10 +49,19 @@ class Kernel:
         return int(self.km.provisioner.process.pid)  # type: ignore[union-attr]
 
     def children(self) -> list[int]:
+        """The kernel's handler processes (its descendants but the pools' watchdog)."""
         try:
-            return [p.pid for p in psutil.Process(self.pid).children(recursive=True)]
+            procs = psutil.Process(self.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
+        out = []
+        for p in procs:
+            try:
+                if "fnrun-watchdog" not in p.cmdline():
+                    out.append(p.pid)
+            except psutil.NoSuchProcess:
+                pass
+        return out
 
     def send(self, code: str) -> str:
         return str(self.kc.execute(code, store_history=True))

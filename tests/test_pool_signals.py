@@ -17,6 +17,8 @@ import pytest
 from conftest import HANDLERS, TEST_HANDLERS
 from _procs import gone
 
+from fnrun_nb import Pool
+
 HOSTS = Path(__file__).resolve().parent / "hosts"
 
 
@@ -77,16 +79,20 @@ def test_handlers_die_with_a_host_killed_by_sigkill() -> None:
         stdin=subprocess.DEVNULL,
     )
     pids: list[int] = []
+    grandchild = 0
     try:
         assert host.stdout is not None
         line = host.stdout.readline()
         assert line, host.stderr.read() if host.stderr else ""
-        pids = json.loads(line)["pids"]
-        assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)
+        facts = json.loads(line)
+        pids, grandchild = facts["pids"], facts["grandchild"]
+        assert len(pids) == 3 and all(psutil.pid_exists(p) for p in [*pids, grandchild])
         host.kill()
         host.wait(10)
         for pid in pids:
             assert gone(pid), f"handler {pid} outlived its host (PR_SET_PDEATHSIG)"
+        # What a handler forked has no death signal: the watchdog kills its group.
+        assert gone(grandchild), f"grandchild {grandchild} outlived the host (watchdog)"
     finally:
         if host.poll() is None:
             host.kill()
@@ -94,4 +100,32 @@ def test_handlers_die_with_a_host_killed_by_sigkill() -> None:
         for f in (host.stdout, host.stderr):
             if f is not None:
                 f.close()
-        kill_leftovers(pids)
+        kill_leftovers([*pids, grandchild] if grandchild else pids)
+
+
+def test_the_watchdog_lives_exactly_as_long_as_some_handler(echo_handler: str) -> None:
+    from fnrun_nb._watchdog import watchdog
+
+    assert watchdog.pid is None
+    with Pool(echo_handler, workers=2) as pool:
+        first = watchdog.pid
+        assert first is not None and psutil.Process(first).cmdline()[0] == "/bin/sh"
+        # Killed from outside, it is replaced at the next spawn, with every group listed.
+        os.kill(first, signal.SIGKILL)
+        psutil.Process(first).wait(5)
+        with Pool(echo_handler, workers=1) as other:
+            assert other.invoke(b"x").data == b"x"
+            assert watchdog.pid not in (None, first)
+        assert pool.invoke(b"y").data == b"y"
+    assert watchdog.pid is None  # stopped and reaped with the last handler
+
+
+def test_the_watchdog_script_kills_only_the_groups_still_listed() -> None:
+    from fnrun_nb._watchdog import _SCRIPT
+
+    script = _SCRIPT.replace("kill -KILL", "echo kill")
+    done = subprocess.run(
+        ["/bin/sh", "-c", script], input="+12\n+2\n+123\n-2\n-99\n+7\n-123\n",
+        capture_output=True, text=True, timeout=10,
+    )
+    assert done.stdout.split("\n") == ["kill -12", "kill -7", ""]

@@ -5,9 +5,8 @@ group) during a batch.  Ctrl-C during a single call and a host killed by SIGKILL
 in ``test_pool_signals.py`` (hosts under ``tests/hosts/``); the magics tests cover
 ``%unload_ext`` and kernel shutdown and restart.
 
-Known limit: a host killed by SIGKILL takes its handlers with it (PR_SET_PDEATHSIG),
-but not a grandchild a handler forked: the death signal is not inherited across
-fork, and no process of the host is left to signal the handler's group.
+A host killed by SIGKILL takes its handlers with it (PR_SET_PDEATHSIG) and, through
+the watchdog, what they forked (``test_pool_signals.py``).
 
 Processes are found by a token in their command line (``handlers.faulty.command``),
 which also finds grandchildren that were reparented away from this process.
