@@ -32,6 +32,7 @@ from .errors import ProtocolError
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
+    "FrameReader",
     "decode_context",
     "decode_event",
     "decode_result",
@@ -43,6 +44,7 @@ __all__ = [
     "frame",
     "frame_length",
     "read_frame",
+    "result_parts",
 ]
 
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
@@ -126,7 +128,7 @@ def encode_event(data: bytes) -> bytes:
     return event_header(len(data)) + bytes(data)
 
 
-def decode_event(payload: bytes) -> bytes:
+def decode_event(payload: bytes | bytearray) -> bytes:
     """The ``data`` of a serialized ``Event``."""
     try:
         data: bytes = pb.Event.FromString(payload).data
@@ -215,7 +217,7 @@ def _context_head(seconds: int, env_size: int) -> bytes:
     return head
 
 
-def decode_context(payload: bytes) -> tuple[int | None, dict[str, str]]:
+def decode_context(payload: bytes | bytearray) -> tuple[int | None, dict[str, str]]:
     """``(deadline_ns or None, env)`` of a serialized ``ExecutionContext``."""
     try:
         ctx = pb.ExecutionContext.FromString(payload)
@@ -230,17 +232,44 @@ def decode_context(payload: bytes) -> tuple[int | None, dict[str, str]]:
 # --- Result --------------------------------------------------------------------------
 
 
+_INT32 = range(-(1 << 31), 1 << 31)
+
+
+def result_parts(
+    status: int,
+    data: bytes,
+    env: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+) -> tuple[bytes, bytes, bytes]:
+    """A ``Result`` frame in three pieces, ``(head, data, tail)``, whose concatenation
+    is the whole frame (what :func:`encode_result` returns).
+
+    A handler writes the pieces with one ``writev``, so a large result is never copied
+    into a message.  The fields are in number order (env, data, status), as Go's
+    protobuf writes them; env goes through protobuf.  Raises ``ValueError`` for a
+    status outside int32 and ``TypeError`` for env that is not ``str``.
+    """
+    if status not in _INT32:
+        raise ValueError(f"status must fit in int32, got {status!r}")
+    env_bytes = b""
+    if env:
+        msg = pb.Result()
+        add = msg.envVars.add
+        for name, value in env.items() if isinstance(env, Mapping) else env:
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise TypeError(f"env names and values must be str, got {name!r}: {value!r}")
+            add(name=name, value=value)
+        env_bytes = msg.SerializeToString()
+    data_head = b"\x12" + _varint(len(data)) if data else b""
+    tail = b"\x18" + _varint(status) if status else b""
+    size = len(env_bytes) + len(data_head) + len(data) + len(tail)
+    return pack_length(size) + env_bytes + data_head, data, tail
+
+
 def encode_result(
     status: int, data: bytes, env: Mapping[str, str] | Iterable[tuple[str, str]] | None = None
 ) -> bytes:
     """The whole ``Result`` frame.  ``env`` may be a mapping or ``(name, value)`` pairs."""
-    msg = pb.Result(status=status, data=data)
-    if env:
-        pairs = env.items() if isinstance(env, Mapping) else env
-        add = msg.envVars.add
-        for name, value in pairs:
-            add(name=name, value=value)
-    return frame(msg.SerializeToString())
+    return b"".join(result_parts(status, data, env))
 
 
 _ResultFromString = pb.Result.FromString
@@ -321,3 +350,71 @@ def _read_exactly(read: Callable[[int], bytes], n: int, *, at_start: bool) -> by
         parts.append(chunk)
         got += len(chunk)
     return b"".join(parts)
+
+
+class FrameReader:
+    """Frames from a byte stream read in large chunks.
+
+    ``read(n)`` is a blocking reader of up to ``n`` bytes returning ``b""`` at end of
+    stream (``functools.partial(os.read, fd)``).  One read usually brings a whole
+    invocation (the host writes its Event and ExecutionContext together), so a handler
+    makes one syscall per call instead of one per frame piece.  It never asks for more
+    than a frame still needs beyond its chunk size, so a large frame is read into one
+    buffer of exactly its size.
+    """
+
+    __slots__ = ("_read", "_max", "_chunk", "_buf", "_pos")
+
+    def __init__(
+        self,
+        read: Callable[[int], bytes],
+        max_size: int = DEFAULT_MAX_FRAME_SIZE,
+        chunk: int = 65536,
+    ) -> None:
+        self._read = read
+        self._max = max_size
+        self._chunk = chunk
+        self._buf = b""
+        self._pos = 0
+
+    def next(self) -> bytes | bytearray | None:
+        """The next frame's payload; ``None`` at a clean end of stream.
+
+        Raises ``ProtocolError`` for a bad length prefix or a stream that ends inside
+        a frame.
+        """
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 4:
+            buf = buf[pos:]
+            pos = 0
+            while len(buf) < 4:
+                more = self._read(self._chunk)
+                if not more:
+                    if buf:
+                        raise ProtocolError(
+                            f"stream ended inside a frame ({len(buf)} of 4 header bytes read)"
+                        )
+                    self._buf, self._pos = b"", 0
+                    return None
+                buf += more
+        length = frame_length(buf[pos : pos + 4], self._max)
+        start = pos + 4
+        end = start + length
+        if end <= len(buf):
+            self._buf, self._pos = buf, end
+            return buf[start:end]
+        # A frame larger than what has arrived: fill one buffer of its exact size.
+        payload = bytearray(length)
+        have = len(buf) - start
+        payload[:have] = buf[start:]
+        self._buf, self._pos = b"", 0
+        read = self._read
+        while have < length:
+            more = read(min(length - have, 1 << 20))
+            if not more:
+                raise ProtocolError(
+                    f"stream ended inside a frame ({have} of {length} bytes read)"
+                )
+            payload[have : have + len(more)] = more
+            have += len(more)
+        return payload

@@ -29,6 +29,7 @@ from conftest import DATA
 from fnrun_nb._proto import fnrun_pb2 as pb
 from fnrun_nb.errors import ProtocolError
 from fnrun_nb.protocol import (
+    FrameReader,
     decode_context,
     decode_event,
     decode_result,
@@ -301,3 +302,45 @@ def test_fuzzing_reaches_both_outcomes() -> None:
         decode_result(b"\x0a\x07\x0a\x01k\x12\x02\xff\xfe")  # env value not UTF-8
     with pytest.raises(ProtocolError):
         decode_context(b"\x0a\xff\xff\xff\xff\x0f")  # stopTime claims 4 GiB
+
+
+def _drain(reader: FrameReader) -> list[bytes]:
+    """Every payload ``reader`` gives until the end of the stream or a ProtocolError."""
+    out: list[bytes] = []
+    try:
+        while (payload := reader.next()) is not None:
+            out.append(bytes(payload))
+    except ProtocolError:
+        pass
+    return out
+
+
+@FUZZ
+@given(
+    frames=st.lists(st.sampled_from(GOLDEN_FRAMES), max_size=6),
+    chunk=st.integers(1, 80),
+    tail=st.binary(max_size=40),
+)
+def test_frame_reader_gives_back_every_frame_in_order(
+    frames: list[tuple[str, bytes]], chunk: int, tail: bytes
+) -> None:
+    """The handler SDK's read-ahead reader, fed the golden frames in pieces of any size
+    and then garbage, returns each frame's payload in order before anything else."""
+    stream = b"".join(raw for _, raw in frames) + tail
+    source = BoundedReader(stream, chunk)
+    got = _drain(FrameReader(source.read, MAX_SIZE, chunk=64))
+    expected = [raw[4:] for _, raw in frames]
+    assert got[: len(expected)] == expected
+    assert all(0 < n <= 64 or n <= MAX_SIZE for n in source.asked)
+    assert sum(len(p) for p in got) <= len(stream)
+
+
+@FUZZ
+@given(stream=st.binary(max_size=4096), chunk=st.integers(1, 4096))
+def test_frame_reader_on_random_streams(stream: bytes, chunk: int) -> None:
+    """Random bytes: payloads that fit in the stream, or ProtocolError; no request for
+    more than a frame could still need."""
+    source = BoundedReader(stream, chunk)
+    got = _drain(FrameReader(source.read, MAX_SIZE, chunk=256))
+    assert sum(len(p) + 4 for p in got) <= len(stream)
+    assert all(0 < n <= max(256, 1 << 20) for n in source.asked)
