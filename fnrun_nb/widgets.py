@@ -25,6 +25,7 @@ or on :meth:`Monitor.stop`.  Updates are pushed from that background thread; ipy
 
 from __future__ import annotations
 
+import abc
 import functools
 import math
 import os
@@ -71,7 +72,7 @@ class _Frame:
     progress: BatchProgressLike | None
 
 
-class Monitor:
+class Monitor(abc.ABC):
     """A live view of a pool: the base of both front-ends.
 
     The refresher starts at construction.  ``stop()`` ends it and shows the final
@@ -177,8 +178,9 @@ class Monitor:
 
     # --- the seam each front-end overrides --------------------------------------------
 
+    @abc.abstractmethod
     def _render(self, frame: _Frame, final: bool) -> None:
-        raise NotImplementedError
+        """Show ``frame`` (``final`` once, when the work has ended)."""
 
     def _released(self) -> bool:
         """True when the display is gone (the refresher then stops)."""
