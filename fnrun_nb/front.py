@@ -18,27 +18,14 @@ from .errors import PoolClosed
 from .invoker import CmdInvokerFactory
 from .pool import InvokerPool, InvokerPoolConfig, PoolSnapshot, WorkerState
 from .protocol import DEFAULT_MAX_FRAME_SIZE, encode_env
-from .values import Input, Result
+from .values import Input, Result, to_bytes
 
 if TYPE_CHECKING:
     from .batch import Batch
 
-__all__ = ["Data", "Pool", "to_bytes"]
+__all__ = ["Data", "Pool"]
 
 Data = Union[bytes, bytearray, memoryview, str, Input]
-
-
-def to_bytes(data: Data) -> bytes:
-    """Input data as bytes: ``str`` is UTF-8; raises ``TypeError`` for anything else."""
-    if isinstance(data, bytes):
-        return data
-    if isinstance(data, str):
-        return data.encode("utf-8")
-    if isinstance(data, Input):
-        return bytes(data.data)
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    raise TypeError(f"input data must be bytes, str or Input, not {type(data).__name__}")
 
 
 class Pool:

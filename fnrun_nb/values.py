@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-__all__ = ["CallInfo", "Input", "Result"]
+__all__ = ["CallInfo", "Input", "Result", "to_bytes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,20 @@ class Input:
 
 
 _new_object = object.__new__
+
+
+
+def to_bytes(data: bytes | bytearray | memoryview | str | Input) -> bytes:
+    """Input data as bytes (``str`` as UTF-8).  Raises ``TypeError`` for anything else."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, Input):
+        return bytes(data.data)
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"input data must be bytes, str or Input, not {type(data).__name__}")
 
 
 class CallInfo(NamedTuple):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol import encode_env
-from ..values import Input
+from ..values import Input, to_bytes
 
 __all__ = ["Plan", "input_from_json", "parse_json_lines", "plan_batch"]
 
@@ -65,17 +65,12 @@ def _check_env(env: Any, where: str) -> dict[str, str]:
 
 
 def _to_bytes(data: Any, where: str) -> bytes:
-    if isinstance(data, bytes):
-        return data
-    if isinstance(data, str):
-        return data.encode("utf-8")
-    if isinstance(data, Input):
-        return bytes(data.data)
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    raise TypeError(
-        f"{where} is {type(data).__name__}; expected bytes, str, Input or a (data, env) pair"
-    )
+    try:
+        return to_bytes(data)
+    except TypeError:
+        raise TypeError(
+            f"{where} is {type(data).__name__}; expected bytes, str, Input or a (data, env) pair"
+        ) from None
 
 
 def plan_batch(
