@@ -328,5 +328,18 @@ def monitor_html(
 
 
 def _first_line(text: str, limit: int) -> str:
+    """The first line of ``text`` in at most ``limit`` characters.
+
+    Errors read ``subject: reason`` (``/long/path/handler: No such file or directory``),
+    and the reason is what the user needs, so a long subject loses its start rather
+    than the line losing its end: how long the path to a handler is must not decide
+    whether the monitor says why it failed.
+    """
     line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    if len(line) <= limit:
+        return line
+    subject, sep, reason = line.rpartition(": ")
+    keep = limit - len(sep) - len(reason) - 1
+    if sep and keep >= 8:
+        return "…" + subject[-keep:] + sep + reason
+    return line[: limit - 1] + "…"

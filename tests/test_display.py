@@ -141,3 +141,23 @@ def test_monitor_text_and_html() -> None:
 def test_error_text_is_escaped_in_html() -> None:
     v = fmt.worker_view(worker(last_error="<script>x</script>"), NOW, failed_recently=True)
     assert "<script>" not in fmt.worker_html(v) + fmt.state_badge_html(v)
+
+
+def test_a_long_error_keeps_its_reason_whatever_the_path_length() -> None:
+    for depth in (1, 8, 40):
+        path = "/" + "/".join(["deep"] * depth) + "/handler.py"
+        v = fmt.worker_view(
+            worker(generation=2, last_error=f"{path}: No such file or directory"),
+            NOW,
+            failed_recently=True,
+        )
+        text, markup = fmt.worker_text(v), fmt.worker_html(v)
+        assert "handler.py: No such file or directory" in text
+        assert "No such file or directory" in markup
+        # The full message stays one hover away in HTML.
+        assert f'title="{path}: No such file or directory"' in markup
+
+
+def test_a_long_error_without_a_reason_is_cut_at_its_end() -> None:
+    v = fmt.worker_view(worker(last_error="x" * 200), NOW, failed_recently=True)
+    assert "(" + "x" * 59 + "…)" in fmt.worker_text(v)

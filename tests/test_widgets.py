@@ -249,13 +249,15 @@ def test_a_crash_stays_visible_while_the_replacement_backs_off() -> None:
         # A long interval: the only frames are the first one and the refresh() below,
         # so the monitor never sees the millisecond the slot is ``crashed``.
         m = monitor(pool, mode="text", file=io.StringIO(), interval=60, rss=False)
-        starts["healthy"] = False
-        with pytest.raises(HandlerCrashed):
-            pool.invoke(Input(b"!exit:3"))
-        wait_for(lambda: starts["failed"] >= 2)
-        assert pool.snapshot().workers[0].state.value == "starting"
-        m.refresh()
-        text = m.text()
-        assert "replaced" in text and "No such file" in text, text
-        m.close()
-        starts["healthy"] = True
+        try:
+            starts["healthy"] = False
+            with pytest.raises(HandlerCrashed):
+                pool.invoke(Input(b"!exit:3"))
+            wait_for(lambda: starts["failed"] >= 2)
+            assert pool.snapshot().workers[0].state.value == "starting"
+            m.refresh()
+            text = m.text()
+            assert "replaced" in text and "No such file or directory" in text, text
+        finally:
+            m.close()
+            starts["healthy"] = True
