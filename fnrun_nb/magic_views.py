@@ -132,12 +132,16 @@ class PoolRow:
     command: str
     cwd: str
     workers: int
+    """Handler processes (per Dask worker, for a ``--dask`` pool)."""
     timeout: float
     max_wait: float
     calls: int
     failures: int
-    replacements: int
+    replacements: int | None
+    """``None`` for a Dask pool: its workers replace their processes unseen."""
     uptime: float
+    where: str = "local"
+    """``"local"``, or ``"dask <scheduler address>"`` for a ``--dask`` pool."""
 
 
 def _uptime(seconds: float) -> str:
@@ -164,17 +168,26 @@ class PoolTable:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def _head(self) -> tuple[str, ...]:
+        # ``where`` only once a --dask pool is live: most kernels never have one.
+        if all(r.where == "local" for r in self.rows):
+            return _HEAD
+        return (*_HEAD[:1], "where", *_HEAD[1:])
+
     def _cells(self) -> list[tuple[str, ...]]:
+        wide = len(self._head()) > len(_HEAD)
         return [
-            (r.handler, str(r.workers), str(r.calls), str(r.failures), _uptime(r.uptime))
+            (r.handler, *((r.where,) if wide else ()), str(r.workers), str(r.calls),
+             str(r.failures), _uptime(r.uptime))
             for r in self.rows
         ]
 
     def __repr__(self) -> str:
         if not self.rows:
             return "no live fnrun pools"
-        cells = [_HEAD, *self._cells()]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(_HEAD))]
+        head = self._head()
+        cells = [head, *self._cells()]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
         return "\n".join(
             "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells
         )
@@ -185,7 +198,7 @@ class PoolTable:
     def _repr_html_(self) -> str:
         if not self.rows:
             return "<p>no live fnrun pools</p>"
-        head = "".join(f"<th>{h}</th>" for h in _HEAD)
+        head = "".join(f"<th>{h}</th>" for h in self._head())
         body = "".join(
             "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
             for row in self._cells()

@@ -15,6 +15,8 @@ one-line note, when a cell asks for different ``-w/-t/--wait`` settings, when th
 handler file changed on disk (size/mtime, confirmed by hash), or on ``--restart``.
 Options a cell leaves out keep the pool's current settings (a new pool takes
 ``Pool``'s defaults), so a cell without ``-w`` never undoes another cell's ``-w 8``.
+``--dask`` cells keep their ``DaskPool`` in the same registry: ``%fnrun pools`` lists
+it with its scheduler, and ``stop``/``restart`` treat it like a local pool.
 """
 
 from __future__ import annotations
@@ -120,6 +122,33 @@ class _PoolEntry:
         return None
 
 
+@dataclass
+class _DaskEntry:
+    """A ``--dask`` pool of the registry, with the calls the magics ran on it (a
+    DaskPool counts nothing itself: its calls are rows of the batches it returns)."""
+
+    handler: str
+    address: str
+    cwd: str
+    settings: dict[str, Any]
+    pool: Any  # a DaskPool; typed loosely so that distributed loads only for --dask
+    started: float = field(default_factory=time.monotonic)
+    calls: int = 0
+    failures: int = 0
+
+    def count(self, batch: Any) -> None:
+        """Add a batch's calls: every row but the ``cancelled`` ones, which never ran."""
+        if batch is None:
+            return
+        outcome = batch.df["outcome"]
+        ran = outcome != "cancelled"
+        self.calls += int(ran.sum())
+        self.failures += int((ran & (outcome != "ok")).sum())
+
+
+_Entry = _PoolEntry | _DaskEntry
+
+
 _KEYS = {"workers": "workers", "timeout": "timeout", "wait": "max_wait"}
 _OPT = {"workers": "-w", "timeout": "-t", "wait": "--wait"}
 
@@ -132,7 +161,7 @@ class FnrunMagics(Magics):
         super().__init__(shell)
         self._pools: dict[tuple[tuple[str, ...], str], _PoolEntry] = {}
         # --dask: DaskPools by (address, handler, cwd, settings), closed by close_all.
-        self._dask_pools: dict[tuple[Any, ...], Any] = {}
+        self._dask_pools: dict[tuple[Any, ...], _DaskEntry] = {}
 
     # --- the cell magic ---------------------------------------------------------------
 
@@ -205,23 +234,32 @@ class FnrunMagics(Magics):
             if value is not None
         }
         key = (address, opts.handler, cwd, tuple(sorted(settings.items())))
-        dpool = self._dask_pools.get(key)
-        if dpool is None or dpool.closed or opts.restart:
-            if dpool is not None:
-                dpool.close()
+        entry = self._dask_pools.get(key)
+        if entry is None or entry.pool.closed or opts.restart:
+            if entry is not None:
+                del self._dask_pools[key]
+                entry.pool.close()
             try:
                 dpool = DaskPool(address, command, **settings)
             except FnrunError as exc:
                 raise CallFailed(exc, opts.handler) from exc
             except OSError as exc:  # no scheduler at that address
                 raise UsageError(f"--dask {address}: {exc}") from None
-            self._dask_pools[key] = dpool
+            entry = _DaskEntry(opts.handler, address, cwd, {**settings, "command": command}, dpool)
+            self._dask_pools[key] = entry
+        dpool = entry.pool
         try:
-            return dpool.map(req.inputs, env=req.env or None, repeat=req.repeat, rate=opts.rate)
+            batch = dpool.map(
+                req.inputs, env=req.env or None, repeat=req.repeat, rate=opts.rate,
+                progress=False if opts.quiet else "auto",
+            )
         except KeyboardInterrupt:
+            entry.count(dpool.last_batch)
             if opts.output is not None and self.shell is not None:
                 self.shell.user_ns[opts.output] = dpool.last_batch
             raise
+        entry.count(batch)
+        return batch
 
     # --- the registry -----------------------------------------------------------------
 
@@ -292,35 +330,53 @@ class FnrunMagics(Magics):
             raise CallFailed(exc, handler) from exc
         return _PoolEntry(handler, argv, cwd, pool, files)
 
-    def _find(self, target: str) -> list[_PoolEntry]:
+    def _find(self, target: str) -> list[_Entry]:
         """The pools a ``%fnrun`` HANDLER argument names: by resolved command in the
-        current directory, else by the name the pool was started with or its file name."""
+        current directory, else by the name the pool was started with or its file name.
+        Local pools come first, then ``--dask`` pools (named as their cell named them)."""
         if target == "all":
-            return list(self._pools.values())
+            return [*self._pools.values(), *self._dask_pools.values()]
         cwd = os.getcwd()
         try:
             argv = self._resolve(target, cwd)
         except UsageError:
             argv = None
-        if argv is not None and (tuple(argv), cwd) in self._pools:
-            return [self._pools[(tuple(argv), cwd)]]
-        found = [
+        here: list[_Entry] = (
+            [self._pools[(tuple(argv), cwd)]] if argv and (tuple(argv), cwd) in self._pools else []
+        )
+        found: list[_Entry] = here or [
             e for e in self._pools.values()
             if target in (e.handler, os.path.basename(e.handler))
             or (argv is not None and tuple(e.argv) == tuple(argv))
+        ]
+        found += [
+            d for d in self._dask_pools.values()
+            if target in (d.handler, os.path.basename(d.handler))
         ]
         if not found:
             raise UsageError(f"%fnrun: no live pool for {target!r} (see %fnrun pools)")
         return found
 
-    def _one(self, target: str) -> _PoolEntry:
+    def _one(self, target: str) -> _Entry:
         found = self._find(target)
         if len(found) > 1:
+            where = (
+                "locally and on Dask" if any(isinstance(e, _DaskEntry) for e in found)
+                else "in different directories"
+            )
             raise UsageError(
-                f"%fnrun: {target!r} names {len(found)} pools (started in different"
-                " directories); cd to one of them"
+                f"%fnrun: {target!r} names {len(found)} pools (started {where}); "
+                "cd to one of them"
             )
         return found[0]
+
+    def _forget(self, entry: _Entry) -> None:
+        """Remove ``entry`` from the registry and close its pool."""
+        if isinstance(entry, _DaskEntry):
+            self._dask_pools = {k: d for k, d in self._dask_pools.items() if d is not entry}
+        else:
+            del self._pools[(tuple(entry.argv), entry.cwd)]
+        entry.pool.close()
 
     def entries(self) -> Iterator[_PoolEntry]:
         """The live pools, oldest first."""
@@ -335,7 +391,7 @@ class FnrunMagics(Magics):
         dask_pools = list(self._dask_pools.values())
         self._dask_pools.clear()
         for d in dask_pools:
-            d.close()
+            d.pool.close()
         return len(entries) + len(dask_pools)
 
     # --- the line magic ---------------------------------------------------------------
@@ -362,15 +418,15 @@ class FnrunMagics(Magics):
         if cmd.action == "stop":
             entries = self._find(cmd.target)
             for e in entries:
-                del self._pools[(tuple(e.argv), e.cwd)]
-                e.pool.close()
+                self._forget(e)
             names = ", ".join(e.handler for e in entries) or "none were running"
             print(f"fnrun: stopped {len(entries)} pool{'s' if len(entries) != 1 else ''}: {names}")
             return None
         entry = self._one(cmd.target)
+        if isinstance(entry, _DaskEntry):
+            return self._dask_action(cmd.action, entry)
         if cmd.action == "restart":
-            del self._pools[(tuple(entry.argv), entry.cwd)]
-            entry.pool.close()
+            self._forget(entry)
             new = self._start(entry.handler, entry.argv, entry.cwd, entry.settings())
             self._pools[(tuple(new.argv), new.cwd)] = new
             pids = ", ".join(str(w.pid) for w in new.pool.snapshot().workers if w.pid)
@@ -380,8 +436,32 @@ class FnrunMagics(Magics):
             return StderrView(entry.handler, entry.pool.stderr())
         return entry.pool.monitor()
 
+    def _dask_action(self, action: str, entry: _DaskEntry) -> None:
+        """``restart`` of a ``--dask`` pool; the views a Dask pool cannot give."""
+        if action != "restart":
+            # Its handler processes live in the Dask workers' own processes.
+            raise UsageError(
+                f"%fnrun {action}: {entry.handler!r} runs on the Dask cluster at "
+                f"{entry.address}; see its dashboard for its workers"
+            )
+        from .dask import DaskPool
+
+        settings = dict(entry.settings)
+        command = settings.pop("command")
+        self._forget(entry)
+        try:
+            dpool = DaskPool(entry.address, command, **settings)
+        except FnrunError as exc:
+            raise CallFailed(exc, entry.handler) from exc
+        key = (entry.address, entry.handler, entry.cwd, tuple(sorted(settings.items())))
+        self._dask_pools[key] = _DaskEntry(
+            entry.handler, entry.address, entry.cwd, {**settings, "command": command}, dpool
+        )
+        print(f"fnrun: restarted the pool of {entry.handler} on Dask at {entry.address}")
+        return None
+
     def pool_table(self) -> PoolTable:
-        """The value ``%fnrun pools`` shows."""
+        """The value ``%fnrun pools`` shows: local pools, then ``--dask`` pools."""
         now = time.monotonic()
         rows = []
         for e in self._pools.values():
@@ -398,6 +478,22 @@ class FnrunMagics(Magics):
                     failures=snap.failures,
                     replacements=snap.replacements,
                     uptime=now - e.started,
+                )
+            )
+        for d in self._dask_pools.values():
+            rows.append(
+                PoolRow(
+                    handler=d.handler,
+                    command=shlex.join(d.pool.command),
+                    cwd=d.cwd,
+                    workers=d.pool.workers,
+                    timeout=d.pool.timeout,
+                    max_wait=d.pool.options["max_wait"],
+                    calls=d.calls,
+                    failures=d.failures,
+                    replacements=None,
+                    uptime=now - d.started,
+                    where=f"dask {d.address}",
                 )
             )
         return PoolTable(tuple(rows))

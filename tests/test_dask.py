@@ -338,6 +338,27 @@ def test_fnrun_magic_with_dask_runs_the_cell_on_the_cluster(
         assert len(magics._dask_pools) == 1
         with pytest.raises(UsageError, match="--monitor"):
             magics.fnrun_cell(f"{PROBE} --dask {cluster.scheduler_address} --monitor", "x")
+        # %fnrun pools lists it, with where it runs and the calls the cells made.
+        (row,) = magics.pool_table().rows
+        assert (row.handler, row.where, row.calls, row.failures) == (
+            PROBE, f"dask {cluster.scheduler_address}", 4, 0
+        )
+        assert repr(magics.pool_table()).splitlines()[0].split() == [
+            "command", "where", "workers", "calls", "failures", "uptime"
+        ]
+        with pytest.raises(UsageError, match="runs on the Dask cluster"):
+            magics.fnrun_line(f"stderr {PROBE}")
+        (before,) = magics._dask_pools.values()
+        magics.fnrun_line(f"restart {PROBE}")
+        (restarted,) = magics._dask_pools.values()
+        assert before.pool.closed and not restarted.pool.closed and restarted.calls == 0
+        assert magics.fnrun_cell(f"{PROBE} --dask {cluster.scheduler_address} -w 1", "x").df[
+            "outcome"].tolist() == ["ok"]
+        # %fnrun stop HANDLER ends it like a local pool; its processes go with it.
+        magics.fnrun_line(f"stop {PROBE}")
+        assert magics._dask_pools == {} and len(magics.pool_table()) == 0
+        assert _wait_until(lambda: not _handlers())
+        magics.fnrun_cell(f"{PROBE} --dask {cluster.scheduler_address} -w 1", "again")
     finally:
         assert magics.close_all() == 1
     assert _wait_until(lambda: not _handlers())
