@@ -8,7 +8,7 @@
         ▼
     client.submit(_run_chunk, chunk)  ── one Dask task per chunk, not per call ──┐
                                                                                  ▼
-    Dask worker: _PoolPlugin.pool (one local fnrun_nb Pool, started by the plugin)
+    Dask worker: PoolPlugin.pool (one local fnrun_nb Pool, started by the plugin)
         run_batch(pool, chunk) ─▶ chunk DataFrame (+ ``host``, ``dask_worker``)
                                                                                  │
     as_completed ◀───────────────────────────────────────────────────────────────┘
@@ -43,29 +43,23 @@ each of its calls becomes a ``worker_lost`` row.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import shlex
-import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import distributed
 import numpy as np
-import pandas as pd
-from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
-from .batch import Batch, run_batch
-from .batch.inputs import plan_batch
-from .batch.record import OUTCOMES, Recorder
-from .errors import PoolClosed
-from .front import Pool
-from .protocol import DEFAULT_MAX_FRAME_SIZE
+from ..batch import Batch
+from ..batch.inputs import plan_batch
+from ..errors import PoolClosed
+from ..protocol import DEFAULT_MAX_FRAME_SIZE
+from ._gather import Chunk, Run
+from ._worker import ClientWatch, PoolPlugin, watch_name
 
 __all__ = ["DaskPool"]
 
@@ -76,107 +70,6 @@ _CHUNKS_PER_WORKER = 4
 # per-chunk cost (one task, one run_batch) spreads over enough calls.
 _MIN_CALLS_PER_PROCESS = 8
 _MAX_CHUNK = 10_000
-
-
-# --- the worker side ------------------------------------------------------------------
-
-
-class _PoolPlugin(WorkerPlugin):
-    """Starts one local Pool on each Dask worker, closes it when the plugin or worker goes.
-
-    Only the command and options travel (pickled); the Pool lives on the worker.
-    """
-
-    def __init__(self, name: str, argv: list[str], options: dict[str, Any]) -> None:
-        self.name = name
-        self.argv = argv
-        self.options = options
-        self.pool: Pool | None = None
-        self.lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"name": self.name, "argv": self.argv, "options": self.options}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["name"], state["argv"], state["options"])  # type: ignore[misc]
-
-    def setup(self, worker: distributed.Worker) -> None:
-        # Raises HandlerStartError when no handler can start here; Dask sends it back
-        # to register_plugin, so DaskPool() raises it.
-        self.pool = Pool(self.argv, **self.options)
-
-    async def teardown(self, worker: distributed.Worker) -> None:
-        pool, self.pool = self.pool, None
-        if pool is not None:
-            # close() waits up to its grace period for calls in flight; off the event
-            # loop so the worker keeps answering heartbeats meanwhile.
-            await asyncio.get_running_loop().run_in_executor(None, pool.close)
-
-
-def _run_chunk(
-    plugin_name: str,
-    items: list[tuple[bytes, dict[str, str]]],
-    options: dict[str, Any],
-) -> pd.DataFrame:
-    """Run one chunk on this Dask worker's pool; its rows, plus ``host``, ``dask_worker``."""
-    worker = distributed.get_worker()
-    plugin = worker.plugins.get(plugin_name)
-    if not isinstance(plugin, _PoolPlugin) or plugin.pool is None:
-        raise RuntimeError(
-            f"no fnrun_nb pool on Dask worker {worker.address} (plugin {plugin_name!r} "
-            "missing or failed to start: see the worker's log)"
-        )
-    with plugin.lock:
-        batch = run_batch(plugin.pool, items, progress=False, **options)
-        plugin.pool.last_batch = None  # the rows travel back; don't keep them here too
-    df = batch.df.copy()
-    df["host"] = socket.gethostname()
-    df["dask_worker"] = worker.address
-    return df
-
-
-class _ClientWatch(SchedulerPlugin):
-    """On the scheduler: when ``client_id`` disconnects, unregister its worker plugin."""
-
-    def __init__(self, client_id: str, plugin_name: str) -> None:
-        self.client_id = client_id
-        self.plugin_name = plugin_name
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"client_id": self.client_id, "plugin_name": self.plugin_name}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["client_id"], state["plugin_name"])  # type: ignore[misc]
-
-    def remove_client(self, scheduler: Any, client: str) -> None:
-        if client != self.client_id:
-            return
-        task = asyncio.get_running_loop().create_task(self._unregister(scheduler))
-        self._tasks.add(task)  # keep a reference until it is done
-        task.add_done_callback(self._tasks.discard)
-
-    async def _unregister(self, scheduler: Any) -> None:
-        if self.plugin_name in scheduler.worker_plugins:
-            await scheduler.unregister_worker_plugin(None, name=self.plugin_name)
-        scheduler.remove_plugin(name=_watch_name(self.plugin_name))
-
-
-def _watch_name(plugin_name: str) -> str:
-    return plugin_name + "-client-watch"
-
-
-# --- the client side ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Chunk:
-    positions: np.ndarray
-    """Each call's position in submission order."""
-    input_index: np.ndarray
-    repeat: np.ndarray
-    items: list[tuple[bytes, dict[str, str]]]
-    rate: float | None
 
 
 def _absolute_argv(command: str | Sequence[str], cwd: str | os.PathLike[str] | None) -> list[str]:
@@ -262,10 +155,10 @@ class DaskPool:
         """The most recent batch run by ``map``, finished or interrupted."""
         try:
             self.client.register_plugin(
-                _ClientWatch(self.client.id, self.plugin_name), name=_watch_name(self.plugin_name)
+                ClientWatch(self.client.id, self.plugin_name), name=watch_name(self.plugin_name)
             )
             self.client.register_plugin(
-                _PoolPlugin(self.plugin_name, self.command, self.options), name=self.plugin_name
+                PoolPlugin(self.plugin_name, self.command, self.options), name=self.plugin_name
             )
         except BaseException:
             self._unregister()
@@ -347,7 +240,7 @@ class DaskPool:
         options = {"concurrency": plan.concurrency, "keep_data": keep_data}
         total = plan.rows
         chunks = self._chunks(items, repeat, rate, chunk_size or self.chunk_size_for(total))
-        return _Run(self, chunks, total, options, progress).run()
+        return Run(self, chunks, total, options, progress).run()
 
     def _chunks(
         self,
@@ -355,7 +248,7 @@ class DaskPool:
         repeat: int,
         rate: float | None,
         size: int,
-    ) -> list[_Chunk]:
+    ) -> list[Chunk]:
         n = len(items)
         total = n * repeat
         positions = np.arange(total, dtype=np.int64)
@@ -371,7 +264,7 @@ class DaskPool:
             groups = [positions[i : i + size] for i in range(0, total, size)]
             share = None
         return [
-            _Chunk(g, input_index[g], repeats[g], [items[i] for i in input_index[g]], share)
+            Chunk(g, input_index[g], repeats[g], [items[i] for i in input_index[g]], share)
             for g in groups
             if len(g)
         ]
@@ -381,7 +274,7 @@ class DaskPool:
     def _unregister(self) -> None:
         for name, unregister in (
             (self.plugin_name, self.client.unregister_worker_plugin),
-            (_watch_name(self.plugin_name), self.client.unregister_scheduler_plugin),
+            (watch_name(self.plugin_name), self.client.unregister_scheduler_plugin),
         ):
             try:
                 unregister(name)
@@ -407,147 +300,3 @@ class DaskPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# --- one map: submit chunks, gather frames, assemble the record ------------------------
-
-
-class _Run:
-    """One ``DaskPool.map``: submits the chunks and assembles their rows in order."""
-
-    def __init__(
-        self,
-        dpool: DaskPool,
-        chunks: list[_Chunk],
-        total: int,
-        options: dict[str, Any],
-        progress: bool | str,
-    ) -> None:
-        self.dpool = dpool
-        self.chunks = chunks
-        self.total = total
-        self.options = options
-        self.progress = progress
-        self.frames: dict[int, pd.DataFrame] = {}
-        self.lost: dict[int, tuple[str, str | None]] = {}  # chunk -> (error, last worker)
-
-    def run(self) -> Batch:
-        client = self.dpool.client
-        tag = f"fnrun-chunk-{self.dpool.plugin_name}-{next(self.dpool._maps)}"
-        futures = {
-            client.submit(
-                _run_chunk,
-                self.dpool.plugin_name,
-                chunk.items,
-                {**self.options, "rate": chunk.rate},
-                key=f"{tag}-{i}",
-                pure=False,
-            ): i
-            for i, chunk in enumerate(self.chunks)
-        }
-        n_dask_workers = len(self.dpool.dask_workers())
-        started_at = time.time()
-        t0 = time.perf_counter()
-        bar = _progress_bar(self.total, self.progress)
-        try:
-            for future in distributed.as_completed(list(futures), loop=client.loop):
-                i = futures[future]
-                try:
-                    self.frames[i] = future.result()
-                except distributed.KilledWorker as exc:
-                    last = getattr(exc, "last_worker", None)
-                    self.lost[i] = (
-                        f"WorkerLost: Dask workers died {exc.allowed_failures + 1} times "
-                        "running this chunk (distributed.scheduler.allowed-failures)",
-                        getattr(last, "address", None),
-                    )
-                if bar is not None:
-                    bar.update(len(self.chunks[i].positions))
-        except KeyboardInterrupt:
-            client.cancel(list(futures))
-            batch = self._batch(True, time.perf_counter() - t0, started_at, n_dask_workers)
-            self.dpool.last_batch = batch
-            raise
-        except BaseException:
-            client.cancel(list(futures))
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-        batch = self._batch(False, time.perf_counter() - t0, started_at, n_dask_workers)
-        self.dpool.last_batch = batch
-        return batch
-
-    def _batch(
-        self, interrupted: bool, wall_s: float, started_at: float, n_dask_workers: int
-    ) -> Batch:
-        parts: list[pd.DataFrame] = []
-        for i, chunk in enumerate(self.chunks):
-            df = self.frames.get(i)
-            if df is None:
-                if i in self.lost:
-                    error, address = self.lost[i]
-                    df = _rows_without_result(chunk, "worker_lost", error, address)
-                else:
-                    df = _rows_without_result(
-                        chunk, "cancelled", "not run: the batch was interrupted", None
-                    )
-            else:
-                # Each chunk ran as a batch of its own: give rows their batch-wide names.
-                df["input_index"] = chunk.input_index
-                df["repeat"] = chunk.repeat
-            parts.append(df)
-        if parts:
-            df = pd.concat(parts, ignore_index=True)
-            order = np.argsort(np.concatenate([c.positions for c in self.chunks]), kind="stable")
-            df = df.take(order).reset_index(drop=True)
-        else:
-            df = _rows_without_result(
-                _Chunk(np.arange(0), np.arange(0), np.arange(0), [], None), "ok", None, None
-            )
-        return Batch.from_frame(
-            df,
-            command=self.dpool.command,
-            handler=self.dpool.name,
-            config={**self.dpool.options, **self.options, "dask_workers": n_dask_workers},
-            interrupted=interrupted,
-            wall_s=wall_s,
-            # Handler processes across the cluster, for the summary's utilisation.
-            workers=self.dpool.workers * n_dask_workers,
-            started_at=started_at,
-        )
-
-
-def _rows_without_result(
-    chunk: _Chunk, outcome: str, error: str | None, dask_worker: str | None
-) -> pd.DataFrame:
-    """Rows for calls of a chunk that produced none (lost with a worker, or cancelled),
-    built by the batch layer's own recorder so that columns and dtypes cannot drift."""
-    plan = plan_batch(
-        chunk.items, env=None, repeat=1, concurrency=None, rate=None, keep_data=True,
-        progress=False, workers=1,
-    )
-    recorder = Recorder(plan)
-    recorder.close_pending(error)
-    df = recorder.to_frame()
-    df["outcome"] = pd.Categorical([outcome] * len(df), categories=list(OUTCOMES))
-    df["input_index"] = chunk.input_index
-    df["repeat"] = chunk.repeat
-    df["host"] = None
-    df["dask_worker"] = dask_worker
-    return df
-
-
-def _progress_bar(total: int, progress: bool | str) -> Any:
-    """A tqdm bar over calls (updated per finished chunk), shown after about a second
-    ("auto") or at once (``True``); ``None`` for ``False``."""
-    if progress is False or total == 0:
-        return None
-    from tqdm.auto import tqdm
-
-    class _Bar(tqdm):  # type: ignore[misc]
-        # No tqdm monitor thread: one that outlived the batch would be a leak.
-        monitor_interval = 0
-
-    return _Bar(total=total, unit="call", delay=1.0 if progress == "auto" else 0.0,
-                desc="fnrun on Dask")

@@ -1,0 +1,174 @@
+"""One ``DaskPool.map`` on the client: the chunks submitted as Dask tasks,
+their frames gathered and assembled into one Batch in submission order."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import distributed
+import numpy as np
+import pandas as pd
+
+from ..batch import Batch
+from ..batch.inputs import plan_batch
+from ..batch.record import OUTCOMES, Recorder
+from ._worker import run_chunk
+
+if TYPE_CHECKING:
+    from . import DaskPool
+
+__all__ = ["Chunk", "Run"]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    positions: np.ndarray
+    """Each call's position in submission order."""
+    input_index: np.ndarray
+    repeat: np.ndarray
+    items: list[tuple[bytes, dict[str, str]]]
+    rate: float | None
+
+
+
+class Run:
+    """One ``DaskPool.map``: submits the chunks and assembles their rows in order."""
+
+    def __init__(
+        self,
+        dpool: DaskPool,
+        chunks: list[Chunk],
+        total: int,
+        options: dict[str, Any],
+        progress: bool | str,
+    ) -> None:
+        self.dpool = dpool
+        self.chunks = chunks
+        self.total = total
+        self.options = options
+        self.progress = progress
+        self.frames: dict[int, pd.DataFrame] = {}
+        self.lost: dict[int, tuple[str, str | None]] = {}  # chunk -> (error, last worker)
+
+    def run(self) -> Batch:
+        client = self.dpool.client
+        tag = f"fnrun-chunk-{self.dpool.plugin_name}-{next(self.dpool._maps)}"
+        futures = {
+            client.submit(
+                run_chunk,
+                self.dpool.plugin_name,
+                chunk.items,
+                {**self.options, "rate": chunk.rate},
+                key=f"{tag}-{i}",
+                pure=False,
+            ): i
+            for i, chunk in enumerate(self.chunks)
+        }
+        n_dask_workers = len(self.dpool.dask_workers())
+        started_at = time.time()
+        t0 = time.perf_counter()
+        bar = _progress_bar(self.total, self.progress)
+        try:
+            for future in distributed.as_completed(list(futures), loop=client.loop):
+                i = futures[future]
+                try:
+                    self.frames[i] = future.result()
+                except distributed.KilledWorker as exc:
+                    last = getattr(exc, "last_worker", None)
+                    self.lost[i] = (
+                        f"WorkerLost: Dask workers died {exc.allowed_failures + 1} times "
+                        "running this chunk (distributed.scheduler.allowed-failures)",
+                        getattr(last, "address", None),
+                    )
+                if bar is not None:
+                    bar.update(len(self.chunks[i].positions))
+        except KeyboardInterrupt:
+            client.cancel(list(futures))
+            batch = self._batch(True, time.perf_counter() - t0, started_at, n_dask_workers)
+            self.dpool.last_batch = batch
+            raise
+        except BaseException:
+            client.cancel(list(futures))
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        batch = self._batch(False, time.perf_counter() - t0, started_at, n_dask_workers)
+        self.dpool.last_batch = batch
+        return batch
+
+    def _batch(
+        self, interrupted: bool, wall_s: float, started_at: float, n_dask_workers: int
+    ) -> Batch:
+        parts: list[pd.DataFrame] = []
+        for i, chunk in enumerate(self.chunks):
+            df = self.frames.get(i)
+            if df is None:
+                if i in self.lost:
+                    error, address = self.lost[i]
+                    df = _rows_without_result(chunk, "worker_lost", error, address)
+                else:
+                    df = _rows_without_result(
+                        chunk, "cancelled", "not run: the batch was interrupted", None
+                    )
+            else:
+                # Each chunk ran as a batch of its own: give rows their batch-wide names.
+                df["input_index"] = chunk.input_index
+                df["repeat"] = chunk.repeat
+            parts.append(df)
+        if parts:
+            df = pd.concat(parts, ignore_index=True)
+            order = np.argsort(np.concatenate([c.positions for c in self.chunks]), kind="stable")
+            df = df.take(order).reset_index(drop=True)
+        else:
+            df = _rows_without_result(
+                Chunk(np.arange(0), np.arange(0), np.arange(0), [], None), "ok", None, None
+            )
+        return Batch.from_frame(
+            df,
+            command=self.dpool.command,
+            handler=self.dpool.name,
+            config={**self.dpool.options, **self.options, "dask_workers": n_dask_workers},
+            interrupted=interrupted,
+            wall_s=wall_s,
+            # Handler processes across the cluster, for the summary's utilisation.
+            workers=self.dpool.workers * n_dask_workers,
+            started_at=started_at,
+        )
+
+
+def _rows_without_result(
+    chunk: Chunk, outcome: str, error: str | None, dask_worker: str | None
+) -> pd.DataFrame:
+    """Rows for calls of a chunk that produced none (lost with a worker, or cancelled),
+    built by the batch layer's own recorder so that columns and dtypes cannot drift."""
+    plan = plan_batch(
+        chunk.items, env=None, repeat=1, concurrency=None, rate=None, keep_data=True,
+        progress=False, workers=1,
+    )
+    recorder = Recorder(plan)
+    recorder.close_pending(error)
+    df = recorder.to_frame()
+    df["outcome"] = pd.Categorical([outcome] * len(df), categories=list(OUTCOMES))
+    df["input_index"] = chunk.input_index
+    df["repeat"] = chunk.repeat
+    df["host"] = None
+    df["dask_worker"] = dask_worker
+    return df
+
+
+def _progress_bar(total: int, progress: bool | str) -> Any:
+    """A tqdm bar over calls (updated per finished chunk), shown after about a second
+    ("auto") or at once (``True``); ``None`` for ``False``."""
+    if progress is False or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    class _Bar(tqdm):  # type: ignore[misc]
+        # No tqdm monitor thread: one that outlived the batch would be a leak.
+        monitor_interval = 0
+
+    return _Bar(total=total, unit="call", delay=1.0 if progress == "auto" else 0.0,
+                desc="fnrun on Dask")
