@@ -266,6 +266,10 @@ class TextMonitor(Monitor):
     def _render(self, frame: _Frame, final: bool) -> None:
         line = fmt.status_line(frame.snap, frame.views, frame.progress)
         if self.inplace:
+            # Redraw only what changed: an idle pool's monitor left running in a
+            # terminal must not keep rewriting the line under the user's prompt.
+            if not final and line == self._last_line:
+                return
             pad = " " * max(0, len(self._last_line) - len(line))
             self.file.write("\r" + line + pad + ("\n" if final else ""))
         else:
@@ -349,12 +353,10 @@ class WidgetMonitor(Monitor):
         self.widget = _box_class()([self._title_html, self._batch_row, *row_boxes], layout=plain)
         self.widget.add_class("fnrun-monitor")
         self.widget._fnrun_text = self.text
-        self._handle: Any = None
+        self._handles: list[Any] = []
         self._start()
         if show:
-            from IPython.display import display
-
-            self._handle = display(self, display_id=True)  # type: ignore[no-untyped-call]
+            self._ipython_display_()
 
     def _set(self, widget: Any, **traits: Any) -> None:
         changed = {k: v for k, v in traits.items() if getattr(widget, k) != v}
@@ -385,9 +387,20 @@ class WidgetMonitor(Monitor):
             self._set(deadline, value=round(v.fraction, 2), bar_style=v.bar_style)
             self._set(badge, value=fmt.state_badge_html(v))
             self._set(info, value=fmt.worker_html(v))
-        if final and self._handle is not None:
+        if final:
             # Saved notebooks keep the last bundle: make its text/plain the final state.
-            self._handle.update(self)
+            for handle in list(self._handles):
+                handle.update(self._repr_mimebundle_(), raw=True)
+
+    def _ipython_display_(self) -> None:
+        """Display the view with a display id, however it is shown (``show=True``,
+        ``display(m)`` or as a cell's value), so that the output a saved notebook keeps
+        is updated to the final state when the monitor stops."""
+        from IPython.display import display
+
+        handle = display(self._repr_mimebundle_(), raw=True, display_id=True)  # type: ignore[no-untyped-call]
+        if handle is not None:
+            self._handles.append(handle)
 
     def _released(self) -> bool:
         return self.widget.comm is None

@@ -33,7 +33,16 @@ CELLS = [
     "time.sleep(0.3)\n"
     "print(type(watch).__name__, watch.running, watch.refreshes > 5)\n"
     "print(watch.text().splitlines()[1])",
-    # 3: no ipywidgets: text, one warning for two monitors.
+    # 3: calls from the user's own threads while this cell waits on them: the monitor's
+    #    refresher shows them busy (no batch, no monitor of their own).
+    "import threading\n"
+    'callers = [threading.Thread(target=pool.invoke, args=("0.6",)) for _ in range(2)]\n'
+    "for t in callers:\n"
+    "    t.start()\n"
+    "for t in callers:\n"
+    "    t.join()\n"
+    'print("threads done", pool.snapshot().calls)',
+    # 4: no ipywidgets: text, one warning for two monitors.
     "import warnings\n"
     'sys.modules["ipywidgets"] = None\n'
     "with warnings.catch_warnings(record=True) as caught:\n"
@@ -42,7 +51,7 @@ CELLS = [
     "for v in views:\n"
     "    v.stop()\n"
     'print("fallback", [type(v).__name__ for v in views], len(caught), caught[0].message)',
-    # 4: closing the pool stops the monitor it had.
+    # 5: closing the pool stops the monitor it had.
     "pool.close()\n"
     "time.sleep(0.5)\n"
     'print("after close", watch.running, watch.text().splitlines()[0])',
@@ -82,10 +91,14 @@ def test_monitor_in_a_kernel() -> None:
     asyncio.run(client.async_execute())
     cells = nb.cells
 
-    # Widgets were chosen automatically, with a readable text/plain beside the view.
+    # Widgets were chosen automatically, with a readable text/plain beside the view;
+    # shown as the cell's value, its saved text/plain was updated to the final state
+    # when the pool closed (cell 5), not left at the first frame.
     (out,) = [o for o in cells[0].outputs if "data" in o]
     assert "application/vnd.jupyter.widget-view+json" in out.data
-    assert out.data["text/plain"].startswith("fnrun sleepy.py: 2 workers")
+    saved = out.data["text/plain"]
+    assert saved.startswith("fnrun sleepy.py: 2 workers"), saved
+    assert "workers: closed; 18 calls" in saved, saved
 
     # The batch's monitor: its bar moved while the cell was blocked in map (only the
     # refresher thread could send those), and the saved text/plain is the final state.
@@ -103,8 +116,16 @@ def test_monitor_in_a_kernel() -> None:
     assert text.startswith("WidgetMonitor True True"), text
     assert "batch 16/16 (100%)" in text
 
-    assert "fallback ['TextMonitor', 'TextMonitor'] 1 ipywidgets is not installed" in text_of(cells[3])
+    # Calls from user threads: the pool-wide monitor showed both workers busy while the
+    # cell's own thread only waited in join().
+    assert text_of(cells[3]).startswith("threads done 18"), text_of(cells[3])
+    titles = [
+        s["value"] for i, s in client.updates if i == 3 and "fnrun sleepy.py" in str(s.get("value"))
+    ]
+    assert any("2 workers: 2 busy" in t for t in titles), titles
 
-    text = text_of(cells[4])
+    assert "fallback ['TextMonitor', 'TextMonitor'] 1 ipywidgets is not installed" in text_of(cells[4])
+
+    text = text_of(cells[5])
     assert text.startswith("after close False"), text
     assert "closed" in text

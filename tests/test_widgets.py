@@ -163,6 +163,18 @@ def test_text_mode_redraws_one_line_in_place_on_a_terminal(pool: Pool) -> None:
     assert text.count("\r") >= 2
 
 
+def test_text_mode_on_a_terminal_is_quiet_while_nothing_changes(pool: Pool) -> None:
+    # A monitor left running at a terminal prompt must not keep rewriting its line.
+    out = io.StringIO()
+    m = monitor(pool, mode="text", file=out, inplace=True, interval=0.1, rss=False)
+    try:
+        wait_for(lambda: m.refreshes >= 8)
+        assert out.getvalue().count("\r") == 1, out.getvalue()
+    finally:
+        m.stop()
+    assert out.getvalue().count("\r") == 2 and out.getvalue().endswith("\n")
+
+
 def test_auto_mode_is_text_outside_a_notebook(pool: Pool) -> None:
     m = monitor(pool, file=io.StringIO())
     try:
