@@ -419,3 +419,31 @@ def test_ctrl_c_cancels_the_rest_and_keeps_the_partial_batch(dpool: DaskPool) ->
     assert cancelled["error"].str.contains("interrupted").all()
     # The pool stays usable.
     assert (dpool.map(["after"], progress=False).df["outcome"] == "ok").all()
+
+
+def test_a_chunk_on_a_worker_without_a_pool_becomes_start_failed_rows(
+    client: distributed.Client,
+) -> None:
+    # A worker that joined later and could not start the handler has no pool: its
+    # chunks must come back as rows saying so, not abort the batch and lose every row.
+    with DaskPool(client, PROBE, workers=1, timeout=5.0) as dpool:
+        client.unregister_worker_plugin(dpool.plugin_name)  # every worker loses its pool
+        batch = dpool.map([f"x{i}" for i in range(12)], chunk_size=4, progress=False)
+        df = batch.df
+        assert len(df) == 12 and df["input_index"].tolist() == list(range(12))
+        assert (df["outcome"] == "start_failed").all()
+        assert df["error"].str.startswith("HandlerStartError: no fnrun_nb pool on Dask worker").all()
+        assert df["dask_worker"].isin(dpool.dask_workers()).all()
+        assert dpool.last_batch is batch
+
+
+def test_map_takes_pool_maps_monitor_argument(
+    dpool: DaskPool, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Same arguments as Pool.map: monitor=True shows the progress at once (the worker
+    # processes themselves live on the cluster).
+    batch = dpool.map(["m1", "m2"], monitor=True)
+    assert (batch.df["outcome"] == "ok").all()
+    assert "fnrun on Dask" in capfd.readouterr().err
+    dpool.map(["m3"], monitor=False)
+    assert "fnrun on Dask" not in capfd.readouterr().err

@@ -38,7 +38,10 @@ rows of a re-run chunk are those of the re-run only, so no row is lost or duplic
 Calls that had run on the dead worker ran twice on a handler (once unrecorded); a
 handler with side effects must allow that.  A chunk whose runs killed more workers
 than Dask's ``distributed.scheduler.allowed-failures`` (default 3) is not tried again:
-each of its calls becomes a ``worker_lost`` row.
+each of its calls becomes a ``worker_lost`` row.  A chunk that reaches a worker
+without a pool (one that joined later and could not start the handler) becomes
+``start_failed`` rows, and any other error of a chunk task ``worker_lost`` rows with
+the error: a batch never loses its rows to one bad chunk.
 """
 
 from __future__ import annotations
@@ -205,6 +208,7 @@ class DaskPool:
         rate: float | None = None,
         keep_data: bool = True,
         progress: bool | str = "auto",
+        monitor: bool = False,
         chunk_size: int | None = None,
     ) -> Batch:
         """Run every input on the cluster and return one Batch of every call.
@@ -214,7 +218,9 @@ class DaskPool:
         ``rate`` is the total arrival rate, dealt round-robin over the Dask workers
         present at the start (each worker's ``scheduled`` times count from when its
         share started); ``chunk_size`` is calls per Dask task (default:
-        :meth:`chunk_size_for`).
+        :meth:`chunk_size_for`); ``monitor=True`` shows the batch's progress at once
+        rather than a live view of worker processes, which live on the cluster (the
+        Dask dashboard, ``client.dashboard_link``, shows its workers).
 
         The Batch's rows are in submission order, with a local batch's columns and
         dtypes plus ``host`` and ``dask_worker`` (the worker's address).  Failed calls
@@ -240,7 +246,7 @@ class DaskPool:
         options = {"concurrency": plan.concurrency, "keep_data": keep_data}
         total = plan.rows
         chunks = self._chunks(items, repeat, rate, chunk_size or self.chunk_size_for(total))
-        return Run(self, chunks, total, options, progress).run()
+        return Run(self, chunks, total, options, True if monitor else progress).run()
 
     def _chunks(
         self,

@@ -14,7 +14,7 @@ import pandas as pd
 from ..batch import Batch
 from ..batch.inputs import plan_batch
 from ..batch.record import OUTCOMES, Recorder
-from ._worker import run_chunk
+from ._worker import NoPoolOnWorker, run_chunk
 
 if TYPE_CHECKING:
     from . import DaskPool
@@ -50,7 +50,8 @@ class Run:
         self.options = options
         self.progress = progress
         self.frames: dict[int, pd.DataFrame] = {}
-        self.lost: dict[int, tuple[str, str | None]] = {}  # chunk -> (error, last worker)
+        # chunk -> (outcome, error, Dask worker): chunks that returned no rows of their own.
+        self.lost: dict[int, tuple[str, str, str | None]] = {}
 
     def run(self) -> Batch:
         client = self.dpool.client
@@ -78,10 +79,17 @@ class Run:
                 except distributed.KilledWorker as exc:
                     last = getattr(exc, "last_worker", None)
                     self.lost[i] = (
+                        "worker_lost",
                         f"WorkerLost: Dask workers died {exc.allowed_failures + 1} times "
                         "running this chunk (distributed.scheduler.allowed-failures)",
                         getattr(last, "address", None),
                     )
+                except NoPoolOnWorker as exc:
+                    self.lost[i] = ("start_failed", f"HandlerStartError: {exc}", exc.address)
+                except Exception as exc:
+                    # Anything else the chunk task raised (a bug, a worker out of memory
+                    # in pickling): its calls are rows saying so, never a lost batch.
+                    self.lost[i] = ("worker_lost", f"{type(exc).__name__}: {exc}", None)
                 if bar is not None:
                     bar.update(len(self.chunks[i].positions))
         except KeyboardInterrupt:
@@ -107,8 +115,8 @@ class Run:
             df = self.frames.get(i)
             if df is None:
                 if i in self.lost:
-                    error, address = self.lost[i]
-                    df = _rows_without_result(chunk, "worker_lost", error, address)
+                    outcome, error, address = self.lost[i]
+                    df = _rows_without_result(chunk, outcome, error, address)
                 else:
                     df = _rows_without_result(
                         chunk, "cancelled", "not run: the batch was interrupted", None

@@ -19,7 +19,21 @@ from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 from ..batch import run_batch
 from ..front import Pool
 
-__all__ = ["ClientWatch", "PoolPlugin", "run_chunk", "watch_name"]
+__all__ = ["ClientWatch", "NoPoolOnWorker", "PoolPlugin", "run_chunk", "watch_name"]
+
+
+class NoPoolOnWorker(RuntimeError):
+    """A chunk reached a Dask worker whose pool is missing or failed to start (a worker
+    that joined later and cannot start the handler, say).  Its calls become
+    ``start_failed`` rows on the client."""
+
+    def __init__(self, message: str, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exceptions pickle their args only; keep the address across the wire.
+        return (type(self), (str(self), self.address))
 
 
 class PoolPlugin(WorkerPlugin):
@@ -63,9 +77,10 @@ def run_chunk(
     worker = distributed.get_worker()
     plugin = worker.plugins.get(plugin_name)
     if not isinstance(plugin, PoolPlugin) or plugin.pool is None:
-        raise RuntimeError(
+        raise NoPoolOnWorker(
             f"no fnrun_nb pool on Dask worker {worker.address} (plugin {plugin_name!r} "
-            "missing or failed to start: see the worker's log)"
+            "missing or failed to start: see the worker's log)",
+            worker.address,
         )
     with plugin.lock:
         batch = run_batch(plugin.pool, items, progress=False, **options)
