@@ -238,17 +238,18 @@ def test_sdk_runs_where_only_protobuf_is_importable() -> None:
     assert code == 0, h.stderr()
 
 
-def test_blocker_really_blocks(tmp_path: Path) -> None:
-    # The meta-path blocker must make a heavy import fail, or the test above proves
-    # nothing.
-    script = tmp_path / "wants_pandas.py"
-    script.write_text("import pandas\n")
+@pytest.mark.parametrize("module", ["pandas", "psutil", "tqdm", "IPython", "dask"])
+def test_blocker_really_blocks(tmp_path: Path, module: str) -> None:
+    # The blocker must make any installed non-stdlib package but protobuf fail to
+    # import, or the test above proves nothing.
+    script = tmp_path / "wants_it.py"
+    script.write_text(f"import {module}\n")
     done = subprocess.run(
         [sys.executable, str(TEST_HANDLERS / "blocked_imports.py"), str(script)],
         capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
     )
     assert done.returncode != 0
-    assert b"pandas is not installed in this handler environment" in done.stderr
+    assert f"{module} is not installed in this handler environment".encode() in done.stderr
 
 
 def test_importing_fnrun_nb_stays_light() -> None:
