@@ -137,6 +137,10 @@ def test_rate_schedules_arrivals_at_fixed_times(echo_pool: Pool) -> None:
     gaps = scheduled.diff().dropna().dt.total_seconds()
     assert np.allclose(gaps, 1 / rate, atol=1e-6)
     assert (df["lag_ms"] >= 0).all()
+    # The calls really arrived at that pace: not all at once, nor one after another
+    # as fast as the pool answers (an echo answers in well under 10 ms).
+    started_gaps = df["started"].diff().dropna().dt.total_seconds()
+    assert np.median(started_gaps) == pytest.approx(1 / rate, rel=0.3), started_gaps
     # Each call starts no earlier than its scheduled time (arrival times honoured).
     early = (df["started"] - scheduled).dt.total_seconds()
     assert (early >= -1e-3).all()
@@ -205,6 +209,15 @@ def test_progress_bar_appears_only_when_asked_or_slow(
     echo_pool.map([b"q"] * 10, progress=True)
     err = capsys.readouterr().err
     assert "10/10" in err and "call" in err
+
+
+def test_progress_bar_auto_appears_once_a_batch_runs_past_a_second(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with Pool(SLEEPY, workers=1, timeout=10) as pool:
+        pool.map(["0.3"] * 5)  # "auto", about 1.5 s: the bar shows up after ~1 s
+    err = capsys.readouterr().err
+    assert "5/5" in err and "call" in err, err
 
 
 def test_summary_counts_all_rows_and_latency_over_ok_rows() -> None:
