@@ -36,7 +36,9 @@ class Pool:
     parallel.  ``max_wait`` bounds the wait for a free worker and ``timeout`` each
     call's run time (seconds).  ``cwd`` and ``process_env`` are the handler
     processes' working directory and environment, apart from the per-call ``env``.
-    ``max_calls_per_worker`` recycles a process after that many calls.
+    ``max_calls_per_worker`` recycles a process after that many calls.  ``name`` is
+    how reprs and batches name the handler (default: ``command`` as given); a
+    front-end that resolves the command itself passes what the user typed.
 
     Raises ``HandlerStartError`` when no worker can start.  Thread-safe.  Use it as a
     context manager, or call ``close()`` (idempotent); pools left open are closed at
@@ -54,6 +56,7 @@ class Pool:
         process_env: Mapping[str, str] | None = None,
         max_calls_per_worker: int | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        name: str | None = None,
     ) -> None:
         self.factory = CmdInvokerFactory(
             command, cwd=cwd, env=process_env, max_frame_size=max_frame_size
@@ -61,7 +64,7 @@ class Pool:
         self.command: list[str] = self.factory.argv
         # How the user named the handler: reprs show this, not the resolved absolute
         # argv, so notebooks read the same on every machine.
-        self.name: str = (
+        self.name: str = name or (
             command if isinstance(command, str) else shlex.join(os.fspath(a) for a in command)
         )
         self.cwd = None if cwd is None else os.fspath(cwd)

@@ -35,6 +35,7 @@ __all__ = [
     "CellRequest",
     "LineCommand",
     "cell_arguments",
+    "encode_json",
     "parse_body",
     "parse_cell",
     "parse_cell_options",
@@ -81,9 +82,10 @@ CELL_ARGUMENTS: list[Callable[[_F], _F]] = [
     ),
     argument(
         "--json", action="store_true",
-        help="the cell is JSON: a value (one call) or a list of values (a batch); a string"
-        " is sent as UTF-8, any other value as its JSON encoding; results are decoded"
-        " as JSON when they parse",
+        help="the cell is JSON: a value (one call) or a list of values (a batch); each"
+        " value is sent as its compact JSON encoding (a string keeps its quotes);"
+        " results are decoded as JSON when they parse (result.value, or a batch's"
+        " batch.values)",
     ),
     argument("--rate", type=float, metavar="R", help="open-loop arrivals per second (a batch)"),
     argument(
@@ -96,7 +98,10 @@ CELL_ARGUMENTS: list[Callable[[_F], _F]] = [
         " on each Dask worker; the cell is a batch (one input: a batch of one)",
     ),
     argument("-o", "--output", metavar="NAME", help="store the value in the namespace as NAME"),
-    argument("-q", "--quiet", action="store_true", help="display nothing"),
+    argument(
+        "-q", "--quiet", action="store_true",
+        help="display nothing: no value, note or progress bar (not with --monitor)",
+    ),
     argument("--restart", action="store_true", help="restart the pool before running"),
 ]
 """The options of ``%%fnrun``, in the order ``%%fnrun?`` lists them."""
@@ -187,6 +192,9 @@ def _validate(o: CellOptions) -> None:
         raise UsageError(f"--rate must be a positive number of calls per second, got {o.rate:g}")
     if o.lines and o.json:
         raise UsageError("--lines and --json cannot be combined")
+    if o.quiet and o.monitor:
+        # Asked to show the monitor and to show nothing: say so rather than drop one.
+        raise UsageError("-q/--quiet displays nothing; it cannot be combined with --monitor")
     if o.dask is not None and o.monitor:
         raise UsageError("--monitor shows a local pool; it cannot be combined with --dask")
     if o.output is not None and not (o.output.isidentifier() and not keyword.iskeyword(o.output)):
@@ -240,17 +248,29 @@ class CellRequest:
     repeat: int = 1
 
 
-def parse_body(
-    body: str, *, lines: bool, json_mode: bool, encode_json: Callable[[Any], bytes]
-) -> tuple[list[bytes], bool]:
+def encode_json(value: Any) -> bytes:
+    """What ``--json`` sends for one value: its compact JSON encoding, UTF-8.
+
+    A string keeps its quotes (``"hi"`` is sent as ``b'"hi"'``), so a handler always
+    receives a JSON document.  (The CLI's JSON lines are records with their own rule:
+    see :func:`fnrun_nb.batch.input_from_json`.)
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def parse_body(body: str, *, lines: bool, json_mode: bool) -> tuple[list[bytes], bool]:
     """The inputs a cell body stands for, and whether they form a batch.
 
     Plain: the body as typed minus one trailing newline, one call.  ``lines``: every
     line that is not blank, as typed, is one input (a batch).  ``json_mode``: the body
     is one JSON document; a list is a batch of its items, anything else one call;
-    each value becomes bytes through ``encode_json`` (the rule the CLI's JSON lines
-    follow).  Raises ``UsageError`` for invalid JSON, an empty list, or ``lines``
-    with no input line.
+    each value is sent as :func:`encode_json` encodes it.  Raises ``UsageError`` for
+    invalid JSON (``NaN`` and ``Infinity`` included), an empty list, or ``lines`` with
+    no input line.
     """
     if lines:
         items = [ln.encode() for ln in body.splitlines() if ln.strip()]
@@ -259,8 +279,10 @@ def parse_body(
         return items, True
     if json_mode:
         try:
-            value = json.loads(body)
-        except json.JSONDecodeError as exc:
+            # Python's json reads NaN/Infinity, which are not JSON: no handler's
+            # parser would accept what encode_json would make of them.
+            value = json.loads(body, parse_constant=_not_json)
+        except ValueError as exc:  # JSONDecodeError is one
             raise UsageError(f"--json: the cell is not valid JSON: {exc}") from None
         if isinstance(value, list):
             if not value:
@@ -278,8 +300,6 @@ def parse_cell(
     line: str,
     body: str,
     namespace: Mapping[str, Any],
-    *,
-    encode_json: Callable[[Any], bytes],
 ) -> CellRequest:
     """Parse a whole ``%%fnrun`` cell (line already ``$var``-expanded) into a request.
 
@@ -287,7 +307,7 @@ def parse_cell(
     """
     opts = parse_cell_options(line)
     env = parse_env(opts.env, namespace)
-    inputs, batch = parse_body(body, lines=opts.lines, json_mode=opts.json, encode_json=encode_json)
+    inputs, batch = parse_body(body, lines=opts.lines, json_mode=opts.json)
     if opts.repeat is not None or opts.dask is not None:
         batch = True
     if opts.rate is not None and not batch:

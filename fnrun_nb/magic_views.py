@@ -1,6 +1,9 @@
 """What the magics return or raise: small value objects with text and HTML reprs.
 
 - :class:`JsonResult`: a ``Result`` whose data was decoded as JSON (``--json``).
+- ``JsonBatch``: a ``Batch`` of a ``--json`` cell, with its results decoded as JSON
+  (``batch.values``); built on first use, so that loading the extension does not
+  import pandas.
 - :class:`CallFailed`: a handler call that failed, rendered by IPython through
   ``_render_traceback_`` as a few readable lines instead of a library traceback.
 - :class:`PoolTable`, :class:`StderrView`: ``%fnrun pools`` and ``%fnrun stderr``.
@@ -10,15 +13,22 @@ No IPython import: these are plain values that any front-end can show.
 
 from __future__ import annotations
 
+import functools
 import json
+import shlex
 from dataclasses import dataclass
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import FnrunError, HandlerCrashed, HandlerStartError, InvocationError
 from .values import CallInfo, Result
 
-__all__ = ["CallFailed", "JsonResult", "PoolRow", "PoolTable", "StderrView"]
+if TYPE_CHECKING:
+    from .batch import Batch
+
+# JsonBatch too, reached as an attribute (module __getattr__); not listed here, so
+# that a star import does not build it (and import pandas).
+__all__ = ["CallFailed", "JsonResult", "PoolRow", "PoolTable", "StderrView", "json_batch"]
 
 _NOT_JSON = object()
 _TAIL_LINES = 12  # stderr lines shown with a failure; the error keeps all of it
@@ -79,6 +89,108 @@ def _json_result(status: int, data: bytes, env: dict[str, str], info: CallInfo |
     return JsonResult.of(Result(status, data, env, info))
 
 
+def _decode_json(data: bytes | None) -> Any:
+    """``data`` decoded as JSON, or ``_NOT_JSON`` (no data, not UTF-8, not JSON)."""
+    if data is None:
+        return _NOT_JSON
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        return _NOT_JSON
+
+
+def json_batch(batch: Batch) -> Batch:
+    """``batch`` as a ``JsonBatch``: the same record, with ``values`` and ``decoded``.
+
+    Works on any finished batch, one loaded by ``Batch.load`` included (a saved
+    ``JsonBatch`` loads as a plain ``Batch``: its record is a plain batch record).
+    """
+    return _json_batch_class().of(batch)  # type: ignore[no-any-return]
+
+
+def __getattr__(name: str) -> Any:
+    # ``JsonBatch`` subclasses Batch, whose module imports pandas: build it on first use.
+    if name == "JsonBatch":
+        return _json_batch_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _json_batch_class() -> Any:
+    import pandas as pd
+
+    from .batch import Batch
+
+    class JsonBatch(Batch):
+        """The ``Batch`` of a ``--json`` cell: a plain batch record (``df``, ``save``,
+        ``compare``... are ``Batch``'s) whose results are also decoded as JSON.
+
+        ``values`` holds each row's data decoded as JSON, ``None`` where it does not
+        parse or the call returned no data; ``decoded`` tells the two ``None``s apart.
+        Both are Series on ``df``'s index, computed once: ``batch.df.assign(json=
+        batch.values)`` makes them a column.  They are not in ``df`` because a column of
+        arbitrary JSON values cannot be written to parquet (``save``).
+        """
+
+        _decoded_values: list[Any] | None = None
+
+        @classmethod
+        def of(cls, batch: Batch) -> JsonBatch:
+            """A JsonBatch of ``batch``'s finished record and run facts."""
+            new = cls.from_frame(
+                batch.df, command=batch.command, handler=batch.handler, config=batch.config,
+                workers=batch.workers, interrupted=batch.interrupted, wall_s=batch.wall_s,
+                started_at=batch.started_at,
+            )
+            assert isinstance(new, cls)  # from_frame builds cls
+            new.metadata = dict(batch.metadata)
+            return new
+
+        def _decoded_list(self) -> list[Any]:
+            if self._decoded_values is None:
+                self._decoded_values = [_decode_json(d) for d in self.df["data"]]
+            return self._decoded_values
+
+        @property
+        def values(self) -> pd.Series:
+            """Each row's data decoded as JSON (``None`` when it does not parse)."""
+            return pd.Series(
+                [None if v is _NOT_JSON else v for v in self._decoded_list()],
+                index=self.df.index, name="json", dtype=object,
+            )
+
+        @property
+        def decoded(self) -> pd.Series:
+            """True for the rows whose data parsed as JSON."""
+            return pd.Series(
+                [v is not _NOT_JSON for v in self._decoded_list()],
+                index=self.df.index, name="decoded", dtype=bool,
+            )
+
+        def _values_line(self) -> str:
+            n = sum(v is not _NOT_JSON for v in self._decoded_list())
+            return f"batch.values: {n} of {len(self)} results decoded as JSON"
+
+        def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+            super()._repr_pretty_(p, cycle)
+            if not cycle and self.finished:
+                p.text("\n" + self._values_line())
+
+        def _repr_html_(self) -> str:
+            html = super()._repr_html_()
+            if not self.finished:
+                return html
+            line = escape(self._values_line()).replace(
+                "batch.values", "<code>batch.values</code>", 1
+            )
+            return html + f"<div style='color:#666'>{line}</div>"
+
+    # Named as the module's attribute it is reached by (reprs, pickle by reference).
+    JsonBatch.__module__ = __name__
+    JsonBatch.__qualname__ = "JsonBatch"
+    return JsonBatch
+
+
 class CallFailed(Exception):
     """A ``%%fnrun`` call failed; ``error`` is the fnrun_nb error (also ``__cause__``).
 
@@ -92,10 +204,22 @@ class CallFailed(Exception):
         super().__init__(f"{type(error).__name__}: {error}")
 
     def lines(self) -> list[str]:
-        """The rendering, one string per line."""
+        """The rendering, one string per line; the reason is said once."""
         err = self.error
-        first = str(err).splitlines()[0] if str(err) else ""
-        out = [f"{type(err).__name__}: {first}", f"  handler: {self.handler}"]
+        if isinstance(err, HandlerStartError):
+            # The reason reads "<how the process ended>; stderr:\n<tail>": the first
+            # line says how, the stderr block shows the tail.  The resolved command is
+            # shown when it differs from HANDLER: which interpreter ran is often why.
+            how, _, tail = err.reason.partition("; stderr:\n")
+            out = [f"{type(err).__name__}: cannot start the handler: {how}",
+                   f"  handler: {self.handler}"]
+            command = shlex.join(err.command)
+            if command != self.handler:
+                out.append(f"  command: {command}")
+        else:
+            first = str(err).splitlines()[0] if str(err) else ""
+            out = [f"{type(err).__name__}: {first}", f"  handler: {self.handler}"]
+            tail = getattr(err, "stderr_tail", "")
         info = err.info
         if info is not None and info.worker is not None:
             out.append(f"  worker {info.worker}, pid {info.pid}, generation {info.generation}")
@@ -104,10 +228,7 @@ class CallFailed(Exception):
                 out.append(f"  killed by {err.signal.name}")
             elif err.exit_code is not None:
                 out.append(f"  exit code {err.exit_code}")
-        tail = getattr(err, "stderr_tail", "") or (
-            err.reason if isinstance(err, HandlerStartError) else ""
-        )
-        tail_lines = [ln for ln in tail.rstrip().splitlines()]
+        tail_lines = tail.rstrip().splitlines()
         if tail_lines:
             shown = tail_lines[-_TAIL_LINES:]
             more = len(tail_lines) - len(shown)

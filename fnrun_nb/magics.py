@@ -42,7 +42,7 @@ from .magic_args import (
     parse_cell,
     parse_line,
 )
-from .magic_views import CallFailed, JsonResult, PoolRow, PoolTable, StderrView
+from .magic_views import CallFailed, JsonResult, PoolRow, PoolTable, StderrView, json_batch
 
 __all__ = ["FnrunMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -176,7 +176,7 @@ class FnrunMagics(Magics):
         directory) stays warm for the next cell; ``%fnrun`` lists and stops pools.
         """
         user_ns = self.shell.user_ns if self.shell is not None else {}
-        req = parse_cell(line, cell, user_ns, encode_json=_encode_json)
+        req = parse_cell(line, cell, user_ns)
         opts = req.options
         if opts.dask is not None:
             value = self._run_dask(opts.dask, req)
@@ -203,7 +203,7 @@ class FnrunMagics(Magics):
             return JsonResult.of(result) if req.options.json else result
         try:
             # -q means nothing on screen, the batch's progress bar included.
-            return pool.map(
+            batch = pool.map(
                 req.inputs, env=env, repeat=req.repeat, rate=req.options.rate,
                 monitor=req.options.monitor,
                 progress=False if req.options.quiet else "auto",
@@ -211,11 +211,20 @@ class FnrunMagics(Magics):
         except KeyboardInterrupt:
             # The batch layer keeps the partial batch as pool.last_batch; hand it to
             # the user before the interrupt propagates.
-            if req.options.output is not None and self.shell is not None:
-                self.shell.user_ns[req.options.output] = pool.last_batch
+            self._store_partial(req, pool.last_batch)
             raise
         except FnrunError as exc:
             raise CallFailed(exc, entry.handler) from exc
+        return json_batch(batch) if req.options.json else batch
+
+    def _store_partial(self, req: CellRequest, batch: Any) -> None:
+        """``-o NAME`` of an interrupted batch cell: the partial batch, decoded as the
+        finished one would have been."""
+        if req.options.output is None or self.shell is None:
+            return
+        if batch is not None and req.options.json:
+            batch = json_batch(batch)
+        self.shell.user_ns[req.options.output] = batch
 
     def _run_dask(self, address: str, req: CellRequest) -> Any:
         """A ``--dask`` cell: the batch on the cluster at ``address`` (a DaskPool kept
@@ -245,6 +254,7 @@ class FnrunMagics(Magics):
                 raise CallFailed(exc, opts.handler) from exc
             except OSError as exc:  # no scheduler at that address
                 raise UsageError(f"--dask {address}: {exc}") from None
+            dpool.name = opts.handler  # batches name the handler as typed, not its path
             entry = _DaskEntry(opts.handler, address, cwd, {**settings, "command": command}, dpool)
             self._dask_pools[key] = entry
         dpool = entry.pool
@@ -255,11 +265,10 @@ class FnrunMagics(Magics):
             )
         except KeyboardInterrupt:
             entry.count(dpool.last_batch)
-            if opts.output is not None and self.shell is not None:
-                self.shell.user_ns[opts.output] = dpool.last_batch
+            self._store_partial(req, dpool.last_batch)
             raise
         entry.count(batch)
-        return batch
+        return json_batch(batch) if opts.json else batch
 
     # --- the registry -----------------------------------------------------------------
 
@@ -272,7 +281,9 @@ class FnrunMagics(Magics):
         try:
             return resolve_command(command, cwd)
         except HandlerStartError as exc:
-            raise UsageError(f"cannot start handler {handler!r}: {exc.reason}") from None
+            # "./h.py: No such file or directory" names what failed; say HANDLER once.
+            reason = exc.reason.removeprefix(f"{handler}: ")
+            raise UsageError(f"cannot start handler {handler!r}: {reason}") from None
         except ValueError as exc:
             raise UsageError(f"HANDLER {handler!r}: {exc}") from None
 
@@ -325,7 +336,8 @@ class FnrunMagics(Magics):
         kwargs = {_KEYS[k]: v for k, v in settings.items()}
         files = [fp for fp in map(_fingerprint, _watched_files(argv, cwd)) if fp is not None]
         try:
-            pool = Pool(argv, cwd=cwd, **kwargs)
+            # Named as typed: reprs and batches show HANDLER, not this machine's argv.
+            pool = Pool(argv, cwd=cwd, name=handler, **kwargs)
         except FnrunError as exc:
             raise CallFailed(exc, handler) from exc
         return _PoolEntry(handler, argv, cwd, pool, files)
@@ -453,6 +465,7 @@ class FnrunMagics(Magics):
             dpool = DaskPool(entry.address, command, **settings)
         except FnrunError as exc:
             raise CallFailed(exc, entry.handler) from exc
+        dpool.name = entry.handler
         key = (entry.address, entry.handler, entry.cwd, tuple(sorted(settings.items())))
         self._dask_pools[key] = _DaskEntry(
             entry.handler, entry.address, entry.cwd, {**settings, "command": command}, dpool
@@ -510,14 +523,6 @@ def line_help() -> str:
         "%%fnrun? lists its options.",
     ]
     return "\n".join(lines)
-
-
-def _encode_json(value: Any) -> bytes:
-    # The JSON-lines rule of the batch layer and the CLI, applied to a bare value
-    # (a string is sent as UTF-8, anything else as its compact JSON encoding).
-    from .batch import input_from_json
-
-    return input_from_json({"data": value}, "--json")[0]
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 import signal
 
 import pytest
 from IPython.core.error import UsageError
 
-from fnrun_nb.errors import HandlerCrashed, InvocationTimeout
+from fnrun_nb.errors import HandlerCrashed, HandlerStartError, InvocationTimeout
 from fnrun_nb.magic_args import (
     CellOptions,
     LineCommand,
+    encode_json,
     parse_body,
     parse_cell,
     parse_cell_options,
@@ -23,21 +23,18 @@ from fnrun_nb.magic_views import CallFailed, JsonResult, PoolRow, PoolTable, Std
 from fnrun_nb.values import CallInfo, Result
 
 
-def _json(value: object) -> bytes:
-    return value.encode() if isinstance(value, str) else json.dumps(value).encode()
-
-
 def test_options_defaults_mean_not_given() -> None:
     assert parse_cell_options("h.py") == CellOptions(handler="h.py")
     o = parse_cell_options(
         "'node h.js --fast' -w 3 -t 1.5 --wait 0 -e A=1 -e @m -r 2 --lines --rate 9"
-        " --monitor -o out -q --restart"
+        " --monitor -o out --restart"
     )
     assert o == CellOptions(
         handler="node h.js --fast", workers=3, timeout=1.5, wait=0.0, env=("A=1", "@m"),
-        repeat=2, lines=True, json=False, rate=9.0, monitor=True, output="out", quiet=True,
+        repeat=2, lines=True, json=False, rate=9.0, monitor=True, output="out", quiet=False,
         restart=True,
     )
+    assert parse_cell_options("h.py -q").quiet is True
     assert parse_cell_options("h.py --json").json is True
 
 
@@ -63,24 +60,50 @@ def test_env_merges_in_order_and_checks_types() -> None:
     ],
 )
 def test_body_is_sent_as_typed_minus_one_newline(body: str, expected: bytes) -> None:
-    assert parse_body(body, lines=False, json_mode=False, encode_json=_json) == ([expected], False)
+    assert parse_body(body, lines=False, json_mode=False) == ([expected], False)
 
 
 def test_lines_and_json_bodies() -> None:
-    assert parse_body("a\n\n  \n b \n", lines=True, json_mode=False, encode_json=_json) == (
-        [b"a", b" b "],
+    assert parse_body("a\n\n  \n b \n", lines=True, json_mode=False) == ([b"a", b" b "], True)
+    # --json sends every value as its compact JSON encoding: a string keeps its quotes
+    assert parse_body('{"k": 1}', lines=False, json_mode=True) == ([b'{"k":1}'], False)
+    assert parse_body('"hello"', lines=False, json_mode=True) == ([b'"hello"'], False)
+    assert parse_body('["s", 2, {"a": [1, null]}, "é", true]', lines=False, json_mode=True) == (
+        [b'"s"', b"2", b'{"a":[1,null]}', '"é"'.encode(), b"true"],
         True,
     )
-    assert parse_body('{"k": 1}', lines=False, json_mode=True, encode_json=_json) == ([b'{"k": 1}'], False)
-    assert parse_body('["s", 2]', lines=False, json_mode=True, encode_json=_json) == ([b"s", b"2"], True)
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"),
+    [("hello", b'"hello"'), (3, b"3"), ({"a": 1}, b'{"a":1}'), (None, b"null"),
+     ("say \"hi\"\n", b'"say \\"hi\\"\\n"'), ([], b"[]")],
+)
+def test_json_values_are_sent_as_json(value: object, sent: bytes) -> None:
+    assert encode_json(value) == sent
+
+
+def test_json_body_rejects_what_is_not_json() -> None:
+    # Python's json module reads NaN; no JSON parser would read it back
+    with pytest.raises(UsageError, match=r"^--json: the cell is not valid JSON: NaN is not a JSON value$"):
+        parse_body("[1, NaN]", lines=False, json_mode=True)
+    with pytest.raises(UsageError, match=r"^--json: the cell is not valid JSON: Infinity is not"):
+        parse_body("Infinity", lines=False, json_mode=True)
 
 
 def test_cell_request_batch_rules() -> None:
-    assert parse_cell("h.py", "x\n", {}, encode_json=_json).batch is False
-    req = parse_cell("h.py -r 1", "x\n", {}, encode_json=_json)
+    assert parse_cell("h.py", "x\n", {}).batch is False
+    req = parse_cell("h.py -r 1", "x\n", {})
     assert (req.batch, req.repeat, req.inputs) == (True, 1, [b"x"])
-    req = parse_cell("h.py --lines -e A=1", "x\ny", {}, encode_json=_json)
+    req = parse_cell("h.py --lines -e A=1", "x\ny", {})
     assert (req.batch, req.repeat, req.inputs, req.env) == (True, 1, [b"x", b"y"], {"A": "1"})
+
+
+def test_quiet_cannot_show_the_monitor() -> None:
+    with pytest.raises(
+        UsageError, match=r"^-q/--quiet displays nothing; it cannot be combined with --monitor$"
+    ):
+        parse_cell_options("h.py -q --monitor")
 
 
 def test_line_commands() -> None:
@@ -131,6 +154,31 @@ def test_call_failed_rendering() -> None:
         "InvocationTimeout: call exceeded its 1 s timeout",
         "  handler: h",
         "  the pool replaced the process; the next call gets a fresh one",
+    ]
+
+
+def test_start_failure_says_its_reason_once() -> None:
+    err = HandlerStartError(
+        ["/venv/bin/python", "/abs/h.py"],
+        "the process ended (exit code 1) before reading its first input; stderr:\n"
+        "Traceback (most recent call last):\nModuleNotFoundError: No module named 'x'\n",
+    )
+    assert CallFailed(err, "h.py").lines() == [
+        (
+            "HandlerStartError: cannot start the handler: the process ended (exit code 1)"
+            " before reading its first input"
+        ),
+        "  handler: h.py",
+        "  command: /venv/bin/python /abs/h.py",  # which interpreter ran is often why
+        "  stderr:",
+        "    Traceback (most recent call last):",
+        "    ModuleNotFoundError: No module named 'x'",
+    ]
+    # a reason with no stderr is not shown as stderr; an argv equal to HANDLER is not repeated
+    bare = HandlerStartError(["/bin/h"], "/bin/h: Permission denied (not executable)")
+    assert CallFailed(bare, "/bin/h").lines() == [
+        "HandlerStartError: cannot start the handler: /bin/h: Permission denied (not executable)",
+        "  handler: /bin/h",
     ]
 
 
