@@ -132,3 +132,22 @@ def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.05)
+
+
+UNHEX_HANDLER = '''"""Answers the bytes its input spells in hex (``ff00`` -> b"\\\\xff\\\\x00"), status STATUS."""
+
+from fnrun_nb.handler import Context, serve
+from fnrun_nb.values import Result
+
+STATUS = 200
+
+
+def handle(data: bytes, ctx: Context) -> Result:
+    return Result(STATUS, bytes.fromhex(data.decode()))
+
+
+if __name__ == "__main__":
+    serve(handle)
+'''
+"""A handler that returns binary data (source text; tests write it to a temporary file,
+and edit ``STATUS = 200`` to see a handler edit take effect)."""

@@ -23,6 +23,7 @@ import json
 import sys
 import threading
 
+import psutil
 
 
 def handler_pids(me: psutil.Process) -> list[int]:
@@ -37,8 +38,8 @@ def handler_pids(me: psutil.Process) -> list[int]:
             pass
     return out
 
+
 def main() -> None:
-    import psutil
     from IPython.core.interactiveshell import InteractiveShell
 
     shell = InteractiveShell.instance(colors="nocolor")

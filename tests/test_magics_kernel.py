@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import pytest
 from jupyter_client import KernelManager
-from _magic_client import wait_for_file, wait_gone
+from _magic_client import UNHEX_HANDLER, wait_for_file, wait_gone
 from conftest import HANDLERS, ROOT, TEST_HANDLERS
 
 pytestmark = [
@@ -32,6 +32,9 @@ pytestmark = [
 
 ECHO = os.path.relpath(HANDLERS / "echo.py", ROOT)
 MAGIC = os.path.relpath(TEST_HANDLERS / "magic_handler.py", ROOT)
+DELAY = os.path.relpath(TEST_HANDLERS / "delay.py", ROOT)
+# The one pool of the kernel's magics, as code run in the kernel.
+THE_POOL = "[e] = get_ipython().magics_manager.registry['FnrunMagics'].entries()\npool = e.pool\n"
 
 
 class Kernel:
@@ -183,6 +186,95 @@ def test_crash_is_shown_concisely_in_a_kernel(kernel: Kernel) -> None:
     assert "    magic_handler: crashing on purpose" in tb
     assert len(tb) < 12 and not any("Traceback" in ln or "site-packages" in ln for ln in tb)
     kernel.ok(f"%%fnrun {MAGIC}\nafter the crash")
+
+
+def test_options_line_magic_and_batch_display_in_a_kernel(kernel: Kernel) -> None:
+    # $var and {expr} expansion, -e KEY=VALUE and -e @mapping (a later key wins)
+    kernel.ok(f"h = {MAGIC!r}\nhdrs = {{'B': 'from-mapping', 'C': '3'}}\nn = 2")
+    reply = kernel.ok("%%fnrun $h -w 1 -e A=1 -e @hdrs -e C=last -e E={n*21} -o r\nstderr to the log")
+    [out] = reply["outputs"]
+    assert out["data"]["text/plain"].startswith(
+        "status 200 · 2 bytes\nok\nenv:\n  A = 1\n  B = from-mapping\n  C = last\n  E = 42\n"
+    )
+    # %fnrun pools / stderr / restart
+    table = kernel.ok("%fnrun pools")["outputs"][0]["data"]
+    assert table["text/plain"].splitlines()[1].split()[:4] == [MAGIC, "1", "1", "0"]
+    assert "<table" in table["text/html"]
+    [view] = kernel.ok("%fnrun stderr $h")["outputs"]
+    assert view["data"]["text/plain"] == f"stderr of {MAGIC}:\n--- worker 0\nto the log"
+    assert "<pre" in view["data"]["text/html"]
+    reply = kernel.ok("%fnrun restart magic_handler.py")
+    assert reply["stdout"].startswith(f"fnrun: restarted the pool of {MAGIC} (pids ")
+    kernel.ok(f"%%fnrun {MAGIC} -o p\npid")
+    assert kernel.ok("print(int(p.data) != r.info.pid)")["stdout"] == "True\n"  # -w 1: a new process
+    # a quoted command line with an argument: the argument reaches the handler
+    reply = kernel.ok(f'%%fnrun "{DELAY} 0.02" -w 1 -o d\nslow')
+    assert kernel.ok("print(d.data, d.info.service >= 0.02)")["stdout"] == "b'slow' True\n"
+    # --json: a value, then a list (a batch, shown as its summary with its decoded values)
+    reply = kernel.ok(f'%%fnrun {ECHO} -w 2 --json -o j\n{{"x": [1, 2]}}')
+    assert '"x": [\n    1,\n    2\n  ]' in reply["outputs"][0]["data"]["text/plain"]
+    reply = kernel.ok(f'%%fnrun {ECHO} --json -o jb\n["hi", 3]')
+    [out] = reply["outputs"]
+    assert out["kind"] == "execute_result"
+    plain, html = out["data"]["text/plain"], out["data"]["text/html"]
+    assert plain.startswith(f"2 calls of {ECHO}: ") and "\noutcome  ok 2\n" in plain
+    assert plain.endswith("batch.df: 2 rows × 25 columns\nbatch.values: 2 of 2 results decoded as JSON")
+    assert html.startswith('<div class="fnrun-summary">') and "<table>" in html
+    assert f"2 calls of {ECHO}" in html and "<code>batch.values</code>" in html
+    assert kernel.ok("print(j.value, list(jb.df['data']), list(jb.values))")["stdout"] == (
+        "{'x': [1, 2]} [b'\"hi\"', b'3'] ['hi', 3]\n"
+    )
+    # --rate: 4 open-loop arrivals 50 ms apart
+    kernel.ok(f"%%fnrun {ECHO} -r 4 --rate 20 -q -o rb\nx")
+    assert kernel.ok(
+        "print(rb.config['rate'], list(rb.df['scheduled'].diff().dt.total_seconds().round(3))[1:],"
+        " rb.wall_s >= 0.15)"
+    )["stdout"] == "20.0 [0.05, 0.05, 0.05] True\n"
+
+
+def test_limits_restarts_and_binary_data_in_a_kernel(kernel: Kernel, tmp_path: Path) -> None:
+    handler = tmp_path / "unhex.py"
+    handler.write_text(UNHEX_HANDLER)
+    # a binary result is shown as a hex preview
+    reply = kernel.ok(f"%%fnrun {handler} -w 1 -o a\nff00fe41")
+    [out] = reply["outputs"]
+    assert out["data"]["text/plain"].startswith("status 200 · 4 bytes (binary)\nff 00 fe 41\n")
+    assert ">ff 00 fe 41</pre>" in out["data"]["text/html"]
+    # editing the handler restarts its pool, said in one line
+    handler.write_text(UNHEX_HANDLER.replace("STATUS = 200", "STATUS = 201"))
+    reply = kernel.ok(f"%%fnrun {handler} -o b\n41")
+    [note] = reply["stdout"].splitlines()
+    assert note.startswith(f"fnrun: restarted the pool of {handler}: unhex.py changed on disk (pids ")
+    assert kernel.ok("print(b.status, b.info.pid != a.info.pid)")["stdout"] == "201 True\n"
+    assert kernel.ok("%fnrun stop unhex.py")["stdout"] == f"fnrun: stopped 1 pool: {handler}\n"
+    # -t: a call over its timeout fails, concisely
+    reply = kernel.run(f"%%fnrun {MAGIC} -w 1 -t 0.5\nsleep 30", timeout=30)
+    assert reply["error"]["ename"] == "CallFailed"
+    assert reply["error"]["traceback"][0].startswith("InvocationTimeout: call exceeded its 0.5 s timeout; ")
+    # a settings change restarts the pool, in one line; options left out are kept
+    reply = kernel.ok(f"%%fnrun {MAGIC} -t 30 --wait 0.3 -o p\npid")
+    [note] = reply["stdout"].splitlines()
+    assert note.startswith(
+        f"fnrun: restarted the pool of {MAGIC}: new settings: -t 0.5 -> 30, --wait 5 -> 0.3 (pids "
+    )
+    settings = THE_POOL + "print(pool.workers, pool.timeout, pool.config.max_wait)"
+    assert kernel.ok(settings)["stdout"] == "1 30.0 0.3\n"
+    # --wait: with the one worker busy, a cell waits 0.3 s for it, then fails
+    mark = tmp_path / "running"
+    kernel.ok(THE_POOL + f"busy = pool.submit({f'mark {mark} 2'!r})")
+    wait_for_file(mark)
+    reply = kernel.run(f"%%fnrun {MAGIC}\nx")
+    assert reply["error"]["ename"] == "CallFailed"
+    assert reply["error"]["traceback"][0] == (
+        "AvailabilityTimeout: could not get access to invoker before timeout"
+    )
+    assert kernel.ok("print(busy.result(10).data)")["stdout"] == "b'marked'\n"
+    assert kernel.ok(settings)["stdout"] == "1 30.0 0.3\n"  # no restart by the cells above
+    # --restart: a new process, said in one line
+    reply = kernel.ok(f"%%fnrun {MAGIC} --restart -o q\npid")
+    [note] = reply["stdout"].splitlines()
+    assert note.startswith(f"fnrun: restarted the pool of {MAGIC}: restarted as asked (--restart) (pids ")
+    assert kernel.ok("print(p.data != q.data)")["stdout"] == "True\n"
 
 
 def test_monitor_is_a_widget_in_a_kernel(kernel: Kernel) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from _magic_client import MagicShell, wait_for_file, wait_gone
+from _magic_client import UNHEX_HANDLER, MagicShell, wait_for_file, wait_gone
 from conftest import HANDLERS, ROOT, TEST_HANDLERS
 
 pytestmark = [
@@ -92,10 +93,18 @@ def test_settings_change_restarts_with_one_line(shell: MagicShell) -> None:
     assert len([n for n in notes if n.startswith("fnrun:")]) == 1
     assert notes[0].startswith(f"fnrun: restarted the pool of {ECHO}: new settings: -w 1 -> 2, -t 30 -> 7")
     assert shell.out("print(a.info.pid != b.info.pid)") == "True\n"
-    # options left out keep the pool's settings: no restart
+    # options left out keep the pool's settings: no restart, the same processes
+    live = (
+        "[e] = get_ipython().magics_manager.registry['FnrunMagics'].entries()\n"
+        "print(e.pool.workers, e.pool.timeout, e.pool.config.max_wait,"
+        " sorted(w.pid for w in e.pool.snapshot().workers))"
+    )
+    before = shell.out(live)
+    assert before.startswith("2 7.0 5.0 [")
     reply = shell.ok(f"%%fnrun {ECHO} -o c\nx")
     assert "restarted" not in reply["stdout"]
-    assert shell.out("print(len(c.info and [1]), c.info.pid in (b.info.pid,) or c.info.worker in (0, 1))") == "1 True\n"
+    assert shell.out(live) == before
+    assert shell.out("print(c.info.pid in (w.pid for w in e.pool.snapshot().workers))") == "True\n"
     reply = shell.ok(f"%%fnrun {ECHO} --wait 0.5\nx")
     assert "new settings: --wait 5 -> 0.5" in reply["stdout"]
     reply = shell.ok(f"%%fnrun {ECHO} --restart\nx")
@@ -144,6 +153,8 @@ def test_usage_errors_are_exact(shell: MagicShell) -> None:
         f"%%fnrun {ECHO} --lines -r 2 --rate 0\nx": "--rate must be a positive number of calls per second, got 0",
         f"%%fnrun {ECHO} --rate 5\nx": "--rate applies to a batch: add --lines, -r/--repeat or a JSON list",
         f"%%fnrun {ECHO} --lines --json\nx": "--lines and --json cannot be combined",
+        f"%%fnrun {ECHO} -q --monitor\nx": "-q/--quiet displays nothing; it cannot be combined with --monitor",
+        f"%%fnrun {ECHO} --json\n[1, NaN]": "--json: the cell is not valid JSON: NaN is not a JSON value",
         f"%%fnrun {ECHO} --lines\n\n  \n": "--lines: the cell has no non-empty line",
         f"%%fnrun {ECHO} --json\n{{oops": "--json: the cell is not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
         f"%%fnrun {ECHO} --json\n[]": "--json: the list is empty",
@@ -152,8 +163,9 @@ def test_usage_errors_are_exact(shell: MagicShell) -> None:
         f"%%fnrun {ECHO} -e @missing\nx": "-e @missing: no variable 'missing' in the namespace",
         f"%%fnrun {ECHO} -e @notamap\nx": "-e @notamap: expected a mapping of str to str, got list",
         f"%%fnrun {ECHO} --bogus\nx": "unrecognized arguments: --bogus",
-        "%%fnrun ./nope.py\nx": "cannot start handler './nope.py': ./nope.py: No such file or directory",
-        "%%fnrun no-such-program-xyz\nx": "cannot start handler 'no-such-program-xyz': no-such-program-xyz: command not found on PATH",
+        "%%fnrun ./nope.py\nx": "cannot start handler './nope.py': No such file or directory",
+        "%%fnrun no-such-program-xyz\nx": "cannot start handler 'no-such-program-xyz': command not found on PATH",
+        "%%fnrun 'no-such-program-xyz --fast'\nx": "cannot start handler 'no-such-program-xyz --fast': no-such-program-xyz: command not found on PATH",
         "%fnrun frobnicate": "%fnrun: unknown subcommand 'frobnicate'; expected one of: pools, stop, restart, stderr, monitor (a call is a cell: %%fnrun HANDLER)",
         "%fnrun pools extra": "%fnrun pools takes no argument",
         "%fnrun restart": "%fnrun restart needs a HANDLER",
@@ -219,9 +231,20 @@ def test_handler_that_cannot_start(shell: MagicShell, tmp_path: Path) -> None:
     reply = shell.run(f"%%fnrun {bad} -w 1 --wait 2\nx", timeout=60)
     assert reply["error"]["type"] == "CallFailed"
     lines = reply["stdout"].splitlines()
-    assert lines[0].startswith("HandlerStartError: cannot start handler")
-    assert any("cannot import things" in ln for ln in lines)
+    # the reason is said once, its stderr shown once, with the command that ran
+    assert lines[0] == (
+        "HandlerStartError: cannot start the handler: the process ended (exit code 4)"
+        " before reading its first input"
+    )
+    assert lines[1:3] == [f"  handler: {bad}", f"  command: {sys.executable} {bad}"]
+    assert lines[-2:] == ["  stderr:", "    cannot import things"]
+    assert len(lines) == 6 and lines[3].startswith("  worker 0, pid ")
     assert "Traceback" not in reply["stdout"]
+    # a command line whose script is missing: the interpreter's complaint, once
+    reply = shell.run(f'%%fnrun "{sys.executable} {tmp_path}/missing.py" -w 1\nx', timeout=60)
+    shown = reply["stdout"]
+    assert shown.startswith("HandlerStartError: cannot start the handler: the process ended (exit code 2)")
+    assert shown.count("missing.py': [Errno 2] No such file or directory") == 1
 
 
 # --- the line magic -------------------------------------------------------------------------
@@ -290,11 +313,42 @@ def test_json_one_value_and_list(shell: MagicShell) -> None:
     assert shell.out("print(r.data.decode(), r.value, r.decoded, r.status)") == (
         '{"x":[1,2],"name":"é"} {\'x\': [1, 2], \'name\': \'é\'} True 200\n'
     )
+    # a string is sent as JSON too, so it comes back decoded
     shell.ok(f'%%fnrun {ECHO} --json -o r\n"plain string"')
-    assert shell.out("print(r.data, r.decoded)") == "b'plain string' False\n"
-    reply = shell.ok(f'%%fnrun {ECHO} --json -o b\n["a", 2, {{"k": null}}]')
-    assert reply["result_type"] == "Batch"
-    assert shell.out("print(list(b.df['data']))") == "[b'a', b'2', b'{\"k\":null}']\n"
+    assert shell.out("print(r.data, r.decoded, repr(r.value))") == "b'\"plain string\"' True 'plain string'\n"
+
+
+def test_json_list_is_a_batch_with_decoded_values(shell: MagicShell, tmp_path: Path) -> None:
+    reply = shell.ok(f'%%fnrun {MAGIC} -w 2 --json -o b\n["a", 2, {{"k": null}}, "pid"]')
+    assert reply["result_type"] == "JsonBatch"
+    [out] = reply["outputs"]
+    plain, html = out["data"]["text/plain"], out["data"]["text/html"]
+    assert plain.startswith(f"4 calls of {MAGIC}: ")
+    assert plain.endswith("batch.df: 4 rows × 25 columns\nbatch.values: 4 of 4 results decoded as JSON")
+    assert "<code>batch.values</code>: 4 of 4 results decoded as JSON" in html
+    assert shell.out(
+        "from fnrun_nb.batch import Batch\n"
+        "print(isinstance(b, Batch), list(b.df['data']), list(b.values), list(b.decoded))"
+    ) == (
+        "True [b'\"a\"', b'2', b'{\"k\":null}', b'\"pid\"'] ['a', 2, {'k': None}, 'pid'] "
+        "[True, True, True, True]\n"
+    )
+    # a result that does not parse is None, and decoded tells it from a JSON null
+    shell.ok(f"%%fnrun {MAGIC} --lines -o plain\nnull\nnot json")
+    assert shell.out(
+        "from fnrun_nb.magic_views import json_batch\n"
+        "j = json_batch(plain)\n"
+        "print(type(j).__name__, list(j.values), list(j.decoded), j.values.index.equals(plain.df.index))"
+    ) == "JsonBatch [None, None] [True, False] True\n"
+    # save / load: the record is a plain batch record; json_batch decodes a loaded one
+    target = tmp_path / "b.parquet"
+    out = shell.out(
+        f"b.save({str(target)!r})\n"
+        f"back = Batch.load({str(target)!r})\n"
+        "print(type(back).__name__, back.handler, list(json_batch(back).values) == list(b.values),"
+        " back.df.columns.equals(b.df.columns))"
+    )
+    assert out == f"Batch {MAGIC} True True\n"
 
 
 def test_monitor_option_and_subcommand_show_the_monitor(shell: MagicShell) -> None:
@@ -358,3 +412,41 @@ def test_quiet_batch_shows_no_progress_bar(shell: MagicShell) -> None:
     quiet = shell.ok(f"%%fnrun {MAGIC} -w 2 --lines -q -o b\n{body}")
     assert quiet["stderr"] == "" and quiet["stdout"] == "" and quiet["outputs"] == []
     assert shell.out("print(len(b), b.df['outcome'].eq('ok').all())") == "10 True\n"
+
+
+# --- command lines, names, binary data ------------------------------------------------------
+
+
+def test_quoted_command_line_is_the_name_everywhere(shell: MagicShell) -> None:
+    cmd = f"{os.path.relpath(TEST_HANDLERS / 'delay.py', ROOT)} 0.02"  # a script and its argument
+    reply = shell.ok(f'%%fnrun "{cmd}" -w 1 -o d\nslow hello')
+    assert reply["result_type"] == "Result"
+    # the argument reached the handler: it slept 20 ms
+    assert shell.out("print(d.data, d.info.service >= 0.02)") == "b'slow hello' True\n"
+    reply = shell.ok(f'%%fnrun "{cmd}" -r 2 -o b\nx')
+    assert "restarted" not in reply["stdout"]  # the same pool
+    # the pool and its batches carry HANDLER as typed, not this machine's argv
+    assert reply["outputs"][0]["data"]["text/plain"].startswith(f"2 calls of {cmd}: ")
+    name, handler, pool_repr, batch_repr = shell.out(
+        "[e] = get_ipython().magics_manager.registry['FnrunMagics'].entries()\n"
+        "print(e.pool.name, b.handler, repr(e.pool), repr(b), sep='\\n')"
+    ).splitlines()
+    assert name == handler == cmd
+    assert pool_repr.startswith(f"<Pool {cmd!r} 1 workers (")
+    assert batch_repr.startswith(f"<Batch of {cmd!r}: 2 calls in ")
+    # the resolved argv stays on the record, for the saved metadata
+    assert shell.out("print(b.command[0] == __import__('sys').executable, b.command[-1])") == "True 0.02\n"
+    table = shell.ok("%fnrun pools")["outputs"][0]["data"]["text/plain"]
+    assert table.splitlines()[1].startswith(f"{cmd}  ")
+    assert shell.out(f'%fnrun stop "{cmd}"') == f"fnrun: stopped 1 pool: {cmd}\n"
+
+
+def test_binary_data_is_shown_as_a_hex_preview(shell: MagicShell, tmp_path: Path) -> None:
+    handler = tmp_path / "unhex.py"
+    handler.write_text(UNHEX_HANDLER)
+    reply = shell.ok(f"%%fnrun {handler} -w 1 -o r\nff00fe41")
+    [out] = reply["outputs"]
+    assert out["data"]["text/plain"].startswith("status 200 · 4 bytes (binary)\nff 00 fe 41\n")
+    html = out["data"]["text/html"]
+    assert "4 bytes (binary, hex)</span>" in html and ">ff 00 fe 41</pre>" in html
+    assert shell.out("print(r.data)") == "b'\\xff\\x00\\xfeA'\n"
