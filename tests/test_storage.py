@@ -76,3 +76,39 @@ def test_missing_pyarrow_names_the_parquet_extra(
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     with pytest.raises(ImportError, match=r"fnrun-nb\[parquet\]"):
         batch.save(tmp_path / "x.parquet")
+
+
+def test_handler_file_looks_through_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fnrun_nb.batch.storage import handler_file
+
+    script = tmp_path / "h.py"
+    script.write_text("print('hi')\n")
+    monkeypatch.chdir(tmp_path)  # relative script names resolve here
+    env = "/usr/bin/env"
+    assert handler_file([env, "python3", str(script)]) == script.resolve()
+    # Options, their values and NAME=VALUE words are env's, not the handler's.
+    assert handler_file(
+        ["env", "-i", "-u", "HOME", "--", "A=1", "B=x=y", "python3", "-u", "h.py"]
+    ) == script.resolve()
+    assert handler_file([env, "-S", "python3 -u", "h.py"]) == script.resolve()
+    assert handler_file([env, "--split-string=python3 h.py"]) == script.resolve()
+    # env running the script itself; env of env.
+    assert handler_file([env, "X=1", "./h.py"]) == script.resolve()
+    assert handler_file([env, "-", "env", "python3", "h.py"]) == script.resolve()
+    # Nothing to run, or nothing that is a file: no handler file (never env itself).
+    assert handler_file([env]) is None
+    assert handler_file([env, "-u"]) is None
+    assert handler_file([env, "A=1", "python3", "-m", "pkg"]) is None
+
+
+def test_saved_metadata_hashes_the_script_run_through_env(tmp_path: Path) -> None:
+    from conftest import HANDLERS
+
+    echo = HANDLERS / "echo.py"
+    with Pool(["/usr/bin/env", "MODE=test", sys.executable, str(echo)], workers=1) as pool:
+        batch = pool.map(["a"], progress=False)
+    meta = Batch.load(batch.save(tmp_path / "run.parquet")).metadata
+    assert meta["handler"] == {
+        "path": str(echo.resolve()),
+        "sha256": hashlib.sha256(echo.read_bytes()).hexdigest(),
+    }

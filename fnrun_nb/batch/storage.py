@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,14 +58,53 @@ def _pyarrow() -> tuple[Any, Any]:
     return pa, pq
 
 
+# ``env`` options that take the next word as their value (GNU and BSD spellings).
+_ENV_OPTIONS_WITH_VALUE = frozenset({"-u", "--unset", "-C", "--chdir", "-a", "--argv0", "-P"})
+
+
+def _split(words: str) -> list[str]:
+    try:
+        return shlex.split(words)
+    except ValueError:  # an unbalanced quote: env would refuse it; guess, never raise
+        return words.split()
+
+
+def _after_env(argv: list[str]) -> list[str]:
+    """The command ``env`` runs: ``argv`` without ``env``, its options and its
+    ``NAME=VALUE`` words.  ``-S``/``--split-string`` is split as ``env`` splits it."""
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            i += 1
+            break
+        if arg in ("-S", "--split-string"):
+            return [*_split(argv[i + 1]), *argv[i + 2 :]] if i + 1 < len(argv) else []
+        if arg.startswith("--split-string="):
+            return [*_split(arg.partition("=")[2]), *argv[i + 1 :]]
+        if arg.startswith("-S"):
+            return [*_split(arg[2:]), *argv[i + 1 :]]
+        if not arg.startswith("-"):
+            break  # the first word that is not an option ("-" alone is one: -i)
+        i += 2 if arg in _ENV_OPTIONS_WITH_VALUE else 1
+    # Like env itself: after the options, every word with an "=" sets a variable.
+    while i < len(argv) and "=" in argv[i]:
+        i += 1
+    return argv[i:]
+
+
 def handler_file(command: Sequence[str] | None) -> Path | None:
     """The file a handler command runs: the script after an interpreter
     (``python handler.py``), else the program itself; ``None`` when no argument is
-    an existing file (``python -m package``)."""
+    an existing file (``python -m package``).  A leading ``env`` (with its options
+    and ``NAME=VALUE`` words) is looked through: ``/usr/bin/env python3 h.py`` runs
+    ``h.py``."""
     if not command:
         return None
     argv = list(command)
     first = os.path.basename(argv[0])
+    if first == "env":
+        return handler_file(_after_env(argv))
     # An interpreter runs the first file argument; hash that, not the interpreter.
     if first.startswith(("python", "pypy", "node", "ruby", "perl", "bash", "sh")):
         for arg in argv[1:]:
