@@ -3,11 +3,13 @@ then the same questions asked of real batches through ``Batch``'s methods."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
 from _frames import make_record
-from conftest import TEST_HANDLERS
+from conftest import HANDLERS, TEST_HANDLERS
 
 from fnrun_nb import Pool
 from fnrun_nb.batch import Batch
@@ -142,6 +144,33 @@ def test_warmup_ignores_differences_below_the_noise_floor() -> None:
     assert warmup(make_record(service, workers=4), floor_ms=0).settles_after == 2
 
 
+def test_warmup_prints_its_tolerance_exactly() -> None:
+    service = np.random.default_rng(1).lognormal(0, 0.3, 400)
+    service[:4] += 50
+    report = warmup(make_record(service, workers=4), tolerance=0.025)
+    assert "(within 2.5% of the steady " in repr(report)
+    assert "within 2.5% of the steady" in report._repr_html_()
+    assert "within 25% of the steady" in repr(warmup(make_record(service, workers=4)))
+
+
+def test_by_worker_counts_a_replacement_after_the_last_call() -> None:
+    # Slot 0: its last call crashed (the pool replaced that process too).  Slot 1: two
+    # processes, its last call ok.  Slot 2: its last call was killed when the batch was
+    # stopped (replaced), slot 3's when the pool was closing (nothing replaced).
+    outcomes = ["ok"] * 12
+    outcomes[8], outcomes[10], outcomes[11] = "crashed", "cancelled", "cancelled"
+    generations = [1, 1, 1, 1, 1, 2, 1, 1, 1, 2, 1, 1]
+    df = make_record(np.ones(12), workers=4, outcomes=outcomes, generations=generations)
+    df.loc[10, "error"] = "cancelled: the batch was interrupted (HandlerCrashed: killed)"
+    df.loc[11, "error"] = "PoolClosed: the pool was closed while this call ran on pid 9"
+    table = by_worker(df)
+    assert table["replacements"].tolist() == [1, 1, 1, 0]
+    # A recycle after the last call shows only with the pool's max_calls_per_worker.
+    recycled = make_record(np.ones(6), workers=1, generations=[1, 1, 2, 2, 3, 3])
+    assert by_worker(recycled)["replacements"].tolist() == [2]
+    assert by_worker(recycled, max_calls_per_worker=2)["replacements"].tolist() == [3]
+
+
 def test_warmup_bad_arguments() -> None:
     df = make_record(np.ones(4))
     with pytest.raises(ValueError, match="tolerance"):
@@ -187,3 +216,59 @@ def test_batch_methods_on_a_real_batch(echo_handler: str) -> None:
     assert workers["calls"].sum() == 30 and workers["failures"].sum() == 0
     assert isinstance(batch.percentiles(by="cold"), pd.DataFrame)
     assert isinstance(Batch.from_frame(batch.df).warmup().curve, pd.DataFrame)
+
+
+def _replacements_when_spawned(pool: Pool, expected: int) -> int:
+    """The pool's replacement count once it reaches ``expected`` (a replacement is
+    counted when its process has spawned, just after the batch returns), or after 10 s."""
+    deadline = time.monotonic() + 10
+    while pool.snapshot().replacements < expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pool.snapshot().replacements
+
+
+def test_by_worker_replacements_match_the_pool_on_real_batches() -> None:
+    flaky = str(HANDLERS / "flaky.py")
+    # The slot's last call crashed: no later call shows the new process, the pool
+    # replaced it all the same.
+    with Pool(flaky, workers=1, timeout=10) as pool:
+        batch = pool.map(["0.001", "crash"], progress=False)
+        assert batch.df["outcome"].tolist() == ["ok", "crashed"]
+        assert batch.by_worker().loc[0, "replacements"] == 1
+        assert _replacements_when_spawned(pool, 1) == 1
+    # A crash mid-batch (a new generation) and a timeout as the last call.
+    with Pool(flaky, workers=1, timeout=2) as pool:
+        batch = pool.map(["a", "crash", "b", "hang"], progress=False)
+        assert batch.df["outcome"].tolist() == ["ok", "crashed", "ok", "timeout"]
+        assert batch.df["generation"].tolist() == [1, 1, 2, 2]
+        assert batch.by_worker().loc[0, "replacements"] == 2
+        assert _replacements_when_spawned(pool, 2) == 2
+    # Recycling after max_calls_per_worker, the last call included.
+    with Pool(str(HANDLERS / "echo.py"), workers=1, max_calls_per_worker=2) as pool:
+        batch = pool.map(["a", "b", "c", "d"], progress=False)
+        table = by_worker(batch.df, max_calls_per_worker=batch.config["max_calls_per_worker"])
+        assert table.loc[0, "replacements"] == 2
+        assert _replacements_when_spawned(pool, 2) == 2
+
+
+def test_percentiles_by_status_on_a_real_batch() -> None:
+    # flaky.py: numbers ending in 3 answer status 500, ending in 7 crash, others 200.
+    with Pool(str(HANDLERS / "flaky.py"), workers=2, timeout=10) as pool:
+        batch = pool.map([str(i) for i in range(30)], progress=False)
+    df = batch.df
+    assert df["status"].value_counts().to_dict() == {200: 24, 500: 3}
+    table = batch.percentiles(q=(50, 90), by="status")
+    assert table.index.names == ["status", "metric"]
+    assert sorted(set(table.index.get_level_values("status"))) == [200, 500]
+    for status in (200, 500):
+        rows = df[df["status"] == status]
+        for metric in ("latency_ms", "wait_ms", "service_ms"):
+            assert table.loc[(status, metric), "n"] == len(rows)
+            np.testing.assert_allclose(
+                table.loc[(status, metric), ["p50", "p90"]].to_numpy(float),
+                np.percentile(rows[metric].to_numpy(float), (50, 90)),
+                rtol=1e-12,
+            )
+    # The crashed calls have no status: left out, even with every row asked for.
+    every = batch.percentiles(q=50, by="status", ok_only=False)
+    assert every.loc[(200, "latency_ms"), "n"] == 24 and len(every) == len(table)

@@ -26,6 +26,7 @@ __all__ = [
     "LATENCY_METRICS",
     "WarmupReport",
     "by_worker",
+    "format_percent",
     "ok_rows",
     "percentile_label",
     "percentiles",
@@ -41,6 +42,13 @@ LATENCY_METRICS: tuple[str, ...] = ("latency_ms", "wait_ms", "service_ms")
 def percentile_label(q: float) -> str:
     """``50 -> "p50"``, ``99.9 -> "p99.9"``: the column name of a percentile."""
     return f"p{q:g}"
+
+
+def format_percent(fraction: float) -> str:
+    """``0.05 -> "5%"``, ``0.025 -> "2.5%"``, ``0.975 -> "97.5%"``: a fraction as a
+    percentage with the digits it has (up to six significant), never rounded to a
+    whole percent that would misstate a threshold."""
+    return f"{round(fraction * 100, 6):g}%"
 
 
 def _check_q(q: Sequence[float] | float) -> tuple[float, ...]:
@@ -149,19 +157,50 @@ def _wall_s(df: pd.DataFrame) -> float:
     return max(0.0, float((finished.max() - started.min()).total_seconds()))
 
 
-def by_worker(df: pd.DataFrame) -> pd.DataFrame:
+# Outcomes of a call whose process the pool ends and replaces: every failure raised by
+# the exchange itself (the pool's ``_fail``), which is any failure with a worker except
+# a cancellation.  ``unavailable`` never reached a worker; ``worker_lost`` (Dask) lost
+# the whole pool with its host.
+_ENDS_PROCESS = ("crashed", "timeout", "protocol_error", "start_failed")
+
+
+def _ended_process(rows: pd.DataFrame) -> np.ndarray:
+    """Per row, whether the call ended the process that served it.
+
+    A ``cancelled`` call that had reached a worker was killed when its batch was
+    stopped, and its process replaced, unless the pool itself was closing
+    (``PoolClosed``): a closed pool replaces nothing.
+    """
+    outcome = rows["outcome"].astype(str)
+    ended = outcome.isin(_ENDS_PROCESS)
+    if "error" in rows.columns:
+        closing = rows["error"].astype(str).str.contains("PoolClosed", regex=False)
+        ended = ended | ((outcome == "cancelled") & ~closing)
+    out: np.ndarray = ended.to_numpy(dtype=bool)
+    return out
+
+
+def by_worker(
+    df: pd.DataFrame, *, max_calls_per_worker: int | None = None
+) -> pd.DataFrame:
     """One row per worker slot that served a call, indexed by :func:`slot_keys`.
 
     Columns: ``calls`` (rows served by the slot, any outcome), ``failures`` (outcome
-    not ok), ``replacements`` (generation changes seen during the batch: the slot's
-    process was replaced, after a failure or by recycling), ``processes`` (distinct
-    pids), ``busy_s`` (sum of service time), ``utilisation`` (``busy_s`` over the
-    batch's wall time, first start to last finish), ``service_p50_ms`` and
-    ``service_p99_ms`` (ok calls; NaN for a slot without one).  Rows without a
-    worker (a call that never reached one) are not counted here.
+    not ok), ``replacements`` (processes of the slot that ended during the batch and
+    were replaced: after a failed call, by recycling, or by dying while idle),
+    ``processes`` (distinct pids), ``busy_s`` (sum of service time), ``utilisation``
+    (``busy_s`` over the batch's wall time, first start to last finish),
+    ``service_p50_ms`` and ``service_p99_ms`` (ok calls; NaN for a slot without one).
+    Rows without a worker (a call that never reached one) are not counted here.
+
+    ``replacements`` counts the generation changes between the slot's calls, plus one
+    when the slot's last call ended its process (a crash, timeout, protocol error or
+    start failure, or a kill when the batch was stopped): the pool replaced that
+    process although no later call shows it.  A recycle after the last call is seen
+    only when ``max_calls_per_worker`` (the pool's setting, ``batch.config``) is given.
     """
     keys = slot_keys(df)
-    _require(df, [*keys, "outcome", "generation", "pid", "service_ms"])
+    _require(df, [*keys, "outcome", "generation", "call_on_worker", "pid", "service_ms"])
     rows = df.dropna(subset=keys)
     cols = [
         "calls", "failures", "replacements", "processes", "busy_s", "utilisation",
@@ -173,24 +212,37 @@ def by_worker(df: pd.DataFrame) -> pd.DataFrame:
             keys
         ) > 1 else pd.Index([], name=keys[0])
         return empty
+    ok = (rows["outcome"] == "ok").to_numpy()
+    call = rows["call_on_worker"].astype("float64")
+    ended = _ended_process(rows)
+    if max_calls_per_worker is not None:
+        # The pool recycles a process after the call that reaches the limit.
+        ended = ended | (ok & (call.to_numpy() >= max_calls_per_worker))
     work = pd.DataFrame(
         {
             **{k: rows[k] for k in keys},
-            "failed": (rows["outcome"] != "ok").to_numpy(),
+            "failed": ~ok,
             "generation": rows["generation"].astype("float64"),
+            "call": call,
+            "ended": ended,
             "pid": rows["pid"],
             "service_s": rows["service_ms"].astype("float64") / 1e3,
             "ok_service": rows["service_ms"].astype("float64").where(rows["outcome"] == "ok"),
         }
     )
     g = work.groupby(keys, observed=True, sort=True)
+    # The slot's last call: its latest process, and the latest call on that process.
+    last = (
+        work.sort_values(["generation", "call"], kind="stable", na_position="first")
+        .groupby(keys, observed=True, sort=True)["ended"]
+        .last()
+    )
+    changes = (g["generation"].max() - g["generation"].min()).fillna(0)
     out = pd.DataFrame(
         {
             "calls": g.size().astype("int64"),
             "failures": g["failed"].sum().astype("int64"),
-            "replacements": (g["generation"].max() - g["generation"].min())
-            .fillna(0)
-            .astype("int64"),
+            "replacements": (changes + last.astype("int64")).astype("int64"),
             "processes": g["pid"].nunique().astype("int64"),
             "busy_s": g["service_s"].sum(),
         }
@@ -250,7 +302,7 @@ class WarmupReport:
                 f"first call on a process costs {_ms(self.cold_penalty_ms, signed=True)} "
                 f"({self.cold_ratio:.3g}x warm)"
             )
-        band = f"within {self.tolerance:.0%} of the steady {_ms(self.steady_ms)}"
+        band = f"within {format_percent(self.tolerance)} of the steady {_ms(self.steady_ms)}"
         if self.settles_after is None:
             lines.append(f"does not settle {band} in this batch")
         elif self.settles_after == 0:
