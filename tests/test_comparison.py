@@ -1,12 +1,17 @@
-"""``Comparison``: statistics on constructed samples whose answer is known."""
+"""``Comparison``: statistics on constructed samples whose answer is known, checked
+against scipy's bootstrap, then ``Batch.compare`` on real batches."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import pytest
 from _frames import make_record
+from conftest import TEST_HANDLERS
 
+from fnrun_nb import Pool
 from fnrun_nb.batch.comparison import bootstrap_percentile, compare_frames
 
 N = 100_000
@@ -33,6 +38,43 @@ def test_bootstrap_replicates_match_brute_force_resampling(q: float) -> None:
     spread = np.percentile(brute, 90) - np.percentile(brute, 10)
     assert np.allclose(np.percentile(fast, probe), np.percentile(brute, probe), atol=0.05 * spread)
     assert abs(fast.mean() - brute.mean()) < 0.02 * spread
+
+
+def test_interval_agrees_with_scipy_bootstrap_percentile_method() -> None:
+    # The well-kept implementation (resampling rows, percentile interval) on a sample
+    # small enough for it; odd and even sizes, so the medians interpolate differently.
+    stats = pytest.importorskip("scipy.stats")
+    a, b = lognormal(21, n=151), lognormal(22, n=240, scale=1.3)
+    resamples = 20_000
+
+    def ratio_of(q: float) -> Callable[..., np.ndarray]:
+        def statistic(b: np.ndarray, a: np.ndarray, axis: int) -> np.ndarray:
+            ratio: np.ndarray = np.percentile(b, q, axis=axis) / np.percentile(a, q, axis=axis)
+            return ratio
+
+        return statistic
+
+    c = compare_frames(make_record(a), make_record(b), resamples=resamples, seed=23)
+    for q, ci in ((50, c.ci), (99, c.p99_ci)):
+        ref = stats.bootstrap(
+            (b, a), ratio_of(q), n_resamples=resamples, method="percentile",
+            confidence_level=0.95, vectorized=True, rng=np.random.default_rng(24),
+        ).bootstrap_distribution
+        # Each endpoint read on scipy's bootstrap distribution: the share of scipy's
+        # replicates below it must be its tail, 2.5% / 97.5%, within 1 point.  The
+        # replicates of a percentile are lumpy (a p99 of 240 rows takes few values),
+        # so an endpoint on an atom matches if the atom spans the tail.  Monte Carlo
+        # noise here is about 0.2 points; a 90% interval would be 2.5 points off.
+        for x, tail in zip(ci, (0.025, 0.975)):
+            below, upto = np.mean(ref < x), np.mean(ref <= x)
+            assert below - 0.01 <= tail <= upto + 0.01, (q, x, tail, below, upto)
+        if q == 50:
+            # The whole distribution of the ratio, not only its tails: a two-sample
+            # Kolmogorov-Smirnov distance below 0.02, its 0.1% critical value at
+            # 20,000 against 20,000 (rounded: numpy and we interpolate with
+            # different float operations, a last-bit difference on an atom).
+            ks = stats.ks_2samp(np.round(c.replicates, 12), np.round(ref, 12))
+            assert ks.statistic < 0.02, ks
 
 
 def test_identical_distributions_ci_contains_one(base: pd.DataFrame) -> None:
@@ -64,6 +106,22 @@ def test_two_x_slower_detected_in_the_right_direction(base: pd.DataFrame) -> Non
     back = compare_frames(slower, base)
     assert back.direction == "faster"
     assert back.verdict.startswith("B is 2.0") and "x faster" in back.verdict
+
+
+def test_threshold_and_confidence_are_printed_exactly(base: pd.DataFrame) -> None:
+    # A 2.5% threshold is not "2%" or "3%": the verdict states the band it applied.
+    c = compare_frames(base, make_record(lognormal(2), workers=4), threshold=0.025)
+    assert c.direction == "same"
+    assert c.verdict.startswith("no difference beyond 2.5% (B/A = ")
+    assert "threshold 2.5%," in c._repr_html_()
+    c = compare_frames(base, make_record(lognormal(2, scale=2.0), workers=4), confidence=0.975)
+    assert "x slower (97.5% CI " in c.verdict
+    assert "97.5% CI" in repr(c).splitlines()[4]  # the B/A row of the table
+    small = compare_frames(
+        make_record(lognormal(7, n=30)), make_record(lognormal(8, n=30, scale=1.08)),
+        threshold=0.075,
+    )
+    assert small.verdict.startswith("inconclusive at 7.5% ("), small.verdict
 
 
 def test_small_noisy_samples_are_inconclusive() -> None:
@@ -147,3 +205,32 @@ def test_missing_scipy_names_the_stats_extra(
     with pytest.raises(ImportError, match=r"fnrun-nb\[stats\]"):
         c.p_value
     assert "pip install 'fnrun-nb[stats]'" in repr(c)
+
+
+# --- on real batches ------------------------------------------------------------------
+
+
+def test_batch_compare_on_two_real_batches() -> None:
+    # The same inputs through a 2 ms and a 12 ms handler: B is several times slower.
+    inputs = [f"input {i}" for i in range(10)]
+    delay = TEST_HANDLERS / "delay.py"
+    with Pool(f"{delay} 0.002", workers=2, timeout=10) as pool:
+        a = pool.map(inputs, repeat=3, progress=False)
+    with Pool(f"{delay} 0.012", workers=2, timeout=10) as pool:
+        b = pool.map(inputs, repeat=3, progress=False)
+    c = a.compare(b)
+    assert c.batches == (a, b)
+    assert c.n == (30, 30) and c.metric == "service_ms"
+    assert c.medians == (
+        pytest.approx(np.median(a.df["service_ms"])), pytest.approx(np.median(b.df["service_ms"]))
+    )
+    assert c.direction == "slower" and c.verdict.startswith("B is ")
+    assert 2.5 < c.ci[0] <= c.ratio <= c.ci[1]
+    # Joined on input_index: every input on both sides, each slower on B.
+    table = c.per_input()
+    assert sorted(table.index) == list(range(10))
+    assert (table["n_A"] == 3).all() and (table["ratio"] > 2).all()
+    # Against the bare record: the same statistics, no batches to hand back.
+    bare = a.compare(b.df)
+    assert bare.batches is None and bare.ci == c.ci and bare.verdict == c.verdict
+    assert b.compare(a).direction == "faster"

@@ -15,7 +15,11 @@ two of its order statistics, and the k-th smallest of n uniform draws of an inde
 Beta draw).  So each replicate costs two Beta draws instead of a resample of n rows:
 10,000 replicates on 100k rows take milliseconds and the same memory as the data.
 The replicates follow exactly the distribution that resampling rows would give
-(``tests/test_comparison.py`` checks them against brute-force resampling).
+(``tests/test_comparison.py`` checks them against brute-force resampling, and the
+interval against ``scipy.stats.bootstrap``'s percentile method on a small sample).
+scipy's resampling bootstrap is not used itself because it is too slow for batch-sized
+records: 2,000 resamples of the ratio of medians took 7.7 s on 100k against 100k rows
+(0.39 s on 1k rows), where this takes milliseconds.
 
 A Mann-Whitney U p-value (scipy, the optional ``stats`` extra) is shown beside the
 verdict when scipy is installed; it never decides it.
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .analysis import ok_rows
+from .analysis import format_percent, ok_rows
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -182,7 +186,7 @@ class Comparison:
 
     def _rows(self) -> list[tuple[str, str, str, str]]:
         a, b = self.labels
-        conf = f"{self.confidence:.0%} CI"
+        conf = f"{format_percent(self.confidence)} CI"
         return [
             (a, str(self.n[0]), _fmt_ms(self.medians[0]), _fmt_ms(self.p99s[0])),
             (b, str(self.n[1]), _fmt_ms(self.medians[1]), _fmt_ms(self.p99s[1])),
@@ -218,7 +222,7 @@ class Comparison:
             '<div class="fnrun-comparison">'
             f'<div style="font-weight:bold;color:{colour}">{escape(self.verdict)}</div>'
             f'<div style="color:#666">{escape(self.metric)}, ok calls, threshold '
-            f"{self.threshold:.0%}, {self.resamples} bootstrap resamples</div>"
+            f"{format_percent(self.threshold)}, {self.resamples} bootstrap resamples</div>"
             "<table><thead><tr><th></th><th>n</th><th>median</th><th>p99</th></tr></thead>"
             f"<tbody>{body}</tbody></table>"
             f'<div style="color:#666">{escape(self._p_text())}</div></div>'
@@ -231,7 +235,7 @@ def _verdict(
 ) -> tuple[str, str]:
     a, b = labels
     lo, hi = ci
-    conf = f"{confidence:.0%} CI"
+    conf = f"{format_percent(confidence)} CI"
     upper, lower = 1.0 + threshold, 1.0 / (1.0 + threshold)
     if lo > upper:
         r, r_lo, r_hi = _fmt_ratios(ratio, lo, hi)
@@ -241,11 +245,10 @@ def _verdict(
         r, r_lo, r_hi = _fmt_ratios(1 / ratio, 1 / hi, 1 / lo)
         return "faster", f"{b} is {r}x faster ({conf} {r_lo}-{r_hi})"
     detail = f"{b}/{a} = {ratio:.3f}, {conf} {lo:.3f}-{hi:.3f}"
+    band = format_percent(threshold)
     if lo >= lower and hi <= upper:
-        return "same", f"no difference beyond {threshold:.0%} ({detail})"
-    return "inconclusive", (
-        f"inconclusive at {threshold:.0%} ({detail}): more calls would tell"
-    )
+        return "same", f"no difference beyond {band} ({detail})"
+    return "inconclusive", f"inconclusive at {band} ({detail}): more calls would tell"
 
 
 def _sample(df: pd.DataFrame, metric: str, label: str) -> pd.DataFrame:
