@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from conftest import TEST_HANDLERS
 
@@ -28,6 +30,21 @@ def test_compare_detects_a_designed_slowdown_in_the_right_direction() -> None:
     # Both pools were warm: no measured call was the first on its process.
     assert not a.df["cold"].any() and not b.df["cold"].any()
     assert c.per_input()["ratio"].min() > 2
+
+
+def test_rounds_run_interleaved_a_b_then_b_a() -> None:
+    c = fnrun_nb.compare(f"{DELAY} 0", f"{DELAY} 0", INPUTS[:4], rounds=4, workers=2)
+    # Each (side, round) as the span of its calls, first start to last finish, in the
+    # order they ran.
+    spans = []
+    for label, batch in zip("AB", c.batches):  # type: ignore[arg-type]
+        for r, group in batch.df.groupby("repeat"):
+            spans.append((group["started"].min(), group["finished"].max(), f"{label}{r}"))
+    spans.sort()
+    assert [name for _, _, name in spans] == ["A0", "B0", "B1", "A1", "A2", "B2", "B3", "A3"]
+    # One side's round at a time: each starts after the previous one finished.
+    for (_, finished, _), (started, _, name) in itertools.pairwise(spans):
+        assert finished < started, name
 
 
 def test_compare_the_other_way_round_says_faster() -> None:
