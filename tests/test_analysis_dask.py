@@ -156,3 +156,28 @@ def test_timeline_of_a_dask_batch_one_lane_per_slot_one_bar_per_call(
         ax.figure.canvas.draw()
     finally:
         plt.close("all")
+
+
+def test_percentiles_by_worker_on_a_dask_batch_keeps_slots_apart(crashing_batch: Batch) -> None:
+    # Slot 0 exists on each Dask worker: grouping by the slot number alone would merge
+    # two workers' calls into one group.
+    table = crashing_batch.percentiles(q=50, by="worker")
+    assert table.index.names == ["dask_worker", "worker", "metric"]
+    ok = crashing_batch.df[crashing_batch.df["outcome"] == "ok"]
+    medians = ok.groupby(["dask_worker", "worker"])["service_ms"].median()
+    got = table.xs("service_ms", level="metric")["p50"]
+    assert list(got.index) == list(medians.index) and len(got) == 2
+    np.testing.assert_allclose(got.to_numpy(), medians.to_numpy())
+
+
+def test_a_dask_batch_saves_and_loads_with_its_columns_and_dtypes(
+    crashing_batch: Batch, tmp_path: Path
+) -> None:
+    pytest.importorskip("pyarrow")
+    path = crashing_batch.save(tmp_path / "dask.parquet")
+    loaded = Batch.load(path)
+    assert list(loaded.df.columns) == list(crashing_batch.df.columns)
+    assert (loaded.df.dtypes == crashing_batch.df.dtypes).all()
+    assert loaded.df["dask_worker"].tolist() == crashing_batch.df["dask_worker"].tolist()
+    assert loaded.df["outcome"].tolist() == crashing_batch.df["outcome"].tolist()
+    assert loaded.by_worker().equals(crashing_batch.by_worker())

@@ -99,7 +99,8 @@ def percentiles(
     Without ``by``: one row per metric (``latency_ms``, ``wait_ms``, ``service_ms``),
     an ``n`` column (values used) then one column per percentile (``p50``, ``p99.9``).
     With ``by`` (``"worker"``, ``"status"``, ``"cold"``, any column or list of
-    columns): the same, indexed by (group..., metric).  Groups are those present in the
+    columns): the same, indexed by (group..., metric); ``by="worker"`` on a Dask batch
+    groups by (``dask_worker``, ``worker``), as worker slots repeat across Dask workers.  Groups are those present in the
     data; a missing group value (NA) is left out.  ``ok_only`` keeps ok calls only
     (the default, see the module docstring); ``ok_only=False`` uses every row with a
     value, which is what ``by="outcome"`` needs.
@@ -121,6 +122,10 @@ def percentiles(
         return out.astype({"n": "int64"})
 
     keys = [by] if isinstance(by, str) else list(by)
+    if keys == ["worker"]:
+        # A slot number names a worker only within one pool: on Dask, key it by the
+        # Dask worker too, as by_worker does.
+        keys = slot_keys(df)
     _require(df, keys)
     long = rows[[*keys, *LATENCY_METRICS]].melt(
         id_vars=keys, var_name="metric", value_name="ms"

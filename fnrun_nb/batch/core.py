@@ -282,7 +282,7 @@ class Batch:
         utilisation, service p50/p99; see :func:`fnrun_nb.batch.analysis.by_worker`."""
         from .analysis import by_worker
 
-        return by_worker(self.df)
+        return by_worker(self.df, max_calls_per_worker=self.config.get("max_calls_per_worker"))
 
     def warmup(self, metric: str = "service_ms", **options: Any) -> WarmupReport:
         """Cold versus warm calls and where service time settles; see

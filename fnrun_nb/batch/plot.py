@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .analysis import ok_rows, slot_keys, warmup
+from .analysis import format_percent, ok_rows, slot_keys, warmup
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -233,13 +233,13 @@ def plot_comparison(cmp: Comparison, *, logx: bool = True) -> Figure:
 
     upper, lower = 1 + cmp.threshold, 1 / (1 + cmp.threshold)
     right.axvspan(lower, upper, color="#1565c0", alpha=0.12,
-                  label=f"within {cmp.threshold:.0%}")
+                  label=f"within {format_percent(cmp.threshold)}")
     right.hist(cmp.replicates, bins=60, color="#777777")
     for v in cmp.ci:
         right.axvline(v, color="#c62828", linestyle="--", linewidth=1)
     right.axvline(cmp.ratio, color="black", linewidth=1.5,
                   label=f"{cmp.labels[1]}/{cmp.labels[0]} median ratio")
-    right.set_xlabel(f"bootstrap {cmp.labels[1]}/{cmp.labels[0]} ({cmp.confidence:.0%} CI dashed)")
+    right.set_xlabel(f"bootstrap {cmp.labels[1]}/{cmp.labels[0]} ({format_percent(cmp.confidence)} CI dashed)")
     right.legend(fontsize="small")
     fig.suptitle(cmp.verdict)
     fig.tight_layout()
