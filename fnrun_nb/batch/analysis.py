@@ -100,8 +100,9 @@ def percentiles(
     an ``n`` column (values used) then one column per percentile (``p50``, ``p99.9``).
     With ``by`` (``"worker"``, ``"status"``, ``"cold"``, any column or list of
     columns): the same, indexed by (group..., metric); ``by="worker"`` on a Dask batch
-    groups by (``dask_worker``, ``worker``), as worker slots repeat across Dask workers.  Groups are those present in the
-    data; a missing group value (NA) is left out.  ``ok_only`` keeps ok calls only
+    groups by (``dask_worker``, ``worker``), as worker slots repeat across Dask
+    workers.  Groups are those present in the data; a missing group value (NA) is left
+    out.  ``ok_only`` keeps ok calls only
     (the default, see the module docstring); ``ok_only=False`` uses every row with a
     value, which is what ``by="outcome"`` needs.
 
