@@ -249,12 +249,12 @@ class FnrunMagics(Magics):
                 del self._dask_pools[key]
                 entry.pool.close()
             try:
-                dpool = DaskPool(address, command, **settings)
+                # Batches name the handler as typed, not its absolute path.
+                dpool = DaskPool(address, command, name=opts.handler, **settings)
             except FnrunError as exc:
                 raise CallFailed(exc, opts.handler) from exc
             except OSError as exc:  # no scheduler at that address
                 raise UsageError(f"--dask {address}: {exc}") from None
-            dpool.name = opts.handler  # batches name the handler as typed, not its path
             entry = _DaskEntry(opts.handler, address, cwd, {**settings, "command": command}, dpool)
             self._dask_pools[key] = entry
         dpool = entry.pool
@@ -462,10 +462,9 @@ class FnrunMagics(Magics):
         command = settings.pop("command")
         self._forget(entry)
         try:
-            dpool = DaskPool(entry.address, command, **settings)
+            dpool = DaskPool(entry.address, command, name=entry.handler, **settings)
         except FnrunError as exc:
             raise CallFailed(exc, entry.handler) from exc
-        dpool.name = entry.handler
         key = (entry.address, entry.handler, entry.cwd, tuple(sorted(settings.items())))
         self._dask_pools[key] = _DaskEntry(
             entry.handler, entry.address, entry.cwd, {**settings, "command": command}, dpool

@@ -120,6 +120,7 @@ class DaskPool:
         process_env: Mapping[str, str] | None = None,
         max_calls_per_worker: int | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        name: str | None = None,
     ) -> None:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
@@ -136,8 +137,11 @@ class DaskPool:
             self.client = distributed.Client(address, set_as_default=False)
             self._own_client = True
         self.command = _absolute_argv(command, cwd)
-        self.name: str = command if isinstance(command, str) else shlex.join(map(os.fspath, command))
-        """The handler as the user named it (batches show this, not the absolute path)."""
+        self.name: str = name or (
+            command if isinstance(command, str) else shlex.join(map(os.fspath, command))
+        )
+        """The handler as the user named it (batches show this, not the absolute path):
+        ``name`` if given, else ``command`` as given."""
         self.scheduler_address: str = self.client.scheduler_info()["address"]
         self.workers = workers
         self.timeout = timeout
