@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Union
@@ -126,6 +127,7 @@ class Pool:
                 self._executor = ThreadPoolExecutor(
                     max_workers=self.workers, thread_name_prefix="fnrun-submit"
                 )
+                _close_at_thread_shutdown(self)
             executor = self._executor
         return executor.submit(self._pool._invoke, payload, env_block, timeout)
 
@@ -205,3 +207,36 @@ class Pool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --- interpreter exit with submitted calls ----------------------------------------------
+
+# Interpreter exit first joins every ThreadPoolExecutor's threads (concurrent.futures
+# registers that join with threading's own exit hooks, which run before atexit), and a
+# joined executor first runs every call still queued: a pool left open with a backlog
+# of submit()s would hold the exit for the whole backlog before atexit closes it.
+# Pools with an executor are closed by a hook of the same kind, registered after
+# concurrent.futures' (hooks run last-registered first): queued calls are cancelled and
+# calls in flight end as close() ends them, then the join finds idle threads.
+_submitting: weakref.WeakSet[Pool] = weakref.WeakSet()
+_hook_lock = threading.Lock()
+_hook_registered = False
+
+
+def _close_submitting_pools() -> None:
+    for pool in list(_submitting):
+        pool.close()
+
+
+def _close_at_thread_shutdown(pool: Pool) -> None:
+    global _hook_registered
+    _submitting.add(pool)
+    with _hook_lock:
+        if _hook_registered:
+            return
+        try:
+            # The hook concurrent.futures itself uses (private, stable since 3.9).
+            threading._register_atexit(_close_submitting_pools)  # type: ignore[attr-defined]
+        except RuntimeError:  # already shutting down: atexit's close still runs
+            return
+        _hook_registered = True
