@@ -1,5 +1,9 @@
 """Run the benchmark suite: ``python -m benchmarks [--quick] [--only NAME] [--out DIR]``.
 
+``python -m benchmarks --render results/latest.json`` measures nothing: it prints the
+table of an earlier run and rewrites the markdown beside its JSON (after a change of
+how results are shown).
+
 Prints one table (every section's cases with medians, IQRs and ratios, then every
 target with PASS/MISS) and writes the same results as JSON and markdown:
 ``benchmarks/results/latest.{json,md}`` for a full run (committed),
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ._method import machine_facts, set_affinity_tree
-from ._report import judge, render_text, write_results
+from ._report import judge, render_markdown, render_text, write_results
 
 SECTIONS = (
     "latency",
@@ -81,6 +85,23 @@ def run_section(name: str, quick: bool) -> dict[str, Any]:
     return out
 
 
+def render_saved(path: Path) -> int:
+    """Print the results in ``path`` (a suite's JSON) and rewrite the ``.md`` beside it
+    from them, targets re-judged by today's rule; the JSON itself is left as measured."""
+    import json
+
+    results = json.loads(path.read_text())
+    for sec in results.get("sections", {}).values():
+        sec["targets"] = [judge(dict(t)) for t in sec.get("targets", [])]
+    md = path.with_suffix(".md")
+    tmp = md.with_suffix(".md.tmp")
+    tmp.write_text(render_markdown(results))
+    tmp.replace(md)
+    print(render_text(results))
+    print(f"\nwrote {md} from {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
@@ -93,7 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the results")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--render", type=Path, metavar="JSON",
+        help="measure nothing: print an earlier run's table and rewrite its markdown",
+    )
     args = parser.parse_args(argv)
+    if args.render is not None:
+        return render_saved(args.render)
 
     names = [n for n in SECTIONS if not args.only or n in args.only]
     stem = "partial" if args.only else "quick" if args.quick else "latest"

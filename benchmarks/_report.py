@@ -11,7 +11,7 @@ Build the pieces with :func:`row`, :func:`target` and :func:`section` so that th
 terminal table, the markdown table and the JSON all read the same fields.  A row's
 ``ratio`` is a paired ratio (see ``_method.paired``) with its spread; a target's
 ``reached`` is a median with its spread and ``status`` is ``PASS`` when the median
-meets the minimum.
+meets the minimum; the tables add whether the aim was met (``status_label``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 from ._method import Stats, machine_facts
 
 __all__ = [
-    "judge", "render_markdown", "render_text", "row", "section", "target", "targets_markdown",
-    "write_results",
+    "judge", "render_markdown", "render_text", "row", "section", "status_label", "target",
+    "targets_markdown", "write_results",
 ]
 
 
@@ -115,8 +115,12 @@ def fmt(value: Any) -> str:
 
 
 def _spread(d: Mapping[str, Any]) -> str:
+    """``q1..q3``; for one sample, no range at all: a single measurement has no spread
+    to show, and ``258..258`` would pretend it had one."""
     if d.get("q1") is None or d.get("q3") is None:
         return ""
+    if d.get("n") == 1:
+        return SINGLE
     return f"{fmt(d['q1'])}..{fmt(d['q3'])}"
 
 
@@ -136,23 +140,36 @@ def _row_cells(r: Mapping[str, Any]) -> list[str]:
     ]
 
 
+SINGLE = "one sample"
+"""The IQR cell of a statistic taken from a single measurement."""
+
 _ROW_HEAD = ["case", "mode", "median", "IQR", "ratio", "ratio IQR", "note"]
 _TARGET_HEAD = ["target", "minimum", "aim", "reached", "IQR", "status"]
+
+
+def status_label(t: Mapping[str, Any]) -> str:
+    """A target's status as the tables show it: a minimum that holds says whether its
+    aim was met too, so a missed aim is never hidden behind a plain ``PASS``
+    (``PASS (aim <= 2.00 missed)``).  The JSON keeps ``status`` and ``aim_met`` apart."""
+    status = str(t.get("status", "?"))
+    aim, aim_met = t.get("aim"), t.get("aim_met")
+    if status != "PASS" or aim is None or aim_met is None:
+        return status
+    if aim_met:
+        return "PASS (aim met)"
+    return f"PASS (aim {t.get('op', '')} {fmt(aim)} missed)"
 
 
 def _target_cells(t: Mapping[str, Any]) -> list[str]:
     op = t.get("op", "")
     aim = t.get("aim")
-    status = str(t.get("status", "?"))
-    if status == "PASS" and t.get("aim_met"):
-        status = "PASS (aim met)"
     return [
         str(t.get("name", "")),
         "" if t.get("target") is None else f"{op} {fmt(t.get('target'))}",
         "" if aim is None else f"{op} {fmt(aim)}",
         fmt(t.get("median")),
         _spread(t),
-        status,
+        status_label(t),
     ]
 
 
@@ -210,22 +227,25 @@ def render_text(results: Mapping[str, Any]) -> str:
 
 
 def _target_summary(results: Mapping[str, Any]) -> list[str]:
-    lines = []
+    lines: list[tuple[str, str]] = []
     for name, sec in results.get("sections", {}).items():
         if sec.get("status") != "ok":
-            lines.append(f"{name}: {sec.get('status')}")
+            lines.append((f"{name}: {sec.get('status')}", ""))
             continue
         for t in sec.get("targets", []):
-            bound = (
-                f"minimum {t.get('op')} {fmt(t.get('target'))}"
-                if t.get("target") is not None
-                else f"aim {t.get('op')} {fmt(t.get('aim'))}"
-            )
-            lines.append(
-                f"{t.get('status', '?'):4s}  {name}: {t.get('name')} "
-                f"{fmt(t.get('median'))} (IQR {_spread(t)}; {bound})"
-            )
-    return lines
+            bounds = []
+            if t.get("target") is not None:
+                bounds.append(f"minimum {t.get('op')} {fmt(t.get('target'))}")
+            if t.get("aim") is not None:
+                bounds.append(f"aim {t.get('op')} {fmt(t.get('aim'))}")
+            spread = _spread(t)
+            spread = spread if spread == SINGLE else f"IQR {spread}"
+            lines.append((
+                status_label(t),
+                f"{name}: {t.get('name')} {fmt(t.get('median'))} ({spread}; {', '.join(bounds)})",
+            ))
+    width = max((len(status) for status, _ in lines if _), default=0)
+    return [f"{status.ljust(width)}  {text}".rstrip() for status, text in lines]
 
 
 def targets_markdown(results: Mapping[str, Any]) -> list[str]:
