@@ -35,6 +35,7 @@ SECTIONS = (
     "coldstart",
     "monitor_overhead",
     "dask_scaling",
+    "hotpath",
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 BUDGET_SECONDS = 600
