@@ -21,11 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.__main__ import SECTIONS
-from benchmarks._method import Stats
-from benchmarks._report import render_markdown, render_text, row, section, target
-
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the suite sits beside the package, not installed with it
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.__main__ import SECTIONS  # noqa: E402
+from benchmarks._method import Stats  # noqa: E402
+from benchmarks._report import render_markdown, render_text, row, section, target  # noqa: E402
 
 # Cases each section must measure (a row's "case", or its start for numbered families).
 REQUIRED_CASES = {
