@@ -8,6 +8,12 @@
 
     frame = 4-byte big-endian signed length ‖ one serialized protobuf message
 
+The handler's stdout carries nothing but Result frames, one in answer to each call.
+Anything else there is a protocol violation: text before a Result (it is read as a
+length prefix), bytes after a Result, and bytes between calls (a late print, a second
+Result), which a host that did not look would read as the next call's answer.
+:func:`describe_stray` says what such bytes are, for the error that reports them.
+
 The encoders here are byte-for-byte what the Go fnrun v0.2.0 writes (the golden
 frames in ``tests/data`` prove it).  Two of them are written by hand because they sit
 on the hot path: an ``Event`` is a tag, a varint and the data, so the host can hand
@@ -36,6 +42,7 @@ __all__ = [
     "decode_context",
     "decode_event",
     "decode_result",
+    "describe_stray",
     "encode_context",
     "encode_env",
     "encode_event",
@@ -310,6 +317,34 @@ def decode_result(payload: bytes | bytearray) -> tuple[int, bytes, dict[str, str
     except DecodeError as exc:
         raise ProtocolError(f"malformed Result message: {exc}") from exc
     return msg.status, msg.data, {e.name: e.value for e in msg.envVars}
+
+
+def describe_stray(data: bytes, limit: int = 200) -> str:
+    """Say what bytes a handler wrote to stdout outside a frame are, for a message.
+
+    ``"a Result frame (status 200, data b'...')"`` when they start with a whole
+    Result frame (a second answer), the text itself (its first ``limit``
+    characters) when they are printable UTF-8, else their first bytes.
+    """
+    data = bytes(data)
+    if len(data) >= 4:
+        length = unpack_length(data)[0]
+        if 0 <= length <= len(data) - 4:
+            try:
+                status, out, _ = decode_result(data[4 : 4 + length])
+            except ProtocolError:
+                pass
+            else:
+                rest = len(data) - 4 - length
+                more = f", then {rest} more bytes" if rest else ""
+                return f"a Result frame (status {status}, data {out[:60]!r}){more}"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in "\t\r\n" for c in text[:limit]):
+        return repr(text[:limit]) + ("..." if len(text) > limit else "")
+    return repr(data[:64]) + ("..." if len(data) > 64 else "")
 
 
 # --- Reading frames from a stream -----------------------------------------------------

@@ -217,6 +217,21 @@ def test_length_prefix_that_reads_as_text_names_stdout_printing() -> None:
         protocol.frame_length(b"hell")
 
 
+def test_describe_stray_says_what_stray_stdout_bytes_are() -> None:
+    """An error about bytes outside a frame says what they are: a whole Result frame
+    (a second answer), text, or raw bytes, each cut to a readable length."""
+    extra = protocol.encode_result(200, b"EXTRA", {"K": "v"})
+    assert protocol.describe_stray(extra) == "a Result frame (status 200, data b'EXTRA')"
+    assert protocol.describe_stray(extra + b"xyz") == (
+        "a Result frame (status 200, data b'EXTRA'), then 3 more bytes"
+    )
+    assert protocol.describe_stray(b"fatal: config missing\n") == "'fatal: config missing\\n'"
+    assert protocol.describe_stray(b"y" * 500, limit=10) == "'yyyyyyyyyy'..."
+    garbage = b"\x7f\xff\xff\xff" + b"\x00" * 100
+    assert protocol.describe_stray(garbage) == repr(garbage[:64]) + "..."
+    assert protocol.describe_stray(b"\xff\xfe") == repr(b"\xff\xfe"), "not UTF-8: bytes"
+
+
 def test_max_frame_size_is_configurable() -> None:
     assert protocol.frame_length(b"\x00\x00\x01\x00", max_size=256) == 256
     with pytest.raises(ProtocolError):
