@@ -3,6 +3,7 @@
 ::
 
     CmdInvoker.invoke(input, env=, timeout=)
+        │ poll(stdout, 0) → nothing waiting                         one syscall
         │ writev(stdin,  Event frame ‖ ExecutionContext frame)      one syscall
         │ read(stdout) → Result frame                               usually one syscall
         ▼
@@ -16,6 +17,17 @@ the process watcher (``_watcher``), which kills the process group when it passes
 the hot path carries no timer.  After a failed call the invoker is dead and must not be
 reused (as in Go fnrun); ``InvokerPool`` replaces it.
 
+stdout carries Result frames only, each in answer to a call.  Bytes a handler writes
+there between calls (a late print, a second Result) would be read as the *next*
+call's answer, so each call first polls stdout with a zero timeout and, when anything
+is waiting, does not write its input: a process that is ending (EOF, or it exits
+within ``_EXIT_GRACE``) died while idle, and a live one broke the protocol
+(``ProtocolError``, with ``delivered = False``: the input never reached it).  The same
+grace separates a crash from a protocol error when text stands where a length prefix
+belongs: a handler that prints "fatal: ..." and exits crashed.  Bytes that arrive
+while a call is being written cannot be told from its answer (the protocol has no call
+ids); they are caught when they arrive together with it or before the next call.
+
 The process itself (spawn with ``PR_SET_PDEATHSIG`` in its own session, stderr capture,
 kill, the close escalation, reaping, the exit sweep) is ``_process.HandlerProcess``,
 which ``CmdInvoker`` extends with the exchange and the reading of a broken one.
@@ -25,6 +37,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import shlex
 import signal
 import struct
@@ -40,7 +53,6 @@ from .errors import (
     FnrunError,
     HandlerCrashed,
     HandlerStartError,
-    InvocationError,
     InvocationTimeout,
     MissingTimeout,
     PoolClosed,
@@ -49,6 +61,7 @@ from .errors import (
 from .protocol import (
     DEFAULT_MAX_FRAME_SIZE,
     decode_result,
+    describe_stray,
     encode_context,
     encode_env,
     event_header,
@@ -77,6 +90,14 @@ _read = os.read
 # with write(); larger ones go through writev() so they are never copied.
 _JOIN_LIMIT = 16 * 1024
 _unpack_length = struct.Struct(">i").unpack_from
+_EXIT_GRACE = 0.25
+"""Seconds a process that wrote something other than its Result gets to exit.  If it
+does, it crashed and that was its last word ("fatal: config missing", then exit 2);
+if it does not, it broke the protocol.  Only failures wait for it.  A small Python
+script exits about 5 ms after its last write, one that imported pandas 80-180 ms
+(measured on a 2-core machine)."""
+_STRAY_LIMIT = 64 * 1024
+"""At most this much stray stdout is read to describe it in an error."""
 
 
 @runtime_checkable
@@ -105,13 +126,28 @@ class InvokerFactory(Protocol):
 
 
 class _Failed(Exception):
-    """Internal: the exchange broke off; ``partial`` result bytes had been read."""
+    """Internal: the exchange broke off; ``partial`` result bytes had been read.
 
-    def __init__(self, partial: int, written: int, cause: BaseException | None = None, noise: bytes = b"") -> None:
+    ``noise``: bytes that followed a complete Result.  ``bad_frame``: the error for
+    what stood where a length prefix belongs, and ``stray`` those bytes.
+    """
+
+    def __init__(
+        self,
+        partial: int,
+        written: int,
+        cause: BaseException | None = None,
+        noise: bytes = b"",
+        *,
+        stray: bytes = b"",
+        bad_frame: ProtocolError | None = None,
+    ) -> None:
         self.partial = partial
         self.written = written
         self.cause = cause
         self.noise = noise
+        self.stray = stray
+        self.bad_frame = bad_frame
 
 
 class CmdInvoker(HandlerProcess):
@@ -144,7 +180,16 @@ class CmdInvoker(HandlerProcess):
         self.call_started: float | None = None
         """Wall-clock start of the call in flight (or the last one)."""
         self.call_timeout = 0.0
+        # The last ExecutionContext frame, its deadline (ms) and env block.
+        self._ctx = b""
+        self._ctx_ms = -1
+        self._ctx_env = b""
         super().__init__(resolve_command(command, cwd), cwd=cwd, env=env, stderr_limit=stderr_limit)
+        # poll(2) on stdout with a zero timeout: non-empty when bytes (or EOF) wait
+        # there.  A poll object holds no fd of its own.
+        poller = select.poll()
+        poller.register(self._rfd, select.POLLIN)
+        self._stdout_waiting = poller.poll
 
     def __repr__(self) -> str:
         rc = self._proc.returncode
@@ -170,7 +215,7 @@ class CmdInvoker(HandlerProcess):
         """Send one invocation and return the handler's Result.
 
         ``timeout`` (seconds, required, > 0) bounds the whole call; it travels to the
-        handler as the absolute deadline.  Raises ``MissingTimeout`` (nothing written)
+        handler as the absolute deadline (truncated to the millisecond).  Raises ``MissingTimeout`` (nothing written)
         without one, ``ValueError`` for ``timeout <= 0``, and an ``InvocationError``
         when the call fails, after which this invoker is dead.
         """
@@ -196,10 +241,23 @@ class CmdInvoker(HandlerProcess):
         if self.exited or self._killed_by_us or self._closed:  # not self.alive, inlined
             raise self._dead_error()
         now_ns = _time_ns()
-        ctx = encode_context(now_ns + int(timeout * 1e9), env_block)
+        # The deadline travels truncated to the millisecond (up to 1 ms early, never
+        # late), so back-to-back calls reuse one encoded context.
+        stop_ms = (now_ns + int(timeout * 1e9)) // 1_000_000
+        if stop_ms == self._ctx_ms and env_block == self._ctx_env:
+            ctx = self._ctx
+        else:
+            ctx = self._ctx = encode_context(stop_ms * 1_000_000, env_block)
+            self._ctx_ms = stop_ms
+            self._ctx_env = env_block
         size = len(data)
         self.call_started = now_ns * 1e-9
         self.call_timeout = timeout
+        # After call_started: poll releases the GIL, and a snapshot of this busy
+        # worker taken then must show the call's start.
+        if self._stdout_waiting(0):
+            # Written now, this call's input would get those bytes as its answer.
+            raise self._stray_before_call()
         deadline = _monotonic() + timeout
         self.deadline = deadline
         w = _watcher.watcher
@@ -231,11 +289,7 @@ class CmdInvoker(HandlerProcess):
             else:
                 payload = self._read_payload(chunk, written)
         except _Failed as failed:
-            raise self._failure(failed, t0) from failed.cause
-        except InvocationError as exc:  # a bad length prefix
-            self._kill_and_reap()
-            exc.stderr_tail = self.stderr_tail()
-            raise
+            raise self._failure(failed) from failed.cause
         except BaseException:
             # KeyboardInterrupt mid-call: the channel is mid-frame; the process must go.
             self._kill_and_reap()
@@ -279,7 +333,10 @@ class CmdInvoker(HandlerProcess):
         return chunk
 
     def _read_payload(self, chunk: bytes, written: int) -> bytes | bytearray:
-        length = frame_length(chunk, self.max_frame_size)  # raises on a bad prefix
+        try:
+            length = frame_length(chunk, self.max_frame_size)
+        except ProtocolError as exc:  # text or garbage: _failure tells crash from violation
+            raise _Failed(0, written, exc, stray=chunk, bad_frame=exc) from exc
         have = len(chunk) - 4
         if have > length:
             extra = chunk[4 + length :]
@@ -297,29 +354,46 @@ class CmdInvoker(HandlerProcess):
 
     # --- failures ---------------------------------------------------------------------
 
-    def _failure(self, failed: _Failed, t0: float) -> FnrunError:
+    def _failure(self, failed: _Failed) -> FnrunError:
         """Decide what a broken exchange was, make sure the process is gone, and
         return the error to raise."""
         if failed.noise:
             self._kill_and_reap()
             return ProtocolError(
                 f"handler wrote {len(failed.noise)} bytes to stdout after its Result"
-                f" ({failed.noise[:32]!r}); stdout carries only protocol frames",
+                f" ({describe_stray(failed.noise)}); stdout carries only protocol frames",
                 stderr_tail=self.stderr_tail(),
             )
         ended_by_host = self._ended_by_host()
         if ended_by_host is not None:
             return ended_by_host
-        # EOF on stdout or EPIPE on stdin: did the process end, or just close a pipe?
-        try:
-            self._proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            self._kill_and_reap()
-            which = "stdin" if failed.cause is not None else "stdout"
-            return ProtocolError(
-                f"handler closed its {which} but kept running; process {self.pid} was killed",
-                stderr_tail=self.stderr_tail(),
-            )
+        stray = failed.stray
+        if failed.bad_frame is not None:
+            # Text where a length prefix belongs.  A process on its way out (it printed
+            # why, then exited) crashed; a live one writing garbage broke the protocol.
+            exited = self._wait(_EXIT_GRACE)
+            stray += self._drain_stdout(_STRAY_LIMIT - len(stray))
+            if not exited:
+                ended_by_host = self._ended_by_host()
+                if ended_by_host is not None:
+                    return ended_by_host
+                self._kill_and_reap()
+                return ProtocolError(
+                    f"{failed.bad_frame}; stdout held {describe_stray(stray)};"
+                    f" process {self.pid} was killed",
+                    stderr_tail=self.stderr_tail(),
+                )
+        else:
+            # EOF on stdout or EPIPE on stdin: did the process end, or just close a pipe?
+            try:
+                self._proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                self._kill_and_reap()
+                which = "stdin" if failed.cause is not None else "stdout"
+                return ProtocolError(
+                    f"handler closed its {which} but kept running; process {self.pid} was killed",
+                    stderr_tail=self.stderr_tail(),
+                )
         # The deadline (or a close) may have come while we waited, and its SIGKILL is
         # then how the process ended: that is a timeout, not a crash.
         ended_by_host = self._ended_by_host()
@@ -330,17 +404,19 @@ class CmdInvoker(HandlerProcess):
         self._kill_and_reap()
         how = HandlerCrashed.describe_returncode(rc)
         tail = self.stderr_tail()
+        said = f"; it wrote to stdout instead: {describe_stray(stray)}" if stray else ""
         # A fresh process that ended before reading its first input failed to start,
         # unless SIGKILL ended it: that comes from outside (the OOM killer, an
         # operator) while it sat idle, so the call is retried like any idle death.
         if undelivered and self.calls == 0 and rc != -signal.SIGKILL:
-            reason = f"the process ended ({how}) before reading its first input"
+            reason = f"the process ended ({how}) before reading its first input{said}"
             if tail.strip():
                 reason += "; stderr:\n" + tail.rstrip()
             return HandlerStartError(self.argv, reason)
         err = HandlerCrashed(
             f"handler process {self.pid} ended ({how}) before writing a complete Result"
             + (f" ({failed.partial} bytes of it arrived)" if failed.partial else "")
+            + said
             + _last_line(tail),
             exit_code=rc if rc is not None and rc >= 0 else None,
             signal=_signal_of(rc),
@@ -348,6 +424,57 @@ class CmdInvoker(HandlerProcess):
         )
         err.delivered = not undelivered  # type: ignore[attr-defined]
         return err
+
+    def _stray_before_call(self) -> FnrunError:
+        """The error for a call that found stdout readable before writing anything.
+
+        The call was not delivered.  A process that is ending (EOF, or it exits within
+        ``_EXIT_GRACE``) died while idle: the same error as a death found by writing
+        to it (``HandlerCrashed`` with ``delivered = False``, or ``HandlerStartError``
+        before its first call).  A live process broke the protocol: ``ProtocolError``,
+        also with ``delivered = False``, that quotes the stray bytes.
+        """
+        self.call_started = None  # nothing was written: no call started
+        try:
+            exited = self._wait(_EXIT_GRACE)
+            stray = self._drain_stdout()  # after the grace: all it wrote before exiting
+            if exited:
+                return self._failure(_Failed(0, 0, stray=stray))
+            ended_by_host = self._ended_by_host()
+            if ended_by_host is not None:
+                return ended_by_host
+            self._kill_and_reap()
+        except BaseException:
+            self._kill_and_reap()
+            raise
+        if stray:
+            what = (
+                f"wrote {len(stray)} bytes to stdout between calls, after call"
+                f" {self.calls} had its Result ({describe_stray(stray)})"
+            )
+        else:
+            what = "closed its stdout between calls but kept running"
+        err = ProtocolError(
+            f"handler {what}; stdout carries only Result frames, each in answer to a"
+            f" call.  This call's input was not written; process {self.pid} was killed",
+            stderr_tail=self.stderr_tail(),
+        )
+        err.delivered = False  # type: ignore[attr-defined]
+        return err
+
+    def _drain_stdout(self, limit: int = _STRAY_LIMIT) -> bytes:
+        """Up to ``limit`` bytes that wait in stdout now, without ever blocking (a
+        grandchild may hold the pipe open with nothing in it)."""
+        got = b""
+        while len(got) < limit and self._stdout_waiting(0):
+            try:
+                chunk = _read(self._rfd, limit - len(got))
+            except OSError:
+                break
+            if not chunk:
+                break
+            got += chunk
+        return got
 
     def _ended_by_host(self) -> FnrunError | None:
         """The error for a call the host itself ended (its deadline, or a close), after
@@ -373,16 +500,26 @@ class CmdInvoker(HandlerProcess):
             return 0
 
     def _dead_error(self) -> FnrunError:
-        # Closed by its owner: PoolClosed.  Dead after a failed call or on its own: say
-        # how it ended (a killed-after-failure invoker is also "closed", internally).
+        """The error for a call on a process that is no longer running (not delivered).
+
+        Closed by its owner: ``PoolClosed``.  Dead after a failed call or on its own:
+        ``HandlerCrashed`` saying how it ended and why (its last stderr line, and any
+        stdout it left), with ``delivered = False``.  A killed-after-failure invoker is
+        also "closed", internally.
+        """
         if self._closing:
             return PoolClosed(f"handler process {self.pid} was closed")
-        how = HandlerCrashed.describe_returncode(self._proc.returncode)
+        rc = self._proc.returncode
+        how = HandlerCrashed.describe_returncode(rc)
+        stray = b"" if self._closed else self._drain_stdout()
+        tail = self.stderr_tail()
         err = HandlerCrashed(
-            f"handler process {self.pid} is not running ({how})",
-            exit_code=self._proc.returncode if (self._proc.returncode or 0) >= 0 else None,
-            signal=_signal_of(self._proc.returncode),
-            stderr_tail=self.stderr_tail(),
+            f"handler process {self.pid} is not running ({how})"
+            + (f"; it wrote to stdout: {describe_stray(stray)}" if stray else "")
+            + _last_line(tail),
+            exit_code=rc if (rc or 0) >= 0 else None,
+            signal=_signal_of(rc),
+            stderr_tail=tail,
         )
         err.delivered = False  # type: ignore[attr-defined]
         return err

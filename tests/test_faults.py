@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
+import time
 import uuid
 
 import pytest
 from _procs import gone
+from conftest import TEST_HANDLERS
 
 from fnrun_nb import Pool
 from fnrun_nb.errors import (
@@ -21,6 +24,8 @@ from fnrun_nb.errors import (
     ProtocolError,
 )
 from handlers.faulty import FAULTS, Fault, command, expected_data, wait_gone
+
+STRAY = [sys.executable, str(TEST_HANDLERS / "stray_stdout.py")]
 
 # The error each failing batch outcome comes from (the batch layer maps them back).
 OUTCOME_ERRORS: dict[str, type[InvocationError]] = {
@@ -177,3 +182,41 @@ def test_sigkill_to_idle_workers_fails_no_call(token: str, warm: bool) -> None:
             now = [w.pid for w in pool.snapshot().workers]
             assert not set(now) & set(pids)
         assert pool.snapshot().failures == 0
+
+
+def test_result_written_between_calls_is_never_the_next_answer() -> None:
+    """A handler writes a second Result after its answer: the next call is not
+    answered with it.  That call fails as a ProtocolError quoting the stray frame
+    (the violation is reported, not hidden by a silent retry), the worker is replaced,
+    and the call after it is answered by the fresh process."""
+    with Pool(STRAY, workers=1, timeout=5) as pool:
+        first = pool.snapshot().workers[0]
+        assert first.pid is not None
+        assert pool.invoke(b"extra").data == b"extra"
+        end = time.monotonic() + 10
+        while "stray written" not in pool.stderr()[0]:
+            assert time.monotonic() < end, "the handler never wrote its second Result"
+            time.sleep(0.01)
+        with pytest.raises(ProtocolError, match="EXTRA for extra") as caught:
+            pool.invoke(b"two")
+        assert getattr(caught.value, "delivered", None) is False
+        assert gone(first.pid)
+        assert pool.invoke(b"three").data == b"three"
+        after = pool.snapshot()
+        assert after.workers[0].generation == 2 and after.workers[0].pid != first.pid
+        assert after.failures == 1
+
+
+def test_text_then_exit_between_calls_fails_no_call() -> None:
+    """After answering, the handler prints a line and exits.  However the next call
+    meets that (the exit already seen, the text found before writing, or the text read
+    in place of its answer from a process that never read the call), it is not
+    failed: it goes to a fresh worker."""
+    with Pool(STRAY, workers=1, timeout=5, max_wait=10) as pool:
+        for i in range(4):
+            assert pool.invoke(b"text_exit").data == b"text_exit"
+            assert pool.invoke(b"after %d" % i).data == b"after %d" % i
+        snap = pool.snapshot()
+        assert snap.failures == 0
+        assert snap.workers[0].generation >= 5
+

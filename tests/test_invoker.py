@@ -36,7 +36,16 @@ from fnrun_nb.invoker import resolve_command
 
 FAULTY = str(TEST_HANDLERS / "faulty.py")
 PROBE = str(TEST_HANDLERS / "core_probe.py")
+STRAY = str(TEST_HANDLERS / "stray_stdout.py")
 MIB = 1024 * 1024
+
+
+def wait_for_stderr(inv: CmdInvoker, text: str, within: float = 10.0) -> None:
+    """Wait until the handler's stderr tail contains ``text``."""
+    end = time.monotonic() + within
+    while text not in inv.stderr_tail():
+        assert time.monotonic() < end, f"the handler never wrote {text!r} to stderr"
+        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -157,10 +166,93 @@ def test_bad_length_prefix_fails_fast_without_allocating(
 
 
 def test_stdout_noise_is_a_protocol_error_that_says_so(spawn: Callable[..., CmdInvoker]) -> None:
+    """A live process that prints before its Result broke the protocol (it did not
+    crash: it is still running when the host looks); the error quotes the text."""
     inv = spawn()
     inv.invoke(b"warm", timeout=10)
-    with pytest.raises(ProtocolError, match="print to stdout"):
+    with pytest.raises(ProtocolError, match="print to stdout") as caught:
         inv.invoke(b"!stdout_noise", timeout=10)
+    assert "hello from a stray print()" in str(caught.value)
+    assert gone(inv.pid)
+
+
+def test_text_then_exit_during_a_call_is_a_crash_with_its_code_and_text(
+    spawn: Callable[..., CmdInvoker],
+) -> None:
+    """A handler that prints why it quits and exits (through the interpreter's normal
+    shutdown) crashed: exit code 2 and the text, not a protocol error."""
+    inv = spawn()
+    inv.invoke(b"warm", timeout=10)
+    with pytest.raises(HandlerCrashed, match=r"ended \(exit code 2\)") as caught:
+        inv.invoke(b"!print_exit", timeout=10)
+    err = caught.value
+    assert not isinstance(err, ProtocolError)
+    assert (err.exit_code, err.signal) == (2, None)
+    assert "fatal: config missing" in str(err)
+    assert getattr(err, "delivered", None) is True, "the handler had read the call"
+    assert inv.returncode == 2
+
+
+# --- stdout between calls ---------------------------------------------------------------
+
+
+def test_extra_result_between_calls_fails_the_next_call_undelivered(
+    spawn: Callable[..., CmdInvoker],
+) -> None:
+    """A second Result written after an answer is not the next call's answer: that
+    call fails with ProtocolError before its input is written, and says why."""
+    inv = spawn(STRAY)
+    assert inv.invoke(b"extra", timeout=10).data == b"extra"
+    wait_for_stderr(inv, "stray written")
+    with pytest.raises(ProtocolError, match="between calls, after call 1") as caught:
+        inv.invoke(b"two", timeout=10)
+    err = caught.value
+    assert "a Result frame (status 200, data b'EXTRA for extra')" in str(err)
+    assert getattr(err, "delivered", None) is False
+    assert gone(inv.pid) and not inv.alive
+    assert "got b'two'" not in inv.stderr_tail(), "the input was never written"
+
+
+def test_text_between_calls_fails_the_next_call_undelivered(
+    spawn: Callable[..., CmdInvoker],
+) -> None:
+    inv = spawn(STRAY)
+    assert inv.invoke(b"text", timeout=10).data == b"text"
+    wait_for_stderr(inv, "stray written")
+    with pytest.raises(ProtocolError, match="warning: something odd happened") as caught:
+        inv.invoke(b"two", timeout=10)
+    assert getattr(caught.value, "delivered", None) is False
+    assert "got b'two'" not in inv.stderr_tail()
+    with pytest.raises(HandlerCrashed, match="not running"):
+        inv.invoke(b"three", timeout=10)
+
+
+def test_no_stray_bytes_no_failure(spawn: Callable[..., CmdInvoker]) -> None:
+    """The check before each call fires only on bytes outside a frame: calls separated
+    by idle time, with no stray output, all succeed on one process."""
+    inv = spawn(STRAY)
+    for i in range(5):
+        assert inv.invoke(b"call %d" % i, timeout=10).data == b"call %d" % i
+        time.sleep(0.02)
+    assert inv.calls == 5 and inv.alive
+
+
+def test_text_then_exit_between_calls_is_an_idle_death_not_a_protocol_error(
+    spawn: Callable[..., CmdInvoker],
+) -> None:
+    """A process that prints a line and exits after answering died while idle: the
+    next call fails undelivered with the exit code and the text (a pool retries it on
+    a fresh worker), whether the host finds the exit or the text first."""
+    inv = spawn(STRAY)
+    assert inv.invoke(b"text_exit", timeout=10).data == b"text_exit"
+    wait_for_stderr(inv, "stray written")
+    with pytest.raises(HandlerCrashed, match="exit code 2") as caught:
+        inv.invoke(b"two", timeout=10)
+    err = caught.value
+    assert err.exit_code == 2
+    assert "warning: something odd happened" in str(err)
+    assert getattr(err, "delivered", None) is False
+    assert "got b'two'" not in inv.stderr_tail()
 
 
 def test_bytes_after_the_result_are_a_protocol_error(spawn: Callable[..., CmdInvoker]) -> None:
@@ -248,6 +340,35 @@ def test_resolve_command() -> None:
     assert resolve_command("echo.py", cwd=HANDLERS) == [sys.executable, str(HANDLERS / "echo.py")]
     assert resolve_command(["sh", "-c", "x y"])[1:] == ["-c", "x y"]
     assert os.path.isabs(resolve_command("sh -c true")[0])
+
+
+@pytest.mark.parametrize("why", ["exit", "shebang"])
+def test_invoke_on_a_process_dead_at_boot_names_the_reason(
+    spawn: Callable[..., CmdInvoker], tmp_path: Path, why: str
+) -> None:
+    """Once the host has seen the process end at boot, a call says how it ended and
+    why: the last stderr line (the handler's own words, or the exec failure)."""
+    if why == "exit":
+        command = [sys.executable, "-c", "import sys; sys.stderr.write('config file missing\\n'); sys.exit(4)"]
+        expected = r"not running \(exit code 4\); stderr: config file missing"
+    else:
+        script = tmp_path / "handler"
+        script.write_text("#!/nonexistent/interpreter\n")
+        script.chmod(0o755)
+        command = [str(script)]
+        expected = r"not running \(exit code 127\); stderr: .*No such file or directory"
+    try:
+        inv = spawn(command)
+    except HandlerStartError as exc:  # no setpriv: the exec failure comes from Popen
+        assert why == "shebang" and "No such file or directory" in str(exc)
+        return
+    end = time.monotonic() + 10
+    while not inv.exited:
+        assert time.monotonic() < end, "the watcher never saw the process end"
+        time.sleep(0.01)
+    with pytest.raises(HandlerCrashed, match=expected) as caught:
+        inv.invoke(b"x", timeout=10)
+    assert caught.value.stderr_tail.strip()
 
 
 def test_handler_that_cannot_start_fails_quickly_on_invoke(

@@ -91,6 +91,13 @@ FAULTS: dict[str, Fault] = {
             "a print() to stdout before the Result: the text is read as a length prefix",
         ),
         Fault(
+            "print_exit", "crashed", None, 2, False,
+            "print a reason to stdout, then sys.exit(2) through the interpreter's shutdown:"
+            " the process ended before a complete Result, so it crashed, even though"
+            " its text stands where a length prefix belongs.  Not in the soak only"
+            " because the short soak pins the set of faults its seed draws",
+        ),
+        Fault(
             "flood_stderr", "ok", b"flooded", None, True,
             "10 MiB to stderr, then a normal answer: stderr is drained, never blocks",
         ),
@@ -238,6 +245,10 @@ def main() -> None:
             frame = encode_result(200, b"x" * 1000)
             _write_all(1, frame[: len(frame) // 2])
             os._exit(0)
+        elif kind == "print_exit":
+            sys.stdout.write("fatal: config missing\n")
+            sys.stdout.flush()
+            sys.exit(2)
         elif kind == "stdout_noise":
             _write_all(1, b"hello from a stray print()\n")
             answer(encode_result(200, b"too late"))
