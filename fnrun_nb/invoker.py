@@ -180,10 +180,6 @@ class CmdInvoker(HandlerProcess):
         self.call_started: float | None = None
         """Wall-clock start of the call in flight (or the last one)."""
         self.call_timeout = 0.0
-        # The last ExecutionContext frame, its deadline (ms) and env block.
-        self._ctx = b""
-        self._ctx_ms = -1
-        self._ctx_env = b""
         super().__init__(resolve_command(command, cwd), cwd=cwd, env=env, stderr_limit=stderr_limit)
         # poll(2) on stdout with a zero timeout: non-empty when bytes (or EOF) wait
         # there.  A poll object holds no fd of its own.
@@ -215,7 +211,7 @@ class CmdInvoker(HandlerProcess):
         """Send one invocation and return the handler's Result.
 
         ``timeout`` (seconds, required, > 0) bounds the whole call; it travels to the
-        handler as the absolute deadline (truncated to the millisecond).  Raises ``MissingTimeout`` (nothing written)
+        handler as the absolute deadline.  Raises ``MissingTimeout`` (nothing written)
         without one, ``ValueError`` for ``timeout <= 0``, and an ``InvocationError``
         when the call fails, after which this invoker is dead.
         """
@@ -241,15 +237,8 @@ class CmdInvoker(HandlerProcess):
         if self.exited or self._killed_by_us or self._closed:  # not self.alive, inlined
             raise self._dead_error()
         now_ns = _time_ns()
-        # The deadline travels truncated to the millisecond (up to 1 ms early, never
-        # late), so back-to-back calls reuse one encoded context.
-        stop_ms = (now_ns + int(timeout * 1e9)) // 1_000_000
-        if stop_ms == self._ctx_ms and env_block == self._ctx_env:
-            ctx = self._ctx
-        else:
-            ctx = self._ctx = encode_context(stop_ms * 1_000_000, env_block)
-            self._ctx_ms = stop_ms
-            self._ctx_env = env_block
+        # The exact deadline, to the nanosecond, as the Go host sends it.
+        ctx = encode_context(now_ns + int(timeout * 1e9), env_block)
         size = len(data)
         self.call_started = now_ns * 1e-9
         self.call_timeout = timeout
