@@ -36,12 +36,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _watchdog, _watcher
-from .errors import HandlerStartError
+from .errors import HandlerCrashed, HandlerStartError
 
 __all__ = ["DEFAULT_STDERR_LIMIT", "HandlerProcess", "resolve_command"]
 
@@ -85,6 +86,10 @@ def resolve_command(command: str | Sequence[str], cwd: str | os.PathLike[str] | 
 
 
 _SETPRIV = shutil.which("setpriv")
+# What /proc/PID/exe names until setpriv has exec'd the handler.
+_SETPRIV_EXE = os.path.realpath(_SETPRIV) if _SETPRIV is not None else None
+_EXEC_FAILED = "setpriv: failed to execute "  # setpriv's message when its exec fails
+_STDERR_DRAIN_LIMIT = 16 * 65536  # bytes read from stderr on close (a bound, not a size)
 _live: weakref.WeakSet[HandlerProcess] = weakref.WeakSet()
 
 
@@ -181,6 +186,53 @@ class HandlerProcess:
         """The last ``limit`` bytes the handler wrote to stderr, decoded."""
         return bytes(self._stderr[-limit:]).decode("utf-8", "replace")
 
+    def wait_exec(self, timeout: float) -> bool:
+        """Wait until the handler program itself runs (True) or the process has ended
+        (False, once the watcher has taken its exit and its last stderr).
+
+        The process is ``setpriv``, which execs the handler: an exec failure there (a
+        bad ``#!`` line, a binary for another machine) is an exit, not an error from
+        the spawn.  True also without ``setpriv``, and when ``timeout`` passes first
+        (the process is then still starting, and is let be).
+        """
+        if _SETPRIV_EXE is None:
+            return True
+        end = time.monotonic() + timeout
+        delay = 0.0002
+        while True:
+            try:
+                exe: str | None = os.readlink(f"/proc/{self.pid}/exe")
+            except OSError:
+                exe = None  # a zombie has no executable: it ended
+            if exe is not None and exe != _SETPRIV_EXE:
+                return True
+            if exe is None or select.select([self._pidfd], [], [], 0)[0]:
+                # Ended: the watcher reaps it and drains its stderr, then sets exited.
+                give_up = time.monotonic() + 2.0
+                while not self.exited and time.monotonic() < give_up:
+                    time.sleep(0.001)
+                return False
+            if time.monotonic() >= end:
+                return True
+            time.sleep(delay)
+            delay = min(delay * 2, 0.005)
+
+    def start_failure_reason(self) -> str:
+        """Why this process, which never answered a call, ended: setpriv's own words
+        when it could not exec the handler (``"failed to execute /h.sh: No such file
+        or directory"``), else how it ended and its stderr (``"the process ended
+        (exit code 1) before reading its first input; stderr:\n..."``)."""
+        tail = self.stderr_tail()
+        rc = self._proc.returncode
+        if _SETPRIV is not None and rc in (126, 127):
+            for line in tail.splitlines():
+                if line.startswith(_EXEC_FAILED):
+                    return line[len("setpriv: "):].strip()
+        reason = f"the process ended ({HandlerCrashed.describe_returncode(rc)}) before reading its first input"
+        if tail.strip():
+            reason += "; stderr:\n" + tail.rstrip()
+        return reason
+
     # --- watcher callbacks (watcher thread) -----------------------------------------
 
     def _on_deadline(self) -> None:
@@ -220,6 +272,13 @@ class HandlerProcess:
     def _kill_and_reap(self) -> None:
         self.kill()
         self._finish_close(0.0)
+
+    def terminate(self) -> None:
+        """Send SIGTERM to the process group because its owner is closing (a handler
+        may trap it to clean up); a call in flight (in another thread) raises
+        ``PoolClosed`` once the process ends.  Safe to call from any thread."""
+        self._closing = True
+        _watcher.kill_group(self.pid, signal.SIGTERM)
 
     def cancel(self) -> None:
         """Kill the process because its owner is closing; a call in flight (in another
@@ -272,6 +331,9 @@ class HandlerProcess:
                 return
             self._closed = True
         _watcher.watcher.unregister(self)
+        # The watcher may not have seen the exit before it let go of stderr: take what
+        # is left now, since it usually says why the process ended.
+        self._drain_stderr()
         _watchdog.watchdog.remove(self.pid)
         for f in (proc.stdin, proc.stdout, proc.stderr):
             try:
@@ -281,6 +343,24 @@ class HandlerProcess:
                 pass
         os.close(self._pidfd)
         _live.discard(self)
+
+    def _drain_stderr(self) -> None:
+        """Read what is waiting in the stderr pipe (non-blocking, bounded) into the
+        buffer; only once the watcher no longer reads it."""
+        err = self._proc.stderr
+        if err is None:
+            return
+        left = _STDERR_DRAIN_LIMIT
+        try:
+            fd = err.fileno()
+            while left > 0:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return
+                self._on_stderr(chunk)
+                left -= len(chunk)
+        except (OSError, ValueError):  # EAGAIN: nothing more now; or already closed
+            return
 
     def _wait(self, timeout: float | None) -> bool:
         """Wait for exit, kill the rest of the group while the zombie holds the pgid,
