@@ -58,6 +58,10 @@ class WorkerSnapshot:
     rss: int | None = None
     """Resident memory of the process in bytes (only when asked for)."""
     last_error: str | None = None
+    """Why this slot's last process ended (kept after a replacement)."""
+    start_failures: int = 0
+    """Processes of this slot in a row that ended before answering a call (each
+    replacement then waits longer); 0 once the current process answers one."""
 
 
 @dataclass(frozen=True)
@@ -110,17 +114,19 @@ def worker_snapshot(s: Slot, *, rss: bool = False) -> WorkerSnapshot:
     started = getattr(inv, "call_started", None) if busy else None
     timeout = getattr(inv, "call_timeout", 0.0)
     pid = getattr(inv, "pid", None)
+    calls = getattr(inv, "calls", 0) if s.exchange is not None else s.calls
     return WorkerSnapshot(
         slot=s.index,
         state=state,
         pid=pid,
         generation=s.generation,
-        calls=getattr(inv, "calls", 0) if s.exchange is not None else s.calls,
+        calls=calls,
         total_calls=s.total_calls,
         call_started=started,
         deadline=None if started is None else started + timeout,
         rss=_rss(pid) if rss and pid and state is not WorkerState.CLOSED else None,
         last_error=s.last_error,
+        start_failures=0 if calls else s.start_failures,
     )
 
 

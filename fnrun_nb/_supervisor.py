@@ -11,14 +11,17 @@
         │ slot starting
         │ factory.new_invoker() ── ok ──▶ slot.invoker = new, generation + 1, slot idle ──▶ idle queue
         └─ HandlerStartError ──▶ retry heap: 50 ms, 100 ms, ... capped at 2 s (slot stays starting)
+    a process that ends before answering any call (it died on import, could not exec)
+        is a start failure too: its replacement waits on the same retry heap
 
 Why one thread spawns everything: ``PR_SET_PDEATHSIG`` fires when the *thread* that
 spawned a handler ends, so the spawning thread must live exactly as long as the pool;
 and a slow or failing spawn must never run on a caller's thread.  Replacement is
 asynchronous: the caller whose call failed raises at once, and the slot rejoins the
 idle queue when its new process is up, so the pool never silently shrinks.  A slot
-whose handler cannot start is retried with exponential backoff (capped at 2 s) until
-the pool closes.
+whose handler cannot start, or whose processes keep ending before they answer a call,
+is retried with exponential backoff (capped at 2 s) until the pool closes; the first
+answered call resets it.
 
 The supervisor shares with its pool the slots, the pool lock (taken to publish a new
 invoker, so that ``close()`` and a spawn never cross), the idle queue and the pool's
@@ -43,6 +46,7 @@ from .invoker import CmdInvoker, Invoker, InvokerFactory
 __all__ = ["Supervisor", "close_invoker"]
 
 _MAX_BACKOFF = 2.0  # seconds between attempts to start a handler that keeps failing
+_EXEC_WAIT = 5.0  # initial fill: longest wait for a process to exec its handler
 
 
 def _backoff(start_failures: int) -> float:
@@ -89,10 +93,16 @@ class Supervisor:
 
     def start(self) -> None:
         """Start the thread and wait for the initial fill: every slot's process spawned
-        (not yet booted).  Raises ``HandlerStartError`` when not one could start (the
-        thread has then ended); slots that failed are retried in the background."""
+        and exec'd (not yet booted).  Raises ``HandlerStartError`` when not one could
+        (the thread has then ended; the caller closes what was spawned); slots that
+        failed are retried in the background."""
         self._thread.start()
-        self._started.wait()
+        try:
+            self._started.wait()
+        finally:
+            # Even when interrupted: the caller then closes what the fill started.
+            while not self._started.wait(0.05):
+                pass
         if self._start_error is not None:
             self._thread.join()
             raise self._start_error
@@ -161,6 +171,15 @@ class Supervisor:
                 slot.start_failures = 1
                 slot.replacing = True
                 self._requests.put(("replace", slot, None, False))
+        # Behind setpriv, a handler that cannot be exec'd (a bad #! line, a binary for
+        # another machine) is not an OSError from Popen but an early exit with
+        # setpriv's message: wait until each process runs its handler or has ended.
+        # (A process that ends has already been reported by the watcher, which
+        # retires its slot as a start failure.)
+        for slot in self._slots:
+            inv = slot.invoker
+            if isinstance(inv, CmdInvoker) and not inv.wait_exec(_EXEC_WAIT):
+                errors.append(HandlerStartError(inv.argv, inv.start_failure_reason()))
         if len(errors) == len(self._slots):
             self._start_error = errors[0]
             self._started.set()

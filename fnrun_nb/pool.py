@@ -24,6 +24,15 @@ The hot path holds no pool lock: the idle queue is a C ``SimpleQueue``, counters
 the hot path updates belong to the slot the caller owns, and ``snapshot()`` copies
 plain fields.  The pool lock guards only the failure and shutdown paths.
 
+Ctrl-C.  A ``KeyboardInterrupt`` can be raised wherever the interpreter checks for
+signals, including the moment a C call such as the queue's ``get`` returns, before
+its result is stored.  So a caller never takes a worker with ``item = get()``: the
+get and an append to a per-call ``box`` list run inside one C call, the whole call
+is inside one ``try``, and its handler knows from ``box`` and the call's phase what
+to do: give the worker back (not started), replace its process (interrupted
+mid-call) or finish the hand-over (after the call).  Giving back is idempotent, so
+a second Ctrl-C landing in the handler is survived too.
+
 States (``WorkerState``): ``starting`` → ``idle`` ⇄ ``busy``; a failed call (or a
 death while idle) → ``crashed`` → ``starting`` once the supervisor takes the slot, while
 the replacement spawns or backs off → ``idle`` (generation + 1); a recycle after
@@ -34,6 +43,7 @@ replacement is an event, counted, not a state.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import queue
 import threading
@@ -72,6 +82,17 @@ INF = float("inf")
 _BUSY = WorkerState.BUSY
 _IDLE = WorkerState.IDLE
 _make_result = Result._make
+_Empty = queue.Empty
+_NEVER = object()  # a sentinel no queue ever returns: ``iter(get, _NEVER)`` never ends
+# Where a call is, for its error handler: taking a worker (give it back), calling it
+# (the call's failure path), done (finish the hand-over).
+_TAKING, _CALLING, _DONE = range(3)
+_TERM_WAIT = 0.5  # close(): longest wait between SIGTERM and SIGKILL for calls in flight
+
+
+class CallNotStarted(FnrunError):
+    """Internal: the caller's ``gate`` said stop before its call started; nothing was
+    sent.  The batch layer leaves such a row unrun (``cancelled``)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +147,9 @@ class InvokerPool:
         self._failures = 0
         self._timeout = float(config.max_runnable_time)
         self._max_calls = config.max_calls_per_worker or INF
-        self._idle_get_nowait = self._idle.get_nowait
+        # The fast path's take: each next() on a ``map(box.append, ...)`` over it gets
+        # one pair and appends it to the caller's box in C (see ``_invoke``).
+        self._take = iter(self._idle.get_nowait, _NEVER)
         self._idle_put = self._idle.put
         self._owner_pid = os.getpid()
         self._supervisor = Supervisor(
@@ -134,8 +157,28 @@ class InvokerPool:
             lambda: self._closed,
         )
         self._request = self._supervisor.request
-        self._supervisor.start()  # raises HandlerStartError when no worker can start
+        try:
+            self._supervisor.start()  # raises HandlerStartError when no worker can start
+        except BaseException:
+            # No worker could start (the supervisor has ended), or a Ctrl-C came while
+            # they started (it has finished the fill, and runs): end what started.
+            if self._supervisor.thread.is_alive():
+                self.close(0.0)
+            else:
+                self._abandon()
+            raise
         _pools.add(self)
+
+    def _abandon(self) -> None:
+        """The constructor failed: end the processes that did start (they exited, or
+        could not exec their handler) and release them."""
+        with self._lock:
+            self._closed = True
+        for s in self._slots:
+            if s.invoker is not None:
+                close_invoker(s.invoker, 0.0)
+            s.state = WorkerState.CLOSED
+        self._supervisor.drain()
 
     # --- the hot path -----------------------------------------------------------------
 
@@ -158,127 +201,176 @@ class InvokerPool:
         data = input.data if isinstance(input, Input) else input
         return self._invoke(bytes(data), encode_env(env) if env else b"", timeout)
 
-    def _invoke(self, data: bytes, env_block: bytes, timeout: float | None) -> Result:
-        """``invoke`` with the env already encoded (the batch layer encodes it once)."""
+    def _invoke(
+        self, data: bytes, env_block: bytes, timeout: float | None, gate: Any = None
+    ) -> Result:
+        """``invoke`` with the env already encoded (the batch layer encodes it once).
+
+        ``gate`` is ``None`` or an object whose ``stop`` attribute, once true, means
+        "start no call": a caller that has not started its call yet (still waiting for
+        a worker, or about to retry on another one after finding its worker dead)
+        raises ``CallNotStarted`` instead, and nothing was sent.  The batch layer
+        passes its run, so that a Ctrl-C during ``map`` starts no new call.
+        """
         if timeout is None:
             timeout = self._timeout
         elif not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         t_request = _perf_counter()
+        take = self._take
         while True:
-            # Fast path: a free worker is waiting in the queue (no timer, no lock).
+            # The worker taken travels in ``box``: the queue's get and the append run
+            # in one C call (``take``), with no Python frame between them, so a
+            # KeyboardInterrupt raised when that call returns finds the pair in the
+            # box, and the handler below gives it back.  (A plain ``item = get()``
+            # loses the pair: the interrupt is raised before the assignment.)
+            box: list[Any] = []
+            phase = _TAKING
             try:
-                item = self._idle_get_nowait()
-            except queue.Empty:
-                item = None
-            if item is None or item is _CLOSED or item[0].invoker is not item[1] or item[0].replacing:
-                slot, inv = self._acquire(t_request, item)
-                # ``item`` was stale (or nothing): the pair to put back after the call
-                # is the one _acquire handed out, never the stale one.
-                item = None
-            else:
-                slot, inv = item
-            wait = _perf_counter() - t_request
-            slot.state = _BUSY
-            exchange = slot.exchange
-            if exchange is None:
-                # Outside the try below: the generic path reports its own failures.
-                return self._invoke_generic(slot, inv, data, env_block, timeout, wait)
-            try:
-                status, out, env_out, started, service = exchange(data, env_block, timeout)
-            except HandlerCrashed as exc:
-                if getattr(exc, "delivered", True) is False:
-                    # The process had died while idle; the call never reached it.
-                    self._retire(slot, inv, None)
-                    continue
-                self._fail(slot, inv, exc, wait, timeout)
-                raise
-            except FnrunError as exc:
-                self._fail(slot, inv, exc, wait, timeout)
-                raise
-            except BaseException:
-                # KeyboardInterrupt mid-call: the invoker killed its process already.
-                self._retire(slot, inv, "call interrupted")
-                raise
-            call = inv.calls  # type: ignore[attr-defined]
-            slot.total_calls += 1
-            if self._closed or call >= self._max_calls:
                 try:
+                    next(map(box.append, take))  # fast path: no timer, no lock
+                except _Empty:
+                    pass
+                item = box[0] if box else None
+                if item is None or item is _CLOSED or item[0].invoker is not item[1] or item[0].replacing:
+                    self._acquire(t_request, box, gate)
+                    item = box[0]
+                if gate is not None and gate.stop:
+                    raise CallNotStarted("not started: the caller stopped")
+                slot, inv = item
+                wait = _perf_counter() - t_request
+                slot.state = _BUSY
+                exchange = slot.exchange
+                phase = _CALLING
+                if exchange is not None:
+                    status, out, env_out, started, service = exchange(data, env_block, timeout)
+                    call = inv.calls
+                else:
+                    status, out, env_out, started, service = self._exchange_generic(
+                        slot, inv, data, env_block, timeout
+                    )
+                    call = slot.calls
+                phase = _DONE
+                slot.total_calls += 1
+                if self._closed or call >= self._max_calls:
                     self._hand_over(slot, inv)
-                except BaseException:
-                    # A Ctrl-C can land on entry to a Python function: finish the
-                    # hand-over (idempotent) so that the slot is never left busy.
-                    self._hand_over(slot, inv)
+                else:
+                    # No Python-level call before the put: an interrupt cannot land here.
+                    slot.state = _IDLE
+                    self._idle_put(item)
+            except BaseException as exc:
+                if phase == _TAKING:
+                    # Not started: give the worker back (idempotent, so a second
+                    # Ctrl-C landing in the first attempt is survived by the second).
+                    try:
+                        self._give_back(box)
+                    except BaseException:
+                        self._give_back(box)
+                        raise
                     raise
-            else:
-                # No Python-level call before the put: an interrupt cannot land here.
-                slot.state = _IDLE
-                self._idle_put(item if item is not None else (slot, inv))
+                if phase == _DONE:
+                    # A Ctrl-C in the hand-over after the call: finish it (idempotent)
+                    # so that the slot is never left busy.
+                    if self._closed or call >= self._max_calls:
+                        self._hand_over(slot, inv)
+                    raise
+                retry = False
+                try:
+                    if isinstance(exc, HandlerCrashed) and getattr(exc, "delivered", True) is False:
+                        # The process had died while idle; the call never reached it.
+                        self._retire(slot, inv, None, start_failure=_never_answered(slot, inv))
+                        retry = True
+                    elif isinstance(exc, FnrunError):
+                        self._fail(slot, inv, exc, wait, timeout)
+                    else:
+                        # KeyboardInterrupt mid-call: the invoker killed its process already.
+                        self._retire(slot, inv, "call interrupted", start_failure=None)
+                except BaseException:
+                    # A second Ctrl-C in the failure path: the slot must not stay busy.
+                    self._retire(slot, inv, "call interrupted", start_failure=None)
+                    raise
+                if retry:
+                    continue
+                raise
             return _make_result(
                 status,
                 out,
                 env_out,
                 _new_tuple(
                     CallInfo,
-                    (slot.index, inv.pid, slot.generation, call,  # type: ignore[attr-defined]
-                     wait, service, started, started + timeout),
+                    (slot.index, inv.pid if exchange is not None else getattr(inv, "pid", 0),
+                     slot.generation, call, wait, service, started, started + timeout),
                 ),
             )
 
-    def _acquire(self, t_request: float, item: Any = None) -> tuple[Slot, Invoker]:
-        """Take a free (slot, invoker) pair, waiting at most ``max_wait``.
+    def _acquire(self, t_request: float, box: list[Any], gate: Any) -> None:
+        """Wait (at most ``max_wait`` from ``t_request``) until ``box`` holds one free
+        ``(slot, invoker)`` pair.
 
-        ``item`` is what the caller's fast path already took from the queue (a stale
-        pair or ``_CLOSED``), handled here first; ``None`` when it found nothing.
+        ``box`` may hold what the caller's fast path took (a stale pair or ``_CLOSED``),
+        handled here first.  Every take appends to ``box`` inside one C call, so
+        wherever an interrupt lands the caller's handler knows what to give back.
+        Raises ``PoolClosed``, ``AvailabilityTimeout``, ``HandlerStartError`` (the
+        handler cannot start at all) or ``CallNotStarted`` (``gate.stop``).
         """
-        if item is not None:
-            if item is _CLOSED:
-                self._idle.put(_CLOSED)
-                raise PoolClosed("the pool is closed")
-            slot, inv = item
-            if slot.invoker is inv and not slot.replacing:
-                return slot, inv
-            if slot.invoker is inv:
-                self._retire(slot, inv, None)
         get = self._idle.get
         max_wait = self.config.max_wait
         while True:
+            if box:
+                item = box[0]
+                if item is _CLOSED:
+                    # The caller's handler puts it back: it wakes the next waiter too.
+                    raise PoolClosed("the pool is closed")
+                if item[0].invoker is item[1] and not item[0].replacing:
+                    return
+                # A stale pair: the process died while idle and is being replaced.
+                box.clear()
+            if gate is not None and gate.stop:
+                raise CallNotStarted("not started: the caller stopped")
             remaining = max_wait - (_perf_counter() - t_request)
             try:
                 # The slow path polls every 50 ms so that a handler that cannot start
                 # at all fails fast instead of waiting out max_wait.
-                item = get(timeout=min(max(remaining, 0.0), 0.05))
-            except queue.Empty:
+                wait = min(max(remaining, 0.0), 0.05)
+                next(map(box.append, iter(functools.partial(get, True, wait), _NEVER)))
+            except _Empty:
                 if self._closed:
                     raise PoolClosed("the pool is closed") from None
                 if remaining <= 0:
                     raise AvailabilityTimeout() from None
                 self._raise_if_cannot_start()
-                continue
-            if item is _CLOSED:
-                self._idle.put(_CLOSED)  # wake the next waiter too
-                raise PoolClosed("the pool is closed")
+
+    def _give_back(self, box: list[Any]) -> None:
+        """Return what a caller took and did not use (its call never started).
+
+        A usable pair goes back to the idle queue, ``_CLOSED`` too (it wakes the next
+        waiter), a stale pair is dropped.  Idempotent: the pair moves from ``box`` to
+        the queue inside one C call, so an interrupt lands either before the move (a
+        repeat makes it) or after it (a repeat finds the box empty).
+        """
+        if not box:
+            return
+        item = box[0]
+        if item is not _CLOSED:
             slot, inv = item
-            # No Python-level call (e.g. the ``alive`` property) between taking the pair
-            # and returning it: a KeyboardInterrupt raised there would lose the worker.
-            # A dead process is caught by the exchange, which retries elsewhere.
-            if slot.invoker is inv and not slot.replacing:
-                return slot, inv
-            # A stale pair: the process died while idle and is being replaced.
-            if slot.invoker is inv:
-                self._retire(slot, inv, None)
+            if slot.invoker is not inv or slot.replacing:
+                box.clear()
+                return
+            slot.state = WorkerState.CLOSED if self._closed else _IDLE
+        next(map(self._idle_put, iter(box.pop, _NEVER)))
 
     def _raise_if_cannot_start(self) -> None:
         slots = self._slots
         if all(s.start_failures > 0 and s.replacing for s in slots):
-            reason = slots[0].last_error or "the handler could not be started"
+            reason = next((s.last_error for s in slots if s.last_error), None)
             argv = getattr(self.config.factory, "argv", [repr(self.config.factory)])
-            raise HandlerStartError(argv, reason)
+            raise HandlerStartError(argv, reason or "the handler could not be started")
 
-    def _invoke_generic(
-        self, slot: Slot, inv: Invoker, data: bytes, env_block: bytes, timeout: float, wait: float
-    ) -> Result:
-        """A call on an invoker that is not a ``CmdInvoker`` (any Go-style Invoker).
+    def _exchange_generic(
+        self, slot: Slot, inv: Invoker, data: bytes, env_block: bytes, timeout: float
+    ) -> tuple[int, bytes, dict[str, str], float, float]:
+        """A call on an invoker that is not a ``CmdInvoker`` (any Go-style Invoker),
+        returning what ``CmdInvoker._exchange`` returns.
 
         The slot counts the calls of its current process (``slot.calls``), so ``call``
         restarts at 1 after a replacement and ``max_calls_per_worker`` recycles it.
@@ -286,32 +378,10 @@ class InvokerPool:
         env = decode_context(env_block)[1] if env_block else None
         started = _time()
         t0 = _perf_counter()
-        try:
-            r = inv.invoke(Input(data), env=env or None, timeout=timeout)
-        except FnrunError as exc:
-            self._fail(slot, inv, exc, wait, timeout)
-            raise
-        except BaseException:
-            self._retire(slot, inv, "call interrupted")
-            raise
+        r = inv.invoke(Input(data), env=env or None, timeout=timeout)
         service = _perf_counter() - t0
         slot.calls += 1
-        call = slot.calls
-        slot.total_calls += 1
-        if self._closed or call >= self._max_calls:
-            try:
-                self._hand_over(slot, inv)
-            except BaseException:  # see _invoke
-                self._hand_over(slot, inv)
-                raise
-        else:
-            slot.state = _IDLE
-            self._idle_put((slot, inv))
-        info = CallInfo(
-            slot.index, getattr(inv, "pid", 0), slot.generation, call,
-            wait, service, started, started + timeout,
-        )
-        return Result._make(r.status, r.data, dict(r.env), info)
+        return r.status, r.data, dict(r.env), started, service
 
     # --- failure and replacement (slow path) ----------------------------------------
 
@@ -333,7 +403,12 @@ class InvokerPool:
             return
         with self._lock:
             self._failures += 1
-        self._retire(slot, inv, f"{type(exc).__name__}: {exc}", start_failure=isinstance(exc, HandlerStartError))
+        if isinstance(exc, HandlerStartError):
+            # The reason alone: a HandlerStartError raised from it names the command.
+            self._retire(slot, inv, exc.reason, start_failure=True)
+        else:
+            # The process read the call: it had started.
+            self._retire(slot, inv, f"{type(exc).__name__}: {exc}", start_failure=False)
 
     def _retire(
         self,
@@ -342,10 +417,13 @@ class InvokerPool:
         error: str | None,
         *,
         recycle: bool = False,
-        start_failure: bool = False,
+        start_failure: bool | None = False,
     ) -> None:
         """Take ``inv`` out of ``slot`` and ask the supervisor for a replacement.
 
+        ``start_failure``: True when ``inv`` ended without ever answering a call (the
+        slot's count of start failures grows, and the replacement backs off), False
+        when it had started (the count is reset), None when unknown (kept).
         Idempotent per invoker: the watcher and a caller may both report one death.
         """
         with self._lock:
@@ -360,7 +438,7 @@ class InvokerPool:
                 slot.last_error = error
             if start_failure:
                 slot.start_failures += 1
-            elif not recycle:
+            elif start_failure is not None:
                 slot.start_failures = 0
             # Last, and a C call: once ``replacing`` is set the request is sent, with no
             # Python frame between where a KeyboardInterrupt could strand the slot.
@@ -377,9 +455,18 @@ class InvokerPool:
     def _on_invoker_exit(self, slot_ref: weakref.ref[Slot], inv: CmdInvoker) -> None:
         # Watcher thread: a process ended on its own.  If it was idle, replace it now so
         # that no caller is handed a dead worker; a busy one is handled by its caller.
+        # A process that never answered a call failed to start (a handler that dies
+        # on import, an interpreter that cannot exec): that is a start failure, so its
+        # replacement backs off instead of respawning in a tight loop.
         slot = slot_ref()
-        if slot is not None and slot.state is WorkerState.IDLE and slot.invoker is inv:
-            self._retire(slot, inv, f"process exited while idle ({inv.returncode})")
+        if slot is None or self._closed:
+            return
+        if slot.state is WorkerState.IDLE and slot.invoker is inv:
+            if inv.calls == 0:
+                self._retire(slot, inv, inv.start_failure_reason(), start_failure=True)
+            else:
+                how = HandlerCrashed.describe_returncode(inv.returncode)
+                self._retire(slot, inv, f"process exited while idle ({how})", start_failure=False)
 
     def _close_after_call(self, slot: Slot, inv: Invoker) -> None:
         # Idempotent: only a slot still busy with this call is handed over, and the
@@ -463,23 +550,24 @@ class InvokerPool:
         for inv in idle:
             if isinstance(inv, CmdInvoker):
                 inv.begin_close()
-        # Calls in flight: give them the grace period, then kill.
-        end = time.monotonic() + grace
-        while any(s.state is WorkerState.BUSY for s in self._slots):
-            if time.monotonic() >= end:
-                for s in self._slots:
-                    if s.state is WorkerState.BUSY and isinstance(s.invoker, CmdInvoker):
-                        s.invoker.cancel()
-                break
-            time.sleep(0.005)
+        # Calls in flight: the grace period, then SIGTERM (a handler may trap it to
+        # clean up), a short wait, then SIGKILL.  Their callers get PoolClosed.
+        self._wait_calls(grace)
+        term_wait = min(grace, _TERM_WAIT)
+        if term_wait > 0:
+            for s in self._slots:
+                if s.state is WorkerState.BUSY and isinstance(s.invoker, CmdInvoker):
+                    s.invoker.terminate()
+            self._wait_calls(term_wait)
+        for s in self._slots:
+            if s.state is WorkerState.BUSY and isinstance(s.invoker, CmdInvoker):
+                s.invoker.cancel()
         for inv in idle:
             close_invoker(inv, grace)
         self._supervisor.stop()
         # Callers whose processes were killed finish their error path; wait for them
         # (bounded) so that close() returns with nothing left running.
-        end = time.monotonic() + 5.0
-        while any(s.state is WorkerState.BUSY for s in self._slots) and time.monotonic() < end:
-            time.sleep(0.005)
+        self._wait_calls(5.0)
         self._supervisor.drain()
         for s in self._slots:
             if s.invoker is not None and s.state is not WorkerState.BUSY:
@@ -487,11 +575,27 @@ class InvokerPool:
                 s.state = WorkerState.CLOSED
         _pools.discard(self)
 
+    def _wait_calls(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds until no slot is busy; True if none is."""
+        end = time.monotonic() + timeout
+        while any(s.state is WorkerState.BUSY for s in self._slots):
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.005)
+        return True
+
     def __enter__(self) -> InvokerPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _never_answered(slot: Slot, inv: Invoker) -> bool:
+    """True when ``inv`` (the process of ``slot``) never answered a call."""
+    if slot.exchange is not None:
+        return getattr(inv, "calls", 0) == 0
+    return slot.calls == 0
 
 
 def _close_pools_at_exit() -> None:

@@ -199,3 +199,72 @@ def test_ctrl_c_kills_calls_in_flight_cancels_the_rest_and_keeps_the_pool() -> N
     assert report["after"] == "0"  # the pool is usable afterwards
     assert report["generations"] == [2, 2]  # both killed processes were replaced
     assert report["children"] == 0
+
+
+CHILD_WAITING = textwrap.dedent(
+    """
+    import json, signal, sys, threading, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if inherited ignored
+    from fnrun_nb import Pool
+
+    pool = Pool(sys.argv[1], workers=2, timeout=60, max_wait=12)
+    pool.invoke(b"0")
+
+    def announce():
+        while True:
+            b = pool.active_batch
+            if b is not None and b.progress().done >= 2:
+                time.sleep(0.5)  # two 30 s calls in flight, four runners waiting
+                print("READY", flush=True)
+                return
+            time.sleep(0.01)
+
+    threading.Thread(target=announce, daemon=True).start()
+    report = {}
+    try:
+        pool.map(["0"] * 2 + ["30"] * 10, concurrency=6, progress=False)
+        report["raised"] = None
+    except KeyboardInterrupt:
+        report["raised"] = "KeyboardInterrupt"
+    report["t_back"] = time.time()
+    df = pool.last_batch.df
+    report["outcomes"] = df["outcome"].astype(str).tolist()
+    report["started"] = int(df["started"].notna().sum())
+    report["after"] = pool.invoke(b"0").data.decode()
+    time.sleep(1.0)
+    report["replacements"] = pool.snapshot().replacements
+    pool.close()
+    print(json.dumps(report), flush=True)
+    """
+)
+
+
+def test_ctrl_c_with_runners_waiting_for_workers_starts_no_new_call() -> None:
+    """Concurrency above the workers: when Ctrl-C comes, two calls are in flight and
+    four runners wait for a worker.  The waiting runners must not take the killed
+    calls' replacements and start calls on them (each of which the kill sweep would
+    kill in turn, until max_wait ran out): control comes back at once, only the two
+    calls in flight were killed, and every row is there."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD_WAITING, SLEEPY],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "READY", line + proc.stderr.read()  # type: ignore[union-attr]
+        t_sent = time.time()
+        os.killpg(proc.pid, signal.SIGINT)  # the whole group, as Ctrl-C does
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["raised"] == "KeyboardInterrupt", err
+    assert report["t_back"] - t_sent < 1.5, report
+    assert report["outcomes"] == ["ok"] * 2 + ["cancelled"] * 10
+    assert report["started"] == 4  # the two ok calls and the two killed in flight
+    assert report["replacements"] == 2, report  # the two killed processes, no more
+    assert report["after"] == "0"

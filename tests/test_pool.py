@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import wait as wait_futures
@@ -286,6 +287,77 @@ def test_constructor_raises_when_no_worker_can_start(tmp_path: Path) -> None:
     assert len(calls) == 3
 
 
+def test_constructor_raises_when_no_worker_can_exec_its_handler(tmp_path: Path) -> None:
+    """A script whose #! interpreter does not exist passes every check before the
+    spawn; the exec fails behind setpriv, and the constructor says so, once."""
+    script = tmp_path / "bad_shebang.sh"
+    script.write_text("#!/nonexistent/interpreter\n")
+    script.chmod(0o755)
+    with pytest.raises(HandlerStartError) as caught:
+        Pool(str(script), workers=2, timeout=5)
+    assert str(caught.value) == (
+        f"cannot start handler {str(script)!r}:"
+        f" failed to execute {script}: No such file or directory"
+    )
+    assert caught.value.reason == f"failed to execute {script}: No such file or directory"
+
+
+START_GATE = str(TEST_HANDLERS / "start_gate.py")
+GATE_CLOSED = "the process ended (exit code 4) before reading its first input; stderr:\ngate closed"
+
+
+def test_a_handler_that_dies_at_start_is_restarted_with_backoff(tmp_path: Path) -> None:
+    """Processes that end before answering a call are start failures: the idle pool
+    restarts them with growing waits (not in a tight loop), says why in the snapshot
+    and in the error, once, and the first answered call resets the count."""
+    gate = tmp_path / "gate"
+    argv = [sys.executable, START_GATE, str(gate)]
+    with Pool(argv, workers=2, max_wait=30, timeout=10) as pool:
+        time.sleep(3.0)
+        snap = pool.snapshot()
+        # 50 ms, 100 ms, 200 ms, ... per slot: a handful in 3 s (a tight loop made
+        # about 170 here).
+        assert 2 <= snap.replacements <= 16, snap.replacements
+        for w in snap.workers:
+            assert w.start_failures >= 3, w
+            assert w.last_error == GATE_CLOSED
+        expected = f"cannot start handler {' '.join(argv)!r}: {GATE_CLOSED}"
+        for _ in range(3):
+            t0 = time.monotonic()
+            with pytest.raises(HandlerStartError) as caught:
+                pool.invoke(b"x")
+            assert str(caught.value) == expected
+            assert time.monotonic() - t0 < 5, "fails fast, without waiting out max_wait"
+        assert pool.snapshot().failures <= 3
+        gate.touch()
+        # The next attempt (at most 2 s away) starts; its first call resets the count.
+        wait_until(lambda: pool.snapshot().count(WorkerState.IDLE) == 2, timeout=10)
+        assert pool.invoke(b"open").data == b"open"
+        assert pool.invoke(b"open").data == b"open"
+        assert all(w.start_failures == 0 for w in pool.snapshot().workers)
+
+
+def test_a_start_failure_always_carries_its_stderr(tmp_path: Path) -> None:
+    """The reason of a process that died at start includes what it wrote to stderr,
+    even when the call reaps it before the watcher has read that stderr (an exec
+    failure behind setpriv ends within a millisecond: the two race every time)."""
+    script = tmp_path / "bad_shebang.sh"
+    script.write_text("#!/nonexistent/interpreter\n")
+    script.chmod(0o755)
+    for _ in range(20):
+        inv = CmdInvoker(str(script))
+        try:
+            # HandlerStartError when the call finds the process ending; HandlerCrashed
+            # ("not running") when the watcher has seen the exit before the call.
+            with pytest.raises((HandlerStartError, HandlerCrashed)) as caught:
+                inv.invoke(b"x", timeout=5)
+            err = caught.value
+            said = err.reason if isinstance(err, HandlerStartError) else err.stderr_tail
+            assert f"failed to execute {script}: No such file or directory" in said
+        finally:
+            inv.close()
+
+
 def test_config_validation() -> None:
     factory = CmdInvokerFactory(ECHO)
     with pytest.raises(MissingTimeout):
@@ -473,7 +545,9 @@ def test_snapshot_fields() -> None:
         assert all(w.generation == 1 and w.calls == 0 for w in snap.workers)
         pool.invoke(b"warm")  # the process has booted: its RSS is the interpreter's
         busy = pool.submit(b"!sleep:1")
-        wait_until(lambda: pool.snapshot().count(WorkerState.BUSY) == 1)
+        # Busy, and the call begun: a slot turns busy just before its call starts.
+        wait_until(lambda: any(w.state is WorkerState.BUSY and w.call_started is not None
+                               for w in pool.snapshot().workers))
         during = pool.snapshot(rss=True)
         (w,) = [w for w in during.workers if w.state is WorkerState.BUSY]
         assert w.call_started is not None and w.deadline == pytest.approx(w.call_started + 10)

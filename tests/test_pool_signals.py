@@ -129,3 +129,84 @@ def test_the_watchdog_script_kills_only_the_groups_still_listed() -> None:
         capture_output=True, text=True, timeout=10,
     )
     assert done.stdout.split("\n") == ["kill -12", "kill -7", ""]
+
+
+STORM_HOST = """
+import json, os, random, signal, sys, threading, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even if inherited ignored
+from fnrun_nb import AvailabilityTimeout, Pool, WorkerState
+
+pool = Pool(sys.argv[1], workers=2, timeout=10, max_wait=2)
+stop = threading.Event()
+busy_calls = 0
+
+def pester():
+    # SIGINT to this process every 0.1 to 3 ms: some land as a worker is taken.
+    while not stop.is_set():
+        time.sleep(random.uniform(0.0001, 0.003))
+        os.kill(os.getpid(), signal.SIGINT)
+
+def other_caller():
+    # A second caller, so that the main thread also waits for a worker at times.
+    global busy_calls
+    while not stop.is_set():
+        pool.invoke(b"0.002")
+        busy_calls += 1
+
+report = {"ok": 0, "interrupts": 0, "lost": False}
+pester_thread = threading.Thread(target=pester)
+caller = threading.Thread(target=other_caller)
+caller.start()
+pester_thread.start()
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    try:
+        try:
+            pool.invoke(b"0")
+            report["ok"] += 1
+        except KeyboardInterrupt:
+            report["interrupts"] += 1
+        except AvailabilityTimeout:
+            report["lost"] = True
+            break
+    except KeyboardInterrupt:
+        report["interrupts"] += 1
+stop.set()
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+pester_thread.join()
+caller.join()
+signal.signal(signal.SIGINT, signal.default_int_handler)
+report["other_calls"] = busy_calls
+# Every worker settles idle (an interrupted call's process is being replaced) ...
+t_end = time.monotonic() + 20
+while not all(w.state is WorkerState.IDLE for w in pool.snapshot().workers):
+    if time.monotonic() > t_end:
+        break
+    time.sleep(0.01)
+report["states"] = [w.state.value for w in pool.snapshot().workers]
+# ... and both serve: two slow calls at once run on two workers without waiting.
+results = []
+calls = [threading.Thread(target=lambda: results.append(pool.invoke(b"0.5").info)) for _ in range(2)]
+for t in calls:
+    t.start()
+for t in calls:
+    t.join()
+report["workers_used"] = sorted(i.worker for i in results)
+report["max_wait_s"] = max(i.wait for i in results)
+pool.close()
+print(json.dumps(report), flush=True)
+"""
+
+
+@pytest.mark.timeout(90)
+def test_a_sigint_storm_never_loses_a_worker() -> None:
+    """Thousands of real SIGINTs while calls take and give back workers: each lands
+    somewhere (waiting, taking, calling, handing back), and the pool keeps both its
+    workers: every slot idle afterwards and two concurrent calls on two workers."""
+    done = run_host("-c", STORM_HOST, str(TEST_HANDLERS / "sleepy.py"), "5")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["interrupts"] > 500 and out["other_calls"] > 50, out
+    assert out["lost"] is False, out
+    assert out["states"] == ["idle", "idle"], out
+    assert out["workers_used"] == [0, 1] and out["max_wait_s"] < 0.3, out

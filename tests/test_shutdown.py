@@ -189,3 +189,31 @@ def test_ctrl_c_during_a_batch(token: str) -> None:
     assert report["outcomes"]["ok"] >= 10 and report["outcomes"]["cancelled"] > 0
     assert report["after"] == "still usable"
     assert wait_gone(token) == []
+
+
+def test_close_sends_sigterm_to_a_call_in_flight_before_sigkill(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A call still running after the grace period gets SIGTERM (which a handler may
+    trap to clean up) before SIGKILL; its caller gets PoolClosed."""
+    log = tmp_path / "signals.log"
+    pool = Pool([sys.executable, str(TEST_HANDLERS / "term_trap.py"), str(log)],
+                workers=1, timeout=60)
+    assert pool.invoke(b"warm").data == b"warm"
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(pool.invoke(b"hang"))
+        except PoolClosed as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=call)
+    t.start()
+    _wait_busy(pool, 1)
+    t0 = time.monotonic()
+    pool.close(grace=0.3)
+    elapsed = time.monotonic() - t0
+    t.join(10)
+    assert not t.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], PoolClosed), outcome
+    assert log.read_text() == "SIGTERM\n"
+    assert elapsed < 3.0, elapsed  # grace, then the handler exits on SIGTERM at once

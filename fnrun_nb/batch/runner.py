@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FnrunError, PoolClosed
-from ..pool import WorkerState
+from ..pool import CallNotStarted, WorkerState
 from .core import Batch
 from .inputs import Plan, plan_batch
 from .record import CANCELLED, Recorder, outcome_of
@@ -235,8 +235,9 @@ class _Run:
                 continue
 
     def _kill_in_flight(self) -> None:
-        # A runner between acquiring a worker and writing to it may pick another
-        # worker after this sweep; the caller sweeps until every runner is done.
+        # Once ``stop`` is set no runner starts a call (the pool checks the gate), but
+        # one that passed the check just before may start it after this sweep; the
+        # caller sweeps until every runner is done.
         for slot in self.pool._pool._slots:
             if slot.state is _BUSY:
                 inv = slot.invoker
@@ -281,7 +282,11 @@ class _Run:
                 else:
                     handover = perf()
                 try:
-                    result = invoke(datas[i], blocks[i], None)
+                    # ``self`` is the gate: once ``stop`` is set the pool starts no call
+                    # for this runner (nor retries one on a fresh worker).
+                    result = invoke(datas[i], blocks[i], None, self)
+                except CallNotStarted:
+                    return  # stopped before the call started: row k stays unrun (cancelled)
                 except FnrunError as exc:
                     waited = perf() - handover
                     if self.stop:
