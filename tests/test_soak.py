@@ -23,5 +23,5 @@ def test_short_soak_loses_no_row_and_leaks_nothing(capsys: pytest.CaptureFixture
     assert set(report.faults) == {
         "big_result", "close_stdout", "exit", "flood_stderr", "garbage_prefix",
         "grandchild_exit", "half_frame", "hang", "ignore_sigterm", "invalid_utf8_env",
-        "sigkill", "sigsegv", "sigstop", "stdout_noise",
+        "print_exit", "sigkill", "sigsegv", "sigstop", "stdout_noise",
     }
