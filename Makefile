@@ -54,11 +54,23 @@ notebooks: $(VENV)/.test-installed
 lab: $(VENV)/.test-installed
 	cd notebooks && ../$(BIN)/jupyter lab
 
-# Simulate the Binder build: a fresh environment from binder/ only, then nbval.
+# Simulate the Binder build: a fresh environment from binder/ only, then nbval.  The
+# environment is made with the Python that binder/runtime.txt names (python-X.Y), as
+# repo2docker would; BINDER_PYTHON overrides the interpreter, whose version must match.
 BINDER_VENV := .binder-venv
+BINDER_PYTHON_VERSION := $(shell sed -n 's/^python-\([0-9][0-9]*\.[0-9][0-9]*\)$$/\1/p' binder/runtime.txt)
+BINDER_PYTHON ?= python$(BINDER_PYTHON_VERSION)
 binder-check:
+	@test -n "$(BINDER_PYTHON_VERSION)" || { \
+		echo "binder-check: binder/runtime.txt must read python-X.Y (e.g. python-3.11)" >&2; exit 1; }
+	@command -v $(BINDER_PYTHON) >/dev/null || { \
+		echo "binder-check: binder/runtime.txt asks for Python $(BINDER_PYTHON_VERSION)," \
+			"but $(BINDER_PYTHON) is not on PATH (install it, or set BINDER_PYTHON)" >&2; exit 1; }
+	@$(BINDER_PYTHON) -c 'import sys; have = "%d.%d" % sys.version_info[:2]; \
+		sys.exit(None if have == "$(BINDER_PYTHON_VERSION)" else \
+		"binder-check: binder/runtime.txt asks for Python $(BINDER_PYTHON_VERSION), $(BINDER_PYTHON) is " + have)'
 	rm -rf $(BINDER_VENV)
-	$(PYTHON) -m venv $(BINDER_VENV)
+	$(BINDER_PYTHON) -m venv $(BINDER_VENV)
 	$(BINDER_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BINDER_VENV)/bin/python -m pip install --quiet -r binder/requirements.txt
 	PATH="$(CURDIR)/$(BINDER_VENV)/bin:$$PATH" bash binder/postBuild
