@@ -27,11 +27,12 @@ plain fields.  The pool lock guards only the failure and shutdown paths.
 Ctrl-C.  A ``KeyboardInterrupt`` can be raised wherever the interpreter checks for
 signals, including the moment a C call such as the queue's ``get`` returns, before
 its result is stored.  So a caller never takes a worker with ``item = get()``: the
-get and an append to a per-call ``box`` list run inside one C call, the whole call
-is inside one ``try``, and its handler knows from ``box`` and the call's phase what
-to do: give the worker back (not started), replace its process (interrupted
-mid-call) or finish the hand-over (after the call).  Giving back is idempotent, so
-a second Ctrl-C landing in the handler is survived too.
+fast path takes it with ``for item in take: break`` (no signal check between the
+iterator's get and the store), the slow path appends it to a per-call ``box`` inside
+one C call, the whole call is inside one ``try``, and its handler knows from these
+and the call's phase what to do: give the worker back (not started), replace its
+process (interrupted mid-call) or finish the hand-over (after the call).  Giving
+back is idempotent, so a second Ctrl-C landing in the handler is survived too.
 
 States (``WorkerState``): ``starting`` → ``idle`` ⇄ ``busy``; a failed call (or a
 death while idle) → ``crashed`` → ``starting`` once the supervisor takes the slot, while
@@ -147,8 +148,7 @@ class InvokerPool:
         self._failures = 0
         self._timeout = float(config.max_runnable_time)
         self._max_calls = config.max_calls_per_worker or INF
-        # The fast path's take: each next() on a ``map(box.append, ...)`` over it gets
-        # one pair and appends it to the caller's box in C (see ``_invoke``).
+        # The fast path's take: a for loop over it gets one pair (see ``_invoke``).
         self._take = iter(self._idle.get_nowait, _NEVER)
         self._idle_put = self._idle.put
         self._owner_pid = os.getpid()
@@ -219,20 +219,22 @@ class InvokerPool:
         t_request = _perf_counter()
         take = self._take
         while True:
-            # The worker taken travels in ``box``: the queue's get and the append run
-            # in one C call (``take``), with no Python frame between them, so a
-            # KeyboardInterrupt raised when that call returns finds the pair in the
-            # box, and the handler below gives it back.  (A plain ``item = get()``
-            # loses the pair: the interrupt is raised before the assignment.)
-            box: list[Any] = []
+            # Where the worker taken is, for the handler below: ``item`` on the fast
+            # path, ``box`` once the slow path runs.  The fast path takes with a for
+            # loop: the interpreter checks for signals after a call returns (so
+            # ``item = get()`` can be interrupted with the pair taken and not yet
+            # stored: lost), but not between FOR_ITER and the store of its value.
+            item = box = None
             phase = _TAKING
             try:
                 try:
-                    next(map(box.append, take))  # fast path: no timer, no lock
+                    for item in take:  # fast path: no timer, no lock
+                        break
                 except _Empty:
                     pass
-                item = box[0] if box else None
                 if item is None or item is _CLOSED or item[0].invoker is not item[1] or item[0].replacing:
+                    # The slow path takes into ``box`` inside one C call (see _acquire).
+                    box = [] if item is None else [item]
                     self._acquire(t_request, box, gate)
                     item = box[0]
                 if gate is not None and gate.stop:
@@ -262,6 +264,8 @@ class InvokerPool:
                 if phase == _TAKING:
                     # Not started: give the worker back (idempotent, so a second
                     # Ctrl-C landing in the first attempt is survived by the second).
+                    if box is None:
+                        box = [] if item is None else [item]
                     try:
                         self._give_back(box)
                     except BaseException:
