@@ -136,7 +136,9 @@ class InvokerPool:
 
     Every worker is started by the constructor (in parallel: processes are spawned
     one after another, then boot side by side).  Raises ``HandlerStartError`` when not
-    one worker can start.  Thread-safe: many threads may call ``invoke`` at once.
+    one worker can start, that is spawn and exec its handler (a missing ``#!``
+    interpreter included).  A worker whose process then dies before answering a call
+    is restarted with backoff.  Thread-safe: many threads may call ``invoke`` at once.
     """
 
     def __init__(self, config: InvokerPoolConfig) -> None:
@@ -527,10 +529,11 @@ class InvokerPool:
         """Stop the pool; idempotent.
 
         New calls and callers waiting for a worker get ``PoolClosed``.  Calls in flight
-        get ``grace`` seconds to finish, then their processes are killed (those callers
-        get ``PoolClosed``).  Every process is ended (stdin closed, ``grace``, SIGTERM,
-        ``grace``, SIGKILL) and reaped, with its process group; the supervisor thread
-        is joined.
+        get ``grace`` seconds to finish; then their process groups get SIGTERM and,
+        after at most ``min(grace, 0.5)`` seconds more, SIGKILL (those callers get
+        ``PoolClosed``).  Idle processes are ended in parallel (stdin closed,
+        ``grace``, SIGTERM, ``grace``, SIGKILL).  Every process is reaped, with its
+        process group; the supervisor thread is joined.
         """
         with self._lock:
             if self._closed:
