@@ -37,9 +37,10 @@ output:
 
 exit status:
   0  every call was ok (the handler returned a Result, whatever its status)
-  1  some call failed (crashed, timed out, broke the protocol, ...)
+  1  some call failed (crashed, timed out, broke the protocol, ...), including
+     start_failed calls of a handler that starts but dies before answering
   2  usage error: bad arguments, unreadable or malformed input, a handler
-     that cannot be started
+     command that does not exist or cannot be executed
 
 examples:
   seq 1000 | fnrun-nb run ./handler.py -w 4

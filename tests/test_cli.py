@@ -85,6 +85,17 @@ def test_usage_errors_exit_2_with_a_message() -> None:
     assert "cannot start handler" in proc.stderr and "no-such-handler-anywhere" in proc.stderr
 
 
+def test_a_handler_that_dies_before_answering_exits_1_with_start_failed_rows(
+    tmp_path: Path,
+) -> None:
+    # It starts (so it is no usage error) but never answers: its calls are rows.
+    broken = tmp_path / "broken.py"
+    broken.write_text("def handle(:\n")
+    proc = run_cli("run", str(broken), "-w", "1", stdin=b"a\nb\n")
+    assert proc.returncode == 1, proc.stderr
+    assert "start_failed 2" in proc.stdout
+
+
 def test_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--help"]) == 0
     text = capsys.readouterr().out
