@@ -339,12 +339,15 @@ class InvokerPool:
                 # at all fails fast instead of waiting out max_wait.
                 wait = min(max(remaining, 0.0), 0.05)
                 next(map(box.append, iter(functools.partial(get, True, wait), _NEVER)))
+                continue
             except _Empty:
-                if self._closed:
-                    raise PoolClosed("the pool is closed") from None
-                if remaining <= 0:
-                    raise AvailabilityTimeout() from None
-                self._raise_if_cannot_start()
+                pass
+            # Outside the handler: these errors are not "during handling of Empty".
+            if self._closed:
+                raise PoolClosed("the pool is closed")
+            if remaining <= 0:
+                raise AvailabilityTimeout()
+            self._raise_if_cannot_start()
 
     def _give_back(self, box: list[Any]) -> None:
         """Return what a caller took and did not use (its call never started).
