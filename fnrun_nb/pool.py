@@ -262,6 +262,10 @@ class InvokerPool:
                     # No Python-level call before the put: an interrupt cannot land here.
                     slot.state = _IDLE
                     self._idle_put(item)
+                    if exchange is not None and inv.exited:
+                        # It ended right after answering, while the slot was still busy:
+                        # the watcher's report found it busy and left it to us.
+                        self._replace_dead_idle(slot, inv)
             except BaseException as exc:
                 if phase == _TAKING:
                     # Not started: give the worker back (idempotent, so a second
@@ -468,7 +472,13 @@ class InvokerPool:
         # on import, an interpreter that cannot exec): that is a start failure, so its
         # replacement backs off instead of respawning in a tight loop.
         slot = slot_ref()
-        if slot is None or self._closed:
+        if slot is not None:
+            self._replace_dead_idle(slot, inv)
+
+    def _replace_dead_idle(self, slot: Slot, inv: CmdInvoker) -> None:
+        """Replace ``inv``, which has exited, if it is still ``slot``'s idle worker (the
+        watcher and, when the exit raced the end of a call, the caller both ask)."""
+        if self._closed:
             return
         if slot.state is WorkerState.IDLE and slot.invoker is inv:
             if inv.calls == 0:
