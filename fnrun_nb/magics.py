@@ -130,11 +130,18 @@ class _DaskEntry:
     handler: str
     address: str
     cwd: str
+    command: str | list[str]
     settings: dict[str, Any]
     pool: Any  # a DaskPool; typed loosely so that distributed loads only for --dask
     started: float = field(default_factory=time.monotonic)
     calls: int = 0
     failures: int = 0
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """Its key in the registry: a cell with the same address, handler, directory
+        and settings reuses it."""
+        return _dask_key(self.address, self.handler, self.cwd, self.settings)
 
     def count(self, batch: Any) -> None:
         """Add a batch's calls: every row but the ``cancelled`` ones, which never ran."""
@@ -144,6 +151,10 @@ class _DaskEntry:
         ran = outcome != "cancelled"
         self.calls += int(ran.sum())
         self.failures += int((ran & (outcome != "ok")).sum())
+
+
+def _dask_key(address: str, handler: str, cwd: str, settings: dict[str, Any]) -> tuple[Any, ...]:
+    return (address, handler, cwd, tuple(sorted(settings.items())))
 
 
 _Entry = _PoolEntry | _DaskEntry
@@ -229,8 +240,6 @@ class FnrunMagics(Magics):
     def _run_dask(self, address: str, req: CellRequest) -> Any:
         """A ``--dask`` cell: the batch on the cluster at ``address`` (a DaskPool kept
         for the next cell with the same address, handler, directory and settings)."""
-        from .dask import DaskPool  # distributed loads only when a cell asks for it
-
         opts = req.options
         cwd = os.getcwd()
         path = os.path.join(cwd, opts.handler)
@@ -242,21 +251,11 @@ class FnrunMagics(Magics):
                                 ("max_wait", opts.wait))
             if value is not None
         }
-        key = (address, opts.handler, cwd, tuple(sorted(settings.items())))
-        entry = self._dask_pools.get(key)
+        entry = self._dask_pools.get(_dask_key(address, opts.handler, cwd, settings))
         if entry is None or entry.pool.closed or opts.restart:
             if entry is not None:
-                del self._dask_pools[key]
-                entry.pool.close()
-            try:
-                # Batches name the handler as typed, not its absolute path.
-                dpool = DaskPool(address, command, name=opts.handler, **settings)
-            except FnrunError as exc:
-                raise CallFailed(exc, opts.handler) from exc
-            except OSError as exc:  # no scheduler at that address
-                raise UsageError(f"--dask {address}: {exc}") from None
-            entry = _DaskEntry(opts.handler, address, cwd, {**settings, "command": command}, dpool)
-            self._dask_pools[key] = entry
+                self._forget(entry)
+            entry = self._start_dask(opts.handler, address, cwd, command, settings)
         dpool = entry.pool
         try:
             batch = dpool.map(
@@ -385,7 +384,7 @@ class FnrunMagics(Magics):
     def _forget(self, entry: _Entry) -> None:
         """Remove ``entry`` from the registry and close its pool."""
         if isinstance(entry, _DaskEntry):
-            self._dask_pools = {k: d for k, d in self._dask_pools.items() if d is not entry}
+            del self._dask_pools[entry.key]
         else:
             del self._pools[(tuple(entry.argv), entry.cwd)]
         entry.pool.close()
@@ -456,21 +455,27 @@ class FnrunMagics(Magics):
                 f"%fnrun {action}: {entry.handler!r} runs on the Dask cluster at "
                 f"{entry.address}; see its dashboard for its workers"
             )
-        from .dask import DaskPool
-
-        settings = dict(entry.settings)
-        command = settings.pop("command")
         self._forget(entry)
-        try:
-            dpool = DaskPool(entry.address, command, name=entry.handler, **settings)
-        except FnrunError as exc:
-            raise CallFailed(exc, entry.handler) from exc
-        key = (entry.address, entry.handler, entry.cwd, tuple(sorted(settings.items())))
-        self._dask_pools[key] = _DaskEntry(
-            entry.handler, entry.address, entry.cwd, {**settings, "command": command}, dpool
-        )
+        self._start_dask(entry.handler, entry.address, entry.cwd, entry.command, entry.settings)
         print(f"fnrun: restarted the pool of {entry.handler} on Dask at {entry.address}")
-        return None
+
+    def _start_dask(
+        self, handler: str, address: str, cwd: str, command: str | list[str],
+        settings: dict[str, Any],
+    ) -> _DaskEntry:
+        """A new DaskPool for ``handler`` on the cluster at ``address``, registered."""
+        from .dask import DaskPool  # distributed loads only when a cell asks for it
+
+        try:
+            # Batches name the handler as typed, not its absolute path.
+            dpool = DaskPool(address, command, name=handler, **settings)
+        except FnrunError as exc:
+            raise CallFailed(exc, handler) from exc
+        except OSError as exc:  # no scheduler at that address
+            raise UsageError(f"--dask {address}: {exc}") from None
+        entry = _DaskEntry(handler, address, cwd, command, dict(settings), dpool)
+        self._dask_pools[entry.key] = entry
+        return entry
 
     def pool_table(self) -> PoolTable:
         """The value ``%fnrun pools`` shows: local pools, then ``--dask`` pools."""
