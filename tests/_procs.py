@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 
 import psutil
+
+
+def descendants() -> list[psutil.Process]:
+    """Every process below this one (zombies included)."""
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.NoSuchProcess:  # pragma: no cover
+        return []
+
+
+def open_fds() -> set[int]:
+    """This process's open file descriptors."""
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 15.0) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; its last value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
 
 
 def gone(pid: int, within: float = 5.0) -> bool:

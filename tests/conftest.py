@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from _procs import descendants as _children
+from _procs import open_fds as _fds
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLERS = ROOT / "notebooks" / "handlers"
@@ -18,19 +20,8 @@ TEST_HANDLERS = Path(__file__).resolve().parent / "handlers"
 DATA = Path(__file__).resolve().parent / "data"
 
 
-def _fds() -> set[int]:
-    return {int(fd) for fd in os.listdir("/proc/self/fd")}
-
-
 def _threads() -> set[int]:
     return {t.ident for t in threading.enumerate() if t.ident is not None}
-
-
-def _children() -> list[psutil.Process]:
-    try:
-        return psutil.Process().children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
 
 
 @pytest.fixture(autouse=True)

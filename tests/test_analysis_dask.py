@@ -11,14 +11,11 @@ nothing the cluster started may be left at all (see ``cluster``).
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 from _frames import make_record
 
@@ -33,29 +30,19 @@ from matplotlib.collections import LineCollection, PolyCollection
 from fnrun_nb.batch import Batch
 from fnrun_nb.dask import DaskPool
 
+from _procs import descendants as _children
+from _procs import open_fds as _fds
+from _procs import wait_until as _wait_until
+
 PROBE = str(Path(__file__).resolve().parent / "handlers" / "dask_probe.py")
 
 pytestmark = pytest.mark.timeout(90)
 
 
-def _children() -> list[psutil.Process]:
-    try:
-        return psutil.Process().children(recursive=True)
-    except psutil.NoSuchProcess:  # pragma: no cover
-        return []
 
 
-def _wait_until(predicate, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
-def _fds() -> set[int]:
-    return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
 @pytest.fixture(scope="module")

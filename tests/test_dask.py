@@ -14,7 +14,6 @@ import multiprocessing.resource_tracker
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,16 +29,15 @@ from fnrun_nb import HandlerStartError, Pool  # noqa: E402
 from fnrun_nb._watchdog import WATCHDOG_NAME  # noqa: E402
 from fnrun_nb.dask import DaskPool  # noqa: E402
 
+from _procs import descendants as _descendants  # noqa: E402
+from _procs import open_fds as _fds  # noqa: E402
+from _procs import wait_until as _wait_until  # noqa: E402
+
 PROBE = str(Path(__file__).resolve().parent / "handlers" / "dask_probe.py")
 
 pytestmark = pytest.mark.timeout(90)
 
 
-def _descendants() -> list[psutil.Process]:
-    try:
-        return psutil.Process().children(recursive=True)
-    except psutil.NoSuchProcess:  # pragma: no cover
-        return []
 
 
 def _cmdline(p: psutil.Process) -> str:
@@ -67,17 +65,8 @@ def _dask_worker_pids() -> set[int]:
     return {p.pid for p in psutil.Process().children() if "spawn_main" in _cmdline(p)}
 
 
-def _wait_until(predicate, timeout: float = 15.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
-def _fds() -> set[int]:
-    return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
 @pytest.fixture(scope="module")
