@@ -263,8 +263,12 @@ def test_a_closing_worker_closes_its_pool(dpool: DaskPool, client: distributed.C
     before = {p.pid for p in _handlers()}
     victim = dpool.dask_workers()[0]
     victim_pid = client.run(os.getpid, workers=[victim])[victim]
-    on_victim = {p.pid for p in _handlers() if p.ppid() == victim_pid}
-    assert len(on_victim) == 2
+    # The victim's live probe handlers (not a zombie or a process mid-spawn, whose
+    # command line is not yet the handler's).
+    on_victim = {
+        p.pid for p in _handlers() if p.ppid() == victim_pid and "dask_probe" in _cmdline(p)
+    }
+    assert len(on_victim) == 2, [(p.pid, p.ppid(), _cmdline(p)) for p in _handlers()]
     client.restart_workers([victim])  # the worker closes (plugin teardown), a new one starts
     assert _wait_until(lambda: not on_victim & {p.pid for p in _handlers()})
     assert _wait_until(lambda: len(_handlers()) == 4)  # the new worker has a pool again
