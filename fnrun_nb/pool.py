@@ -52,7 +52,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ._slots import PoolSnapshot, Slot, WorkerSnapshot, WorkerState, worker_snapshot
 from ._supervisor import Supervisor, close_invoker
@@ -69,6 +69,8 @@ from .protocol import decode_context, encode_env
 from .values import CallInfo, Input, Result
 
 __all__ = [
+    "CallNotStarted",
+    "Gate",
     "InvokerPool",
     "InvokerPoolConfig",
     "PoolSnapshot",
@@ -89,6 +91,13 @@ _NEVER = object()  # a sentinel no queue ever returns: ``iter(get, _NEVER)`` nev
 # (the call's failure path), done (finish the hand-over).
 _TAKING, _CALLING, _DONE = range(3)
 _TERM_WAIT = 0.5  # close(): longest wait between SIGTERM and SIGKILL for calls in flight
+
+
+class Gate(Protocol):
+    """What ``InvokerPool.call`` reads to know whether it may still start a call: once
+    ``stop`` is true, a call that has not started raises ``CallNotStarted``."""
+
+    stop: bool
 
 
 class CallNotStarted(FnrunError):
@@ -201,10 +210,14 @@ class InvokerPool:
         during a call it kills that call's process (replaced) and propagates.
         """
         data = input.data if isinstance(input, Input) else input
-        return self._invoke(bytes(data), encode_env(env) if env else b"", timeout)
+        return self.call(bytes(data), encode_env(env) if env else b"", timeout)
 
-    def _invoke(
-        self, data: bytes, env_block: bytes, timeout: float | None, gate: Any = None
+    def call(
+        self,
+        data: bytes,
+        env_block: bytes,
+        timeout: float | None = None,
+        gate: Gate | None = None,
     ) -> Result:
         """``invoke`` with the env already encoded (the batch layer encodes it once).
 
@@ -313,7 +326,25 @@ class InvokerPool:
                 ),
             )
 
-    def _acquire(self, t_request: float, box: list[Any], gate: Any) -> None:
+    _invoke = call  # the name the front-ends used before ``call``
+
+    def kill_busy(self) -> int:
+        """Kill the processes of the calls in flight now; return how many were killed.
+
+        Their callers get an ``InvocationError`` (the workers are replaced).  With a
+        gate whose ``stop`` is set, no new call starts, but one that passed the check
+        just before may start after this sweep: a caller that needs every call ended
+        sweeps until its callers are done."""
+        killed = 0
+        for slot in self._slots:
+            if slot.state is _BUSY:
+                inv = slot.invoker
+                if isinstance(inv, CmdInvoker) and inv.alive:
+                    inv.kill()
+                    killed += 1
+        return killed
+
+    def _acquire(self, t_request: float, box: list[Any], gate: Gate | None) -> None:
         """Wait (at most ``max_wait`` from ``t_request``) until ``box`` holds one free
         ``(slot, invoker)`` pair.
 
