@@ -90,33 +90,35 @@ class PoolSnapshot:
 class Slot:
     """A worker position in the pool; the worker in it changes on replacement.
 
-    Every change of ``state`` is one of the methods below, each saying which thread
-    may call it and under which lock.  Who owns an idle worker is decided by one
-    atomic step: an idle worker sits in the slot's ready set, and whoever takes it out
-    (``for worker in slot.claim: break``, one C call: a caller starting a call, the
-    watcher retiring a dead worker, ``close()``) owns it; nobody else can.  So the
-    watcher can never retire a worker a caller has just taken, and a caller never
-    takes one the watcher is retiring.  The idle queue only says which slots to try.
+    Who owns the slot's worker is decided by one atomic step.  An idle worker sits in
+    the slot's ready set; taking it out (``for worker in slot.claim: break``, one C
+    step) makes the taker its only owner: a caller starting a call, the watcher
+    retiring a worker that died idle, or ``close()``.  So the watcher can never
+    retire a worker a caller has just taken, nor a caller take one the watcher is
+    retiring.  The owner gives it back with ``release`` (the set's C ``add``), after
+    which it must not touch it.  ``idle`` and ``busy`` are therefore not stored: a live
+    slot is ``idle`` while its worker is ready and ``busy`` while someone owns it, and
+    the hot path writes no state at all.  The other states are set by the methods
+    below, each saying which thread calls it under which lock::
 
-    ::
-
-        publish ──▶ idle ──claim+busy()──▶ busy ──idle()──▶ idle
-          ▲          │ claim (watcher: died idle)  │ retire (call failed, recycle)
-          │          ▼                             ▼
+        publish ──▶ idle ──claim──▶ busy ──release──▶ idle
+          ▲          │ claim_idle + retire            │ retire (call failed, recycle)
+          │          ▼ (died idle)                    ▼
           └─ starting ◀── supervisor ── crashed / starting (recycle)     close() ──▶ closed
     """
 
     __slots__ = (
-        "index", "invoker", "generation", "state", "total_calls", "replacing",
-        "start_failures", "last_error", "cannot_start", "published_at", "claim", "_ready",
-        "__weakref__",
+        "index", "invoker", "generation", "_life", "total_calls", "replacing",
+        "start_failures", "last_error", "cannot_start", "published_at", "claim", "release",
+        "_ready", "__weakref__",
     )
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.invoker: Worker | None = None
         self.generation = 0
-        self.state = WorkerState.STARTING
+        self._life: WorkerState | None = WorkerState.STARTING
+        """``starting``, ``crashed`` or ``closed``; None while the worker is live."""
         self.total_calls = 0
         """Calls served by this slot across all its processes."""
         self.replacing = False
@@ -130,26 +132,31 @@ class Slot:
         start); only then may a caller fail fast."""
         self.published_at = 0.0
         """``time.monotonic()`` when the current worker was published."""
-        self._ready: set[Worker] = set()
-        self.claim = iter(self._ready.pop, _NEVER)
-        """Idle → owned, atomically: ``for worker in slot.claim: break`` moves the idle
-        worker out of the ready set (``KeyError`` when there is none).  A ``for`` is
-        used because no signal check falls between its step and the store of the
-        worker, so a Ctrl-C never loses a claimed worker."""
+        ready: set[Worker] = set()
+        self._ready = ready
+        self.claim = iter(ready.pop, _NEVER)
+        """Idle → busy, by any thread, no lock: ``for worker in slot.claim: break``
+        moves the idle worker out of the ready set (``KeyError`` when there is none).
+        A ``for`` because no signal check falls between its step and the store of
+        the worker, so a Ctrl-C never loses a claimed worker."""
+        self.release: Callable[[Worker], None] = ready.add
+        """Busy → idle, by the owner, no lock: ``slot.release(worker)``, one C call,
+        so a Ctrl-C lands before it (the worker is still the owner's) or after it
+        (the worker is anyone's), never in between."""
 
-    # --- the owner of a worker (a caller, no lock) ----------------------------------
-
-    def busy(self) -> None:
-        """Claimed → busy: the caller that claimed the worker starts its call."""
-        self.state = _BUSY
+    @property
+    def state(self) -> WorkerState:
+        """The slot's ``WorkerState``, read without a lock."""
+        life = self._life
+        if life is None:
+            return _IDLE if self._ready else _BUSY
+        return life
 
     def give_back(self, held: list[Worker]) -> None:
-        """Claimed or busy → idle: the owner gives back the worker in ``held``, with no
-        lock.  It moves from ``held`` into the ready set inside one C call, so a repeat
-        (after a Ctrl-C) finds ``held`` empty and does nothing: from the move on, the
-        worker is anyone's to claim and the former owner must not touch it."""
+        """Busy → idle for an owner whose call did not start (its error path): the
+        worker in ``held`` moves into the ready set inside one C call, so a repeat
+        after a second Ctrl-C finds ``held`` empty and does nothing."""
         if held:
-            self.state = _IDLE
             next(map(self._ready.add, iter(held.pop, _NEVER)))
 
     # --- under the pool lock (any thread) -------------------------------------------
@@ -184,7 +191,7 @@ class Slot:
             return False
         self.replacing = True
         self._ready.discard(worker)
-        self.state = state
+        self._life = state
         if error is not None:
             self.last_error = error
         if start_failure:
@@ -197,9 +204,9 @@ class Slot:
         return True
 
     def close_after_call(self, send: Callable[[Any], None], request: Any) -> None:
-        """Busy → closed: the caller whose call ended after the pool closed hands its
+        """Busy → closed: the owner whose call ended after the pool closed hands its
         worker to the supervisor to close (``send`` of ``request``, a C call, last)."""
-        self.state = WorkerState.CLOSED
+        self._life = WorkerState.CLOSED
         send(request)
 
     def publish(self, worker: Worker, closed: bool, now: float) -> None:
@@ -211,15 +218,15 @@ class Slot:
         self.published_at = now
         self._ready.clear()
         if closed:
-            self.state = WorkerState.CLOSED
+            self._life = WorkerState.CLOSED
         else:
-            self.state = _IDLE
             self._ready.add(worker)
+            self._life = None
 
     def starting(self) -> None:
         """Supervisor thread, under the pool lock, pool open: the old worker is gone
         and the replacement spawns or backs off."""
-        self.state = WorkerState.STARTING
+        self._life = WorkerState.STARTING
 
     def start_failed(self, reason: str, cannot_start: bool) -> None:
         """Supervisor thread: starting a worker failed (the factory raised, or the old
@@ -230,9 +237,9 @@ class Slot:
         self.replacing = True
 
     def close(self) -> None:
-        """Any thread, the pool closed (its flag set under the lock): ``closed``.  An
-        idle worker is claimed first (by ``close()``), a busy one is left to its call."""
-        self.state = WorkerState.CLOSED
+        """Any thread, once the pool's closed flag is set: ``closed``.  An idle worker
+        is claimed first (by ``close()``); a busy one is left to its owner."""
+        self._life = WorkerState.CLOSED
 
 
 def worker_snapshot(s: Slot, *, rss: bool = False) -> WorkerSnapshot:

@@ -262,12 +262,13 @@ class InvokerPool:
         take = self._take
         while True:
             # What the caller holds, for the handler below: ``worker`` once claimed on
-            # the fast path; ``box`` (the slot) and ``held`` (its claimed worker) on the
-            # slow path, each filled inside one C call; ``held`` again after the call.
+            # the fast path; on the slow path ``box`` (the slot) and ``held`` (its
+            # claimed worker), each filled inside one C call.
             slot: Any = None
             worker: Any = None
-            box: list[Slot] = []
-            held: list[Worker] = []
+            box: list[Slot] | None = None
+            held: list[Worker] | None = None
+            recycle = False
             wait = 0.0
             phase = _TAKING
             try:
@@ -281,32 +282,34 @@ class InvokerPool:
                     for worker in slot.claim:
                         break
                 except (_Empty, KeyError):
-                    if slot is _CLOSED:
-                        box.append(slot)
+                    box = [] if slot is not _CLOSED else [slot]
+                    held = []
                     self._acquire(t_request, box, held, gate)
                     slot = box[0]
                     worker = held[0]  # a subscript: no call, so no signal check
                 if gate is not None and gate.stop:
                     raise CallNotStarted("not started: the caller stopped")
                 wait = _perf_counter() - t_request
-                slot.busy()
                 phase = _CALLING
                 status, out, env_out, started, service = worker.exchange(data, env_block, timeout)
                 phase = _DONE
                 slot.total_calls += 1
                 call = worker.calls
-                if self._closed or call >= self._max_calls:
+                recycle = self._closed or call >= self._max_calls
+                if recycle:
                     self._hand_over(slot, worker)
                 else:
-                    held = [worker]
-                    slot.give_back(held)
+                    # The first call after the exchange: a Ctrl-C lands after it.
+                    slot.release(worker)
                     self._idle_put(slot)
                     if worker.exited:
-                        # It ended right after answering, while the slot was still busy:
-                        # the watcher found it claimed and left it to us.
+                        # It ended right after answering, while the caller still owned
+                        # it: the watcher found it claimed and left it to us.
                         self._replace_dead_idle(slot, worker)
             except BaseException as exc:
-                if not self._after_exception(exc, phase, slot, worker, box, held, wait, timeout):
+                if not self._after_exception(
+                    exc, phase, recycle, slot, worker, box, held, wait, timeout
+                ):
                     raise
                 continue
             return _make_result(
@@ -323,20 +326,22 @@ class InvokerPool:
     _invoke = call  # the name the front-ends used before ``call``
 
     def _after_exception(
-        self, exc: BaseException, phase: int, slot: Slot | None, worker: Worker | None,
-        box: list[Slot], held: list[Worker], wait: float, timeout: float,
+        self, exc: BaseException, phase: int, recycle: bool, slot: Slot | None,
+        worker: Worker | None, box: list[Slot] | None, held: list[Worker] | None,
+        wait: float, timeout: float,
     ) -> bool:
         """The error path of ``call``: True when the call is to be retried on another
         worker (it was not delivered: its worker had died), else the caller re-raises.
 
-        Idempotent where a second Ctrl-C can land (it is run once more before that
+        Safe to repeat where a second Ctrl-C can land (it runs once more before that
         Ctrl-C propagates)."""
         if phase == _TAKING:
             # Not started: give back the worker claimed, if any.
-            if worker is not None and not held and not box:
-                held.append(worker)  # claimed on the fast path
+            if held is None:
+                held = [] if worker is None else [worker]  # the fast path's claim
             if held:
-                owner = slot if slot is not None and not box else box[0]
+                owner = slot if not box else box[0]
+                assert owner is not None
                 try:
                     self._give_back(owner, held)
                 except BaseException:
@@ -345,12 +350,13 @@ class InvokerPool:
             return False
         assert slot is not None and worker is not None
         if phase == _DONE:
-            # A Ctrl-C in the hand-over after the call: finish it (idempotent) so that
-            # the slot is never left busy.
-            if self._closed or worker.calls >= self._max_calls:
+            # A Ctrl-C after the call: finish the hand-over (idempotent) so that the
+            # slot is never left busy.  On the release path the worker was released
+            # already (the interrupt lands after that C call); tell a waiter again.
+            if recycle:
                 self._hand_over(slot, worker)
-            elif held:
-                self._give_back(slot, held)
+            else:
+                self._idle_put(slot)
             return False
         try:
             return self._after_failure(exc, slot, worker, wait, timeout)
@@ -430,10 +436,6 @@ class InvokerPool:
     def _give_back(self, slot: Slot, held: list[Worker]) -> None:
         """Return the worker in ``held`` (claimed, its call not started or done) to
         ``slot`` and tell a waiter.  Idempotent: the worker moves inside one C call."""
-        if self._closed:
-            held.clear()  # close() ends it: its final sweep closes every idle worker
-            slot.close()
-            return
         slot.give_back(held)
         self._idle_put(slot)
 
@@ -573,7 +575,7 @@ class InvokerPool:
     def _close_after_call(self, slot: Slot, worker: Worker) -> None:
         # Idempotent: only a slot still busy with this call is handed over, and the
         # state change and the (C) send have no Python frame between them.
-        if slot.state is _BUSY:
+        if slot.state is _BUSY and slot.invoker is worker:
             slot.close_after_call(self._send, _new_tuple(Request, ("close", slot, worker, False)))
 
     # --- observation ------------------------------------------------------------------
