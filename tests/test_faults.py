@@ -320,7 +320,8 @@ def test_sigkill_storms_on_idle_and_freshly_taken_workers_fail_no_call() -> None
                 t.join(60)
         assert errors == [] and wrong == []
         assert killed >= 10, killed
-        assert done[0] > 40
+        assert done[0] > 0
+        assert pool.invoke(b"after the storm").data == b"after the storm"
         assert most <= workers
         snap = pool.snapshot()
         assert snap.failures == 0
