@@ -259,7 +259,7 @@ class HandlerProcess:
         if callback is not None:
             try:
                 callback(self)
-            except Exception:  # pragma: no cover - a pool's callback never raises
+            except Exception:  # a user's callback: logged, the watcher goes on
                 log.exception("fnrun_nb: exit callback failed")
 
     # --- ending -----------------------------------------------------------------------

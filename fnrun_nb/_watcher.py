@@ -20,10 +20,14 @@ Deadline hand-off without a per-call notification: the watcher publishes the tim
 will next wake (``next_wake``, set to +inf while it rescans).  A call whose deadline
 is earlier than that writes one byte to the wake pipe; with one timeout for every call
 that happens about once per idle-to-busy transition.
+
+The thread never dies of one process's error: an exception from a callback (a
+process's ``on_exit``, which a user may set) is logged and the thread goes on.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import signal
@@ -34,6 +38,7 @@ from typing import Protocol
 __all__ = ["Watched", "kill_group", "watcher"]
 
 INF = float("inf")
+log = logging.getLogger("fnrun_nb")
 
 
 class Watched(Protocol):
@@ -113,10 +118,15 @@ class _Watcher:
                             pass
                         continue
                     kind, proc = data
-                    if kind == "err":
-                        self._drain(sel, key.fd, proc)
-                    else:
-                        self._exited(sel, fds, proc)
+                    try:
+                        if kind == "err":
+                            self._drain(sel, key.fd, proc)
+                        else:
+                            self._exited(sel, fds, proc)
+                    except Exception:
+                        # One process's callback (an ``on_exit`` a user installed, say)
+                        # must not end the thread every other process depends on.
+                        log.exception("fnrun_nb: the process watcher survived an error")
         finally:
             sel.close()
 
@@ -168,8 +178,11 @@ class _Watcher:
             if deadline <= now:
                 with proc.lock:
                     if proc.deadline <= now:  # the call may have finished meanwhile
-                        proc._on_deadline()
                         proc.deadline = INF
+                        try:
+                            proc._on_deadline()
+                        except Exception:
+                            log.exception("fnrun_nb: the process watcher survived an error")
             elif deadline < earliest:
                 earliest = deadline
         return None if earliest == INF else max(0.0, earliest - now)

@@ -7,6 +7,8 @@
      ├── AvailabilityTimeout     no free worker within max_wait (Go: ErrAvailabilityTimeout)
      ├── PoolClosed              the pool was closed (by you) before or during the call
      ├── HandlerStartError       the handler process could not be started
+     ├── CallNotStarted          internal: a gated call stopped before it started (the
+     │                           batch layer leaves its row unrun; never reaches a user)
      └── InvocationError         a call reached a handler process and failed there;
           │                      the process is killed, reaped and replaced
           ├── InvocationTimeout  the call ran past its deadline
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AvailabilityTimeout",
+    "CallNotStarted",
     "FnrunError",
     "HandlerCrashed",
     "HandlerStartError",
@@ -74,6 +77,11 @@ class PoolClosed(FnrunError):
     """The pool was closed before the call could start, or while it ran."""
 
 
+class CallNotStarted(FnrunError):
+    """Internal: the caller's ``gate`` said stop before its call started; nothing was
+    sent.  The batch layer leaves such a row unrun (``cancelled``)."""
+
+
 class HandlerStartError(FnrunError):
     """The handler process could not be started.
 
@@ -93,6 +101,11 @@ class InvocationError(FnrunError):
     The process has been killed and reaped; a pool replaces it.  ``stderr_tail`` is
     the end of what the process wrote to stderr (decoded, possibly empty).
     """
+
+    delivered: bool = True
+    """False when the call's input never reached the process (it was found dead, or
+    broke the protocol, before the input was written): a pool then retries the call
+    on another worker when the process merely died."""
 
     def __init__(self, message: str, *, stderr_tail: str = "") -> None:
         self.stderr_tail = stderr_tail

@@ -49,6 +49,7 @@ from typing import Protocol, runtime_checkable
 
 from . import _watcher
 from ._process import DEFAULT_STDERR_LIMIT, HandlerProcess, resolve_command
+from ._worker import Exchange
 from .errors import (
     FnrunError,
     HandlerCrashed,
@@ -83,6 +84,7 @@ _READ_SIZE = 65536
 _time_ns = time.time_ns
 _monotonic = time.monotonic
 _perf_counter = time.perf_counter
+_new_tuple = tuple.__new__  # builds an Exchange without its Python-level __new__
 _writev = os.writev
 _write = os.write
 _read = os.read
@@ -161,7 +163,11 @@ class CmdInvoker(HandlerProcess):
 
     ``cwd`` and ``env`` are the process's working directory and environment (Go
     ``exec.Cmd`` Dir/Env); the per-call env is the ``env`` argument of ``invoke``.
+
+    It is the pool's native worker (``_worker.Worker``): ``exchange`` is the hot path.
     """
+
+    killable = True
 
     def __init__(
         self,
@@ -220,16 +226,14 @@ class CmdInvoker(HandlerProcess):
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         data = input.data if isinstance(input, Input) else input
-        status, out, env_out, started, service = self._exchange(
+        status, out, env_out, started, service = self.exchange(
             bytes(data), encode_env(env), timeout
         )
         info = CallInfo(None, self.pid, None, self.calls, 0.0, service, started, started + timeout)
         return Result._make(status, out, env_out, info)
 
-    def _exchange(
-        self, data: bytes, env_block: bytes, timeout: float
-    ) -> tuple[int, bytes, dict[str, str], float, float]:
-        """The hot path: one round trip.  Returns ``(status, data, env, started, service)``.
+    def exchange(self, data: bytes, env_block: bytes, timeout: float) -> Exchange:
+        """The hot path: one round trip, with the per-call env already encoded.
 
         On failure kills the process and raises an ``FnrunError``; on
         ``KeyboardInterrupt`` (or any other BaseException) kills it and re-raises.
@@ -298,7 +302,9 @@ class CmdInvoker(HandlerProcess):
             exc.stderr_tail = self.stderr_tail()
             raise
         self.calls += 1
-        return status, out, env_out, now_ns * 1e-9, service
+        return _new_tuple(Exchange, (status, out, env_out, now_ns * 1e-9, service))
+
+    _exchange = exchange  # the name the hot path had before the Worker protocol
 
     def _write_rest(self, parts: tuple[bytes, ...], done: int) -> int:
         for part in parts:
@@ -411,7 +417,7 @@ class CmdInvoker(HandlerProcess):
             signal=_signal_of(rc),
             stderr_tail=tail,
         )
-        err.delivered = not undelivered  # type: ignore[attr-defined]
+        err.delivered = not undelivered
         return err
 
     def _stray_before_call(self) -> FnrunError:
@@ -448,7 +454,7 @@ class CmdInvoker(HandlerProcess):
             f" call.  This call's input was not written; process {self.pid} was killed",
             stderr_tail=self.stderr_tail(),
         )
-        err.delivered = False  # type: ignore[attr-defined]
+        err.delivered = False
         return err
 
     def _drain_stdout(self, limit: int = _STRAY_LIMIT) -> bytes:
@@ -510,7 +516,7 @@ class CmdInvoker(HandlerProcess):
             signal=_signal_of(rc),
             stderr_tail=tail,
         )
-        err.delivered = False  # type: ignore[attr-defined]
+        err.delivered = False
         return err
 
 def _last_line(stderr: str) -> str:

@@ -2,73 +2,98 @@
 
 ::
 
-    invoke(input) ──▶ idle queue ──get(max_wait)──▶ slot ──▶ invoker._exchange ──▶ Result
-                        ▲                                         │ failure
-                        └──── Supervisor thread ◀── replace ──────┘ (kill, reap, +1 gen)
-                              (``_supervisor``)
+    call(data) ──▶ idle queue (slots) ──claim──▶ worker ──exchange──▶ Result
+                     ▲                              │ failure
+                     └── Supervisor thread ◀────────┘ retire: close, spawn, generation + 1
+                         (``_supervisor``)
     snapshot() ◀── worker_snapshot(slot) per slot (``_slots``), never takes a lock the
                    hot path needs
 
-Walk-through.  ``InvokerPool`` keeps ``max_invokers`` *slots*.  A slot holds one
-invoker at a time; the idle queue holds ``(slot, invoker)`` pairs.  A call takes a
-pair (waiting at most ``max_wait``), runs one exchange on the calling thread, and puts
-the pair back.  A failed call discards its process, and the slot goes to the
-supervisor thread, which starts a replacement (generation + 1), retrying with backoff
-when the factory fails, so the pool never silently shrinks.  The supervisor is also
-the thread that spawns every process, and it lives as long as the pool, which is what
-``PR_SET_PDEATHSIG`` needs (``_supervisor.Supervisor``).  A process that dies while idle is noticed by the process
-watcher and replaced the same way; a pair whose invoker is no longer the slot's is
-stale and skipped.
+Walk-through.  ``InvokerPool`` keeps ``max_invokers`` *slots*; a slot holds one worker
+at a time (``_worker.Worker``: a ``CmdInvoker``, or a user's invoker in an adapter,
+one path for both).  A call takes a slot from the idle queue, *claims* its idle worker
+(one atomic step, ``Slot.claim``), runs one exchange on the calling thread, and gives
+the worker back.  The queue only says which slots to try: a slot whose worker is gone
+is skipped, and a waiter that finds nothing in 50 ms also looks at the slots
+themselves.  A failed call discards its worker, and the slot goes to the supervisor
+thread, which starts a replacement (generation + 1), retrying with backoff when that
+fails, so the pool never silently shrinks.  The supervisor is also the thread that
+spawns every process, and it lives as long as the pool, which is what
+``PR_SET_PDEATHSIG`` needs.  A process that dies while idle is claimed by the process
+watcher and replaced the same way; it cannot be claimed by a caller as well.
 
-The hot path holds no pool lock: the idle queue is a C ``SimpleQueue``, counters that
-the hot path updates belong to the slot the caller owns, and ``snapshot()`` copies
-plain fields.  The pool lock guards only the failure and shutdown paths.
+The hot path holds no pool lock: the idle queue is a C ``SimpleQueue``, the claim is a
+set's ``pop``, counters the hot path updates belong to the slot the caller owns, and
+``snapshot()`` copies plain fields.  The pool lock guards the failure and shutdown
+paths.  The steps of a call are named methods: ``_acquire`` (the slow take),
+``_give_back``, ``_hand_over``, ``_after_failure``.
 
 Ctrl-C.  A ``KeyboardInterrupt`` can be raised wherever the interpreter checks for
-signals, including the moment a C call such as the queue's ``get`` returns, before
-its result is stored.  So a caller never takes a worker with ``item = get()``: the
-fast path takes it with ``for item in take: break`` (no signal check between the
-iterator's get and the store), the slow path appends it to a per-call ``box`` inside
-one C call, the whole call is inside one ``try``, and its handler knows from these
-and the call's phase what to do: give the worker back (not started), replace its
-process (interrupted mid-call) or finish the hand-over (after the call).  Giving
-back is idempotent, so a second Ctrl-C landing in the handler is survived too.
+signals, including the moment a C call returns, before its result is stored.  So a
+worker is never taken with ``worker = f()``: it is claimed with ``for worker in
+slot.claim: break`` (no signal check between the iterator's step and the store) or
+into a list inside one C call (the slow path), and given back by moving it from such a
+list into the slot's ready set inside one C call (``Slot.give_back``), so a repeat
+after a second Ctrl-C is harmless.  The whole call is inside one ``try``, whose
+handler knows from the call's phase what to do: give the worker back (not started),
+replace its process (interrupted mid-call) or finish the hand-over (after the call).
 
-States (``WorkerState``): ``starting`` → ``idle`` ⇄ ``busy``; a failed call (or a
-death while idle) → ``crashed`` → ``starting`` once the supervisor takes the slot, while
-the replacement spawns or backs off → ``idle`` (generation + 1); a recycle after
-``max_calls_per_worker`` → ``starting`` → ``idle``; ``close()`` → ``closed``.  A
-replacement is an event, counted, not a state.
+States (``WorkerState``, every transition a method of ``Slot``): ``starting`` →
+``idle`` ⇄ ``busy``; a failed call (or a death while idle) → ``crashed`` →
+``starting`` once the supervisor takes the slot, while the replacement spawns or backs
+off → ``idle`` (generation + 1); a recycle after ``max_calls_per_worker`` →
+``starting`` → ``idle``; ``close()`` → ``closed``.  A replacement is an event,
+counted, not a state.
+
+Start failures.  A process that ends before answering a call is a *start failure* of
+its slot (its replacement backs off: 50 ms, doubling, at most 2 s), and when every
+slot's last process ended so, by the handler's own doing (an exit status, a signal
+other than SIGKILL, an exec failure), while the handler has not shown it can start,
+a caller fails fast with ``HandlerStartError``.  The handler has *shown it can start*
+in this pool once any of its processes answered a call or ran for ``_BOOTED`` seconds
+(booted and stayed up), or, for a custom factory, once it produced an invoker.  Then:
+a fresh process killed by SIGKILL (the OOM killer, an operator) is an idle death, not
+a start failure, and a call that found it dead is retried; factory errors and deaths
+still back off, but callers wait for a replacement up to ``max_wait`` and then get
+``HandlerStartError`` with the last reason.  SIGKILL before the handler has shown it
+can start still backs off (an import that runs out of memory is retried slowly) but
+never makes a caller fail fast.
 """
 
 from __future__ import annotations
 
 import atexit
 import functools
+import logging
 import os
 import queue
+import signal
 import threading
 import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ._slots import PoolSnapshot, Slot, WorkerSnapshot, WorkerState, worker_snapshot
-from ._supervisor import Supervisor, close_invoker
+from ._supervisor import _REPLACE, Request, Supervisor, close_worker, describe_error
+from ._worker import Worker
 from .errors import (
     AvailabilityTimeout,
+    CallNotStarted,
     FnrunError,
     HandlerCrashed,
     HandlerStartError,
     MissingTimeout,
     PoolClosed,
 )
-from .invoker import CmdInvoker, Invoker, InvokerFactory
-from .protocol import decode_context, encode_env
+from .invoker import InvokerFactory
+from .protocol import encode_env
 from .values import CallInfo, Input, Result
 
 __all__ = [
+    "CallNotStarted",
+    "Gate",
     "InvokerPool",
     "InvokerPoolConfig",
     "PoolSnapshot",
@@ -76,12 +101,14 @@ __all__ = [
     "WorkerState",
 ]
 
+log = logging.getLogger("fnrun_nb")
+
 _perf_counter = time.perf_counter
+_monotonic = time.monotonic
 _time = time.time
 _new_tuple = tuple.__new__  # builds a CallInfo without its Python-level __new__
 INF = float("inf")
 _BUSY = WorkerState.BUSY
-_IDLE = WorkerState.IDLE
 _make_result = Result._make
 _Empty = queue.Empty
 _NEVER = object()  # a sentinel no queue ever returns: ``iter(get, _NEVER)`` never ends
@@ -89,11 +116,15 @@ _NEVER = object()  # a sentinel no queue ever returns: ``iter(get, _NEVER)`` nev
 # (the call's failure path), done (finish the hand-over).
 _TAKING, _CALLING, _DONE = range(3)
 _TERM_WAIT = 0.5  # close(): longest wait between SIGTERM and SIGKILL for calls in flight
+_BOOTED = 1.0  # seconds a process runs its handler to have shown that the handler starts
+_SIGKILLED = -signal.SIGKILL
 
 
-class CallNotStarted(FnrunError):
-    """Internal: the caller's ``gate`` said stop before its call started; nothing was
-    sent.  The batch layer leaves such a row unrun (``cancelled``)."""
+class Gate(Protocol):
+    """What ``InvokerPool.call`` reads to know whether it may still start a call: once
+    ``stop`` is true, a call that has not started raises ``CallNotStarted``."""
+
+    stop: bool
 
 
 @dataclass(frozen=True)
@@ -127,7 +158,9 @@ class InvokerPoolConfig:
             )
 
 
-_CLOSED = object()  # put in the idle queue on close: wakes every waiter
+# Put in the idle queue on close: wakes every waiter.  A slot that never has a
+# worker, so a claim from it fails like a claim from any slot whose worker is gone.
+_CLOSED = Slot(-1)
 _pools: weakref.WeakSet[InvokerPool] = weakref.WeakSet()
 
 
@@ -137,28 +170,31 @@ class InvokerPool:
     Every worker is started by the constructor (in parallel: processes are spawned
     one after another, then boot side by side).  Raises ``HandlerStartError`` when not
     one worker can start, that is spawn and exec its handler (a missing ``#!``
-    interpreter included).  A worker whose process then dies before answering a call
-    is restarted with backoff.  Thread-safe: many threads may call ``invoke`` at once.
+    interpreter included), or when a custom factory raised for every slot (its
+    exception is the ``__cause__``).  A worker whose process then dies before
+    answering a call is restarted with backoff.  Thread-safe: many threads may call
+    ``invoke`` at once.
     """
 
     def __init__(self, config: InvokerPoolConfig) -> None:
         self.config = config
         self._lock = threading.Lock()
-        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[Slot] = queue.SimpleQueue()
         self._slots = [Slot(i) for i in range(config.max_invokers)]
         self._closed = False
         self._failures = 0
+        self._shown = False  # the handler has shown it can start (module docstring)
         self._timeout = float(config.max_runnable_time)
         self._max_calls = config.max_calls_per_worker or INF
-        # The fast path's take: a for loop over it gets one pair (see ``_invoke``).
+        # The fast path's take: a for loop over it gets one slot (see ``call``).
         self._take = iter(self._idle.get_nowait, _NEVER)
         self._idle_put = self._idle.put
         self._owner_pid = os.getpid()
         self._supervisor = Supervisor(
-            self._slots, config.factory, self._lock, self._idle, self._on_invoker_exit,
+            self._slots, config.factory, self._lock, self._idle, self._on_worker_exit,
             lambda: self._closed,
         )
-        self._request = self._supervisor.request
+        self._send = self._supervisor.send
         try:
             self._supervisor.start()  # raises HandlerStartError when no worker can start
         except BaseException:
@@ -172,14 +208,14 @@ class InvokerPool:
         _pools.add(self)
 
     def _abandon(self) -> None:
-        """The constructor failed: end the processes that did start (they exited, or
+        """The constructor failed: end the workers that did start (they exited, or
         could not exec their handler) and release them."""
         with self._lock:
             self._closed = True
         for s in self._slots:
             if s.invoker is not None:
-                close_invoker(s.invoker, 0.0)
-            s.state = WorkerState.CLOSED
+                _close_quietly(s.invoker, 0.0)
+            s.close()
         self._supervisor.drain()
 
     # --- the hot path -----------------------------------------------------------------
@@ -201,10 +237,14 @@ class InvokerPool:
         during a call it kills that call's process (replaced) and propagates.
         """
         data = input.data if isinstance(input, Input) else input
-        return self._invoke(bytes(data), encode_env(env) if env else b"", timeout)
+        return self.call(bytes(data), encode_env(env) if env else b"", timeout)
 
-    def _invoke(
-        self, data: bytes, env_block: bytes, timeout: float | None, gate: Any = None
+    def call(
+        self,
+        data: bytes,
+        env_block: bytes,
+        timeout: float | None = None,
+        gate: Gate | None = None,
     ) -> Result:
         """``invoke`` with the env already encoded (the batch layer encodes it once).
 
@@ -221,120 +261,153 @@ class InvokerPool:
         t_request = _perf_counter()
         take = self._take
         while True:
-            # Where the worker taken is, for the handler below: ``item`` on the fast
-            # path, ``box`` once the slow path runs.  The fast path takes with a for
-            # loop: the interpreter checks for signals after a call returns (so
-            # ``item = get()`` can be interrupted with the pair taken and not yet
-            # stored: lost), but not between FOR_ITER and the store of its value.
-            item = box = None
+            # What the caller holds, for the handler below: ``worker`` once claimed on
+            # the fast path; on the slow path ``box`` (the slot) and ``held`` (its
+            # claimed worker), each filled inside one C call.
+            slot: Any = None
+            worker: Any = None
+            box: list[Slot] | None = None
+            held: list[Worker] | None = None
+            recycle = False
+            wait = 0.0
             phase = _TAKING
             try:
                 try:
-                    for item in take:  # fast path: no timer, no lock
+                    # Fast path, no timer, no lock.  ``for`` loops: the interpreter
+                    # checks for signals after a call returns (``w = f()`` can be
+                    # interrupted with the worker taken and not stored: lost), but not
+                    # between FOR_ITER and the store of its value.
+                    for slot in take:
                         break
-                except _Empty:
-                    pass
-                if item is None or item is _CLOSED or item[0].invoker is not item[1] or item[0].replacing:
-                    # The slow path takes into ``box`` inside one C call (see _acquire).
-                    box = [] if item is None else [item]
-                    self._acquire(t_request, box, gate)
-                    item = box[0]
+                    for worker in slot.claim:
+                        break
+                except (_Empty, KeyError):
+                    box = [] if slot is not _CLOSED else [slot]
+                    held = []
+                    self._acquire(t_request, box, held, gate)
+                    slot = box[0]
+                    worker = held[0]  # a subscript: no call, so no signal check
                 if gate is not None and gate.stop:
                     raise CallNotStarted("not started: the caller stopped")
-                slot, inv = item
                 wait = _perf_counter() - t_request
-                slot.state = _BUSY
-                exchange = slot.exchange
                 phase = _CALLING
-                if exchange is not None:
-                    status, out, env_out, started, service = exchange(data, env_block, timeout)
-                    call = inv.calls
-                else:
-                    status, out, env_out, started, service = self._exchange_generic(
-                        slot, inv, data, env_block, timeout
-                    )
-                    call = slot.calls
+                status, out, env_out, started, service = worker.exchange(data, env_block, timeout)
                 phase = _DONE
                 slot.total_calls += 1
-                if self._closed or call >= self._max_calls:
-                    self._hand_over(slot, inv)
+                call = worker.calls
+                recycle = self._closed or call >= self._max_calls
+                if recycle:
+                    self._hand_over(slot, worker)
                 else:
-                    # No Python-level call before the put: an interrupt cannot land here.
-                    slot.state = _IDLE
-                    self._idle_put(item)
-                    if exchange is not None and inv.exited:
-                        # It ended right after answering, while the slot was still busy:
-                        # the watcher's report found it busy and left it to us.
-                        self._replace_dead_idle(slot, inv)
+                    # The first call after the exchange: a Ctrl-C lands after it.
+                    slot.release(worker)
+                    self._idle_put(slot)
+                    if worker.exited:
+                        # It ended right after answering, while the caller still owned
+                        # it: the watcher found it claimed and left it to us.
+                        self._replace_dead_idle(slot, worker)
             except BaseException as exc:
-                if phase == _TAKING:
-                    # Not started: give the worker back (idempotent, so a second
-                    # Ctrl-C landing in the first attempt is survived by the second).
-                    if box is None:
-                        box = [] if item is None else [item]
-                    try:
-                        self._give_back(box)
-                    except BaseException:
-                        self._give_back(box)
-                        raise
+                if not self._after_exception(
+                    exc, phase, recycle, slot, worker, box, held, wait, timeout
+                ):
                     raise
-                if phase == _DONE:
-                    # A Ctrl-C in the hand-over after the call: finish it (idempotent)
-                    # so that the slot is never left busy.
-                    if self._closed or call >= self._max_calls:
-                        self._hand_over(slot, inv)
-                    raise
-                retry = False
-                try:
-                    if isinstance(exc, HandlerCrashed) and getattr(exc, "delivered", True) is False:
-                        # The process had died while idle; the call never reached it.
-                        self._retire(slot, inv, None, start_failure=_never_answered(slot, inv))
-                        retry = True
-                    elif isinstance(exc, FnrunError):
-                        self._fail(slot, inv, exc, wait, timeout)
-                    else:
-                        # KeyboardInterrupt mid-call: the invoker killed its process already.
-                        self._retire(slot, inv, "call interrupted", start_failure=None)
-                except BaseException:
-                    # A second Ctrl-C in the failure path: the slot must not stay busy.
-                    self._retire(slot, inv, "call interrupted", start_failure=None)
-                    raise
-                if retry:
-                    continue
-                raise
+                continue
             return _make_result(
                 status,
                 out,
                 env_out,
                 _new_tuple(
                     CallInfo,
-                    (slot.index, inv.pid if exchange is not None else getattr(inv, "pid", 0),
-                     slot.generation, call, wait, service, started, started + timeout),
+                    (slot.index, worker.pid, slot.generation, call, wait, service, started,
+                     started + timeout),
                 ),
             )
 
-    def _acquire(self, t_request: float, box: list[Any], gate: Any) -> None:
-        """Wait (at most ``max_wait`` from ``t_request``) until ``box`` holds one free
-        ``(slot, invoker)`` pair.
+    _invoke = call  # the name the front-ends used before ``call``
 
-        ``box`` may hold what the caller's fast path took (a stale pair or ``_CLOSED``),
-        handled here first.  Every take appends to ``box`` inside one C call, so
-        wherever an interrupt lands the caller's handler knows what to give back.
-        Raises ``PoolClosed``, ``AvailabilityTimeout``, ``HandlerStartError`` (the
-        handler cannot start at all) or ``CallNotStarted`` (``gate.stop``).
+    def _after_exception(
+        self, exc: BaseException, phase: int, recycle: bool, slot: Slot | None,
+        worker: Worker | None, box: list[Slot] | None, held: list[Worker] | None,
+        wait: float, timeout: float,
+    ) -> bool:
+        """The error path of ``call``: True when the call is to be retried on another
+        worker (it was not delivered: its worker had died), else the caller re-raises.
+
+        Safe to repeat where a second Ctrl-C can land (it runs once more before that
+        Ctrl-C propagates)."""
+        if phase == _TAKING:
+            # Not started: give back the worker claimed, if any.
+            if held is None:
+                held = [] if worker is None else [worker]  # the fast path's claim
+            if held:
+                owner = slot if not box else box[0]
+                assert owner is not None
+                try:
+                    self._give_back(owner, held)
+                except BaseException:
+                    self._give_back(owner, held)
+                    raise
+            return False
+        assert slot is not None and worker is not None
+        if phase == _DONE:
+            # A Ctrl-C after the call: finish the hand-over (idempotent) so that the
+            # slot is never left busy.  On the release path the worker was released
+            # already (the interrupt lands after that C call); tell a waiter again.
+            if recycle:
+                self._hand_over(slot, worker)
+            else:
+                self._idle_put(slot)
+            return False
+        try:
+            return self._after_failure(exc, slot, worker, wait, timeout)
+        except BaseException:
+            # A second Ctrl-C in the failure path: the slot must not stay busy.
+            self._retire(slot, worker, "call interrupted", start_failure=None)
+            raise
+
+    def _after_failure(
+        self, exc: BaseException, slot: Slot, worker: Worker, wait: float, timeout: float
+    ) -> bool:
+        """A call that began failed: retire its worker; True when it is to be retried."""
+        if isinstance(exc, HandlerCrashed) and exc.delivered is False:
+            # The process had died while idle; the call never reached it.
+            self._retire_dead(slot, worker)
+            return True
+        if isinstance(exc, HandlerStartError) and self._shown_to_start():
+            # A fresh process of a handler that has shown it can start ended before
+            # reading this call: retried on another worker, like an idle death.
+            self._retire_dead(slot, worker)
+            return True
+        if isinstance(exc, FnrunError):
+            self._fail(slot, worker, exc, wait, timeout)
+        elif isinstance(exc, Exception):
+            # Not one of ours (an invoker's own errors are InvocationErrors already).
+            self._retire(slot, worker, describe_error(exc), start_failure=False)
+        else:
+            # KeyboardInterrupt mid-call: the worker killed its process already.
+            self._retire(slot, worker, "call interrupted", start_failure=None)
+        return False
+
+    def _acquire(self, t_request: float, box: list[Slot], held: list[Worker], gate: Gate | None) -> None:
+        """Wait (at most ``max_wait`` from ``t_request``) until ``box`` holds a slot and
+        ``held`` the worker claimed from it.
+
+        Every take and claim appends inside one C call, so wherever an interrupt lands
+        the caller's handler knows what to give back.  Raises ``PoolClosed``,
+        ``AvailabilityTimeout``, ``HandlerStartError`` (the handler cannot start, or
+        no replacement came within ``max_wait``) or ``CallNotStarted`` (``gate.stop``).
         """
         get = self._idle.get
         max_wait = self.config.max_wait
         while True:
             if box:
-                item = box[0]
-                if item is _CLOSED:
-                    # The caller's handler puts it back: it wakes the next waiter too.
+                entry = box[0]
+                if entry is _CLOSED:
+                    self._idle_put(_CLOSED)  # wakes the next waiter too
                     raise PoolClosed("the pool is closed")
-                if item[0].invoker is item[1] and not item[0].replacing:
+                if _claim_into(entry, held):
                     return
-                # A stale pair: the process died while idle and is being replaced.
-                box.clear()
+                box.clear()  # its worker is gone, or was claimed through another entry
             if gate is not None and gate.stop:
                 raise CallNotStarted("not started: the caller stopped")
             remaining = max_wait - (_perf_counter() - t_request)
@@ -349,150 +422,161 @@ class InvokerPool:
             # Outside the handler: these errors are not "during handling of Empty".
             if self._closed:
                 raise PoolClosed("the pool is closed")
+            # A worker may be idle with no entry in the queue (a give-back that a
+            # Ctrl-C cut short): look at the slots themselves.
+            for s in self._slots:
+                box.append(s)
+                if _claim_into(s, held):
+                    return
+                box.clear()
             if remaining <= 0:
-                raise AvailabilityTimeout()
+                raise self._unavailable()
             self._raise_if_cannot_start()
 
-    def _give_back(self, box: list[Any]) -> None:
-        """Return what a caller took and did not use (its call never started).
+    def _give_back(self, slot: Slot, held: list[Worker]) -> None:
+        """Return the worker in ``held`` (claimed, its call not started or done) to
+        ``slot`` and tell a waiter.  Idempotent: the worker moves inside one C call."""
+        slot.give_back(held)
+        self._idle_put(slot)
 
-        A usable pair goes back to the idle queue, ``_CLOSED`` too (it wakes the next
-        waiter), a stale pair is dropped.  Idempotent: the pair moves from ``box`` to
-        the queue inside one C call, so an interrupt lands either before the move (a
-        repeat makes it) or after it (a repeat finds the box empty).
-        """
-        if not box:
-            return
-        item = box[0]
-        if item is not _CLOSED:
-            slot, inv = item
-            if slot.invoker is not inv or slot.replacing:
-                box.clear()
-                return
-            slot.state = WorkerState.CLOSED if self._closed else _IDLE
-        next(map(self._idle_put, iter(box.pop, _NEVER)))
+    def _unavailable(self) -> FnrunError:
+        """The error for a caller whose ``max_wait`` passed: ``HandlerStartError``
+        with the last reason when every slot is waiting for a replacement that failed
+        to start, else ``AvailabilityTimeout``."""
+        slots = self._slots
+        if all(s.replacing and s.start_failures > 0 for s in slots):
+            return self._start_error()
+        return AvailabilityTimeout()
 
     def _raise_if_cannot_start(self) -> None:
         slots = self._slots
-        if all(s.start_failures > 0 and s.replacing for s in slots):
-            reason = next((s.last_error for s in slots if s.last_error), None)
-            argv = getattr(self.config.factory, "argv", [repr(self.config.factory)])
-            raise HandlerStartError(argv, reason or "the handler could not be started")
+        if all(s.replacing and s.start_failures > 0 and s.cannot_start for s in slots):
+            if not self._shown_to_start():
+                raise self._start_error()
 
-    def _exchange_generic(
-        self, slot: Slot, inv: Invoker, data: bytes, env_block: bytes, timeout: float
-    ) -> tuple[int, bytes, dict[str, str], float, float]:
-        """A call on an invoker that is not a ``CmdInvoker`` (any Go-style Invoker),
-        returning what ``CmdInvoker._exchange`` returns.
+    def _start_error(self) -> HandlerStartError:
+        reason = next((s.last_error for s in self._slots if s.last_error), None)
+        argv = getattr(self.config.factory, "argv", None) or [repr(self.config.factory)]
+        return HandlerStartError(argv, reason or "the handler could not be started")
 
-        The slot counts the calls of its current process (``slot.calls``), so ``call``
-        restarts at 1 after a replacement and ``max_calls_per_worker`` recycles it.
-        """
-        env = decode_context(env_block)[1] if env_block else None
-        started = _time()
-        t0 = _perf_counter()
-        r = inv.invoke(Input(data), env=env or None, timeout=timeout)
-        service = _perf_counter() - t0
-        slot.calls += 1
-        return r.status, r.data, dict(r.env), started, service
+    def _shown_to_start(self) -> bool:
+        """True once the handler has shown it can start in this pool (module
+        docstring): a process answered a call or stayed up ``_BOOTED`` seconds, or a
+        custom factory produced an invoker."""
+        if self._shown:
+            return True
+        now = _monotonic()
+        for s in self._slots:
+            w = s.invoker
+            if w is not None and (w.calls or not w.killable or (
+                not s.replacing and not w.exited and now - s.published_at >= _BOOTED
+            )):
+                self._shown = True
+                return True
+        return False
 
     # --- failure and replacement (slow path) ----------------------------------------
 
-    def _fail(self, slot: Slot, inv: Invoker, exc: FnrunError, wait: float, timeout: float) -> None:
-        started = getattr(inv, "call_started", None) or _time()
+    def _fail(self, slot: Slot, worker: Worker, exc: FnrunError, wait: float, timeout: float) -> None:
+        started = worker.call_started or _time()
         exc.info = CallInfo(
-            slot.index,
-            getattr(inv, "pid", 0),
-            slot.generation,
-            (getattr(inv, "calls", 0) if slot.exchange is not None else slot.calls) + 1,
-            wait,
-            max(0.0, _time() - started),
-            started,
-            started + timeout,
+            slot.index, worker.pid, slot.generation, worker.calls + 1, wait,
+            max(0.0, _time() - started), started, started + timeout,
         )
         slot.total_calls += 1
         if isinstance(exc, PoolClosed):
-            self._close_after_call(slot, inv)
+            self._close_after_call(slot, worker)
             return
         with self._lock:
             self._failures += 1
         if isinstance(exc, HandlerStartError):
             # The reason alone: a HandlerStartError raised from it names the command.
-            self._retire(slot, inv, exc.reason, start_failure=True)
+            self._retire(slot, worker, exc.reason, start_failure=True, cannot_start=True)
         else:
             # The process read the call: it had started.
-            self._retire(slot, inv, f"{type(exc).__name__}: {exc}", start_failure=False)
+            self._retire(slot, worker, describe_error(exc), start_failure=False)
 
     def _retire(
         self,
         slot: Slot,
-        inv: Invoker,
+        worker: Worker,
         error: str | None,
         *,
         recycle: bool = False,
         start_failure: bool | None = False,
+        cannot_start: bool = False,
     ) -> None:
-        """Take ``inv`` out of ``slot`` and ask the supervisor for a replacement.
+        """Take ``worker`` out of ``slot`` and ask the supervisor for a replacement.
 
-        ``start_failure``: True when ``inv`` ended without ever answering a call (the
-        slot's count of start failures grows, and the replacement backs off), False
-        when it had started (the count is reset), None when unknown (kept).
-        Idempotent per invoker: the watcher and a caller may both report one death.
+        ``start_failure``: True when ``worker`` ended without ever answering a call
+        (the slot's count of start failures grows, and the replacement backs off),
+        False when it had started (the count is reset), None when unknown (kept).
+        Idempotent per worker: the watcher and a caller may both report one death.
         """
+        if worker.calls:
+            self._shown = True  # a worker answered a call: the handler starts
+        # Built before any state changes: the slot's last step is the C send.
+        request = _new_tuple(Request, (_REPLACE, slot, worker, recycle))
         with self._lock:
-            if slot.invoker is not inv or slot.replacing:
-                return
-            slot.replacing = True
             if self._closed:
-                slot.state = WorkerState.CLOSED
+                state = WorkerState.CLOSED
             else:
-                slot.state = WorkerState.STARTING if recycle else WorkerState.CRASHED
-            if error is not None:
-                slot.last_error = error
-            if start_failure:
-                slot.start_failures += 1
-            elif start_failure is not None:
-                slot.start_failures = 0
-            # Last, and a C call: once ``replacing`` is set the request is sent, with no
-            # Python frame between where a KeyboardInterrupt could strand the slot.
-            self._request(("replace", slot, inv, recycle))
+                state = WorkerState.STARTING if recycle else WorkerState.CRASHED
+            slot.retire(worker, state, error, start_failure, cannot_start, self._send, request)
 
-    def _hand_over(self, slot: Slot, inv: Invoker) -> None:
-        """After the last call of ``inv``: recycle it (``max_calls_per_worker``) or close
-        it (the pool closed).  Idempotent, so a caller may repeat it after an interrupt."""
-        if self._closed:
-            self._close_after_call(slot, inv)
+    def _retire_dead(self, slot: Slot, worker: Worker) -> None:
+        """Retire ``worker``, which ended on its own (the process watcher saw it, or a
+        call found it dead), judged by the start-failure rule of the module docstring."""
+        if worker.calls:
+            how = HandlerCrashed.describe_returncode(worker.returncode)
+            self._retire(slot, worker, f"process exited while idle ({how})", start_failure=False)
+            return
+        reason = worker.start_failure_reason()
+        if _monotonic() - slot.published_at >= _BOOTED:
+            self._shown = True  # it booted and stayed up: an idle death
+            self._retire(slot, worker, reason, start_failure=False)
+            return
+        killed = worker.returncode == _SIGKILLED
+        shown = self._shown_to_start()
+        if killed and shown:
+            self._retire(slot, worker, reason, start_failure=None)
         else:
-            self._retire(slot, inv, None, recycle=True)
+            self._retire(slot, worker, reason, start_failure=True,
+                         cannot_start=not killed and not shown)
 
-    def _on_invoker_exit(self, slot_ref: weakref.ref[Slot], inv: CmdInvoker) -> None:
-        # Watcher thread: a process ended on its own.  If it was idle, replace it now so
-        # that no caller is handed a dead worker; a busy one is handled by its caller.
-        # A process that never answered a call failed to start (a handler that dies
-        # on import, an interpreter that cannot exec): that is a start failure, so its
-        # replacement backs off instead of respawning in a tight loop.
+    def _hand_over(self, slot: Slot, worker: Worker) -> None:
+        """After the last call of ``worker``: recycle it (``max_calls_per_worker``) or
+        close it (the pool closed).  Idempotent, so a caller may repeat it after an
+        interrupt."""
+        if self._closed:
+            self._close_after_call(slot, worker)
+        else:
+            self._retire(slot, worker, None, recycle=True)
+
+    def _on_worker_exit(self, slot_ref: weakref.ref[Slot], worker: Worker) -> None:
+        # Watcher thread: a process ended on its own.  If it was idle, claim and
+        # replace it now so that no caller is handed a dead worker; a claimed one is
+        # handled by its caller.
         slot = slot_ref()
         if slot is not None:
-            self._replace_dead_idle(slot, inv)
+            self._replace_dead_idle(slot, worker)
 
-    def _replace_dead_idle(self, slot: Slot, inv: CmdInvoker) -> None:
-        """Replace ``inv``, which has exited, if it is still ``slot``'s idle worker (the
-        watcher and, when the exit raced the end of a call, the caller both ask)."""
+    def _replace_dead_idle(self, slot: Slot, worker: Worker) -> None:
+        """Replace ``worker``, which has exited, if it is still ``slot``'s idle worker:
+        the watcher and (when the exit raced the end of a call) the caller both ask,
+        and the claim lets exactly one of them, or a caller, own it."""
         if self._closed:
             return
-        if slot.state is WorkerState.IDLE and slot.invoker is inv:
-            if inv.calls == 0:
-                self._retire(slot, inv, inv.start_failure_reason(), start_failure=True)
-            else:
-                how = HandlerCrashed.describe_returncode(inv.returncode)
-                self._retire(slot, inv, f"process exited while idle ({how})", start_failure=False)
+        with self._lock:
+            claimed = slot.claim_idle(worker)
+        if claimed:
+            self._retire_dead(slot, worker)
 
-    def _close_after_call(self, slot: Slot, inv: Invoker) -> None:
+    def _close_after_call(self, slot: Slot, worker: Worker) -> None:
         # Idempotent: only a slot still busy with this call is handed over, and the
         # state change and the (C) send have no Python frame between them.
-        if slot.state is _BUSY:
-            slot.state = WorkerState.CLOSED
-            self._request(("close", slot, inv, False))
+        if slot.state is _BUSY and slot.invoker is worker:
+            slot.close_after_call(self._send, _new_tuple(Request, ("close", slot, worker, False)))
 
     # --- observation ------------------------------------------------------------------
 
@@ -502,12 +586,10 @@ class InvokerPool:
         Reads plain fields without taking any lock the hot path uses.  ``rss=True``
         adds each process's resident memory (one small /proc read per worker).
         """
-        slots = self._slots
-        workers = tuple(worker_snapshot(s, rss=rss) for s in slots)
-        calls = sum(w.total_calls for w in workers)
+        workers = tuple(worker_snapshot(s, rss=rss) for s in self._slots)
         return PoolSnapshot(
             workers=workers,
-            calls=calls,
+            calls=sum(w.total_calls for w in workers),
             failures=self._failures,
             replacements=self._supervisor.replacements,
             closed=self._closed,
@@ -516,10 +598,7 @@ class InvokerPool:
 
     def stderr(self) -> dict[int, str]:
         """Recent stderr of each slot's current process, by slot."""
-        return {
-            s.index: s.invoker.stderr_tail() if isinstance(s.invoker, CmdInvoker) else ""
-            for s in self._slots
-        }
+        return {s.index: "" if s.invoker is None else s.invoker.stderr_tail() for s in self._slots}
 
     @property
     def closed(self) -> bool:
@@ -536,6 +615,23 @@ class InvokerPool:
             f"{snap.failures} failures, {snap.replacements} replacements>"
         )
 
+    def kill_busy(self) -> int:
+        """Kill the processes of the calls in flight now; return how many were killed.
+
+        Their callers get an ``InvocationError`` (the workers are replaced).  With a
+        gate whose ``stop`` is set, no new call starts, but one that passed the check
+        just before may start after this sweep: a caller that needs every call ended
+        sweeps until its callers are done.  A user invoker cannot be killed (its call
+        ends when its ``invoke`` returns) and is not counted."""
+        killed = 0
+        for slot in self._slots:
+            if slot.state is _BUSY:
+                w = slot.invoker
+                if w is not None and w.killable and w.alive:
+                    w.kill()
+                    killed += 1
+        return killed
+
     # --- shutdown ---------------------------------------------------------------------
 
     def close(self, grace: float = 1.0) -> None:
@@ -546,59 +642,54 @@ class InvokerPool:
         after at most ``min(grace, 0.5)`` seconds more, SIGKILL (those callers get
         ``PoolClosed``).  Idle processes are ended in parallel (stdin closed,
         ``grace``, SIGTERM, ``grace``, SIGKILL).  Every process is reaped, with its
-        process group; the supervisor thread is joined.
+        process group; the supervisor thread is joined.  An exception from a user
+        invoker's ``close()`` is logged, never raised.
         """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            # Idle workers: claimed here, so no caller can take them any more.
+            idle: list[Worker] = []
+            for s in self._slots:
+                w = s.invoker
+                if w is not None and s.claim_idle(w):
+                    s.close()
+                    idle.append(w)
         self._idle.put(_CLOSED)
-        # Idle workers: close their stdin first so they all exit in parallel.
-        idle: list[Invoker] = []
-        while True:
-            try:
-                item = self._idle.get_nowait()
-            except queue.Empty:
-                break
-            if item is _CLOSED:
-                continue
-            slot, inv = item
-            if slot.invoker is inv and not slot.replacing:
-                slot.state = WorkerState.CLOSED
-                idle.append(inv)
-        self._idle.put(_CLOSED)
-        for inv in idle:
-            if isinstance(inv, CmdInvoker):
-                inv.begin_close()
+        # Close their stdin first so they all exit in parallel.
+        for w in idle:
+            w.begin_close()
         # Calls in flight: the grace period, then SIGTERM (a handler may trap it to
         # clean up), a short wait, then SIGKILL.  Their callers get PoolClosed.
         self._wait_calls(grace)
         term_wait = min(grace, _TERM_WAIT)
         if term_wait > 0:
-            for s in self._slots:
-                if s.state is WorkerState.BUSY and isinstance(s.invoker, CmdInvoker):
-                    s.invoker.terminate()
+            for w in self._busy_workers():
+                w.terminate()
             self._wait_calls(term_wait)
-        for s in self._slots:
-            if s.state is WorkerState.BUSY and isinstance(s.invoker, CmdInvoker):
-                s.invoker.cancel()
-        for inv in idle:
-            close_invoker(inv, grace)
+        for w in self._busy_workers():
+            w.cancel()
+        for w in idle:
+            _close_quietly(w, grace)
         self._supervisor.stop()
         # Callers whose processes were killed finish their error path; wait for them
         # (bounded) so that close() returns with nothing left running.
         self._wait_calls(5.0)
         self._supervisor.drain()
         for s in self._slots:
-            if s.invoker is not None and s.state is not WorkerState.BUSY:
-                close_invoker(s.invoker, 0.0)
-                s.state = WorkerState.CLOSED
+            if s.invoker is not None and s.state is not _BUSY:
+                _close_quietly(s.invoker, 0.0)
+                s.close()
         _pools.discard(self)
+
+    def _busy_workers(self) -> list[Worker]:
+        return [s.invoker for s in self._slots if s.state is _BUSY and s.invoker is not None]
 
     def _wait_calls(self, timeout: float) -> bool:
         """Wait at most ``timeout`` seconds until no slot is busy; True if none is."""
         end = time.monotonic() + timeout
-        while any(s.state is WorkerState.BUSY for s in self._slots):
+        while any(s.state is _BUSY for s in self._slots):
             if time.monotonic() >= end:
                 return False
             time.sleep(0.005)
@@ -611,11 +702,21 @@ class InvokerPool:
         self.close()
 
 
-def _never_answered(slot: Slot, inv: Invoker) -> bool:
-    """True when ``inv`` (the process of ``slot``) never answered a call."""
-    if slot.exchange is not None:
-        return getattr(inv, "calls", 0) == 0
-    return slot.calls == 0
+def _claim_into(slot: Slot, held: list[Worker]) -> bool:
+    """Claim ``slot``'s idle worker into ``held`` inside one C call; False when it has
+    none (its worker is busy, gone, or claimed by someone else)."""
+    try:
+        next(map(held.append, slot.claim))
+    except KeyError:
+        return False
+    return True
+
+
+def _close_quietly(worker: Worker, grace: float) -> None:
+    try:
+        close_worker(worker, grace)
+    except Exception:
+        log.exception("fnrun_nb: closing a worker failed")
 
 
 def _close_pools_at_exit() -> None:

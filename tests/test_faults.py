@@ -16,6 +16,7 @@ from _procs import gone
 from conftest import TEST_HANDLERS
 
 from fnrun_nb import Pool
+from fnrun_nb.invoker import CmdInvoker
 from fnrun_nb.errors import (
     FnrunError,
     HandlerCrashed,
@@ -220,3 +221,108 @@ def test_text_then_exit_between_calls_fails_no_call() -> None:
         assert snap.failures == 0
         assert snap.workers[0].generation >= 5
 
+
+
+def _stopped(pid: int) -> bool:
+    """Wait until ``pid`` is stopped (SIGSTOP took effect); False if it ended."""
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        if state in "Tt":
+            return True
+        if state in "ZX":
+            return False
+        time.sleep(0.001)
+    return False
+
+
+def _holds_no_call_it_read(inv: CmdInvoker) -> bool:
+    """For a stopped handler process: True when it cannot have read a call that is
+    still unanswered, so killing it now loses nothing it read.  Either no call is in
+    flight (``deadline`` is set before the input is written, cleared after the
+    answer), or the call's input still sits, whole, in its stdin pipe."""
+    if inv.deadline == float("inf"):
+        return True
+    return inv._unread_stdin() > 0
+
+
+def test_sigkill_storms_on_idle_and_freshly_taken_workers_fail_no_call() -> None:
+    """The watcher's retirement of a worker that died idle races callers taking it:
+    only one of them may own it.  Callers run without pause while, round after round,
+    every worker is stopped; those stopped inside ``read`` (idle, or just handed a
+    call they have not read) are killed, the others resumed.  No call fails, every
+    answer is right, and the pool never holds more processes than workers."""
+    from conftest import HANDLERS
+
+    from _procs import descendants
+
+    workers = 3
+    with Pool(str(HANDLERS / "echo.py"), workers=workers, timeout=20, max_wait=30) as pool:
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        wrong: list[bytes] = []
+        done = [0]
+        lock = threading.Lock()
+
+        def call_forever(n: int) -> None:
+            i = 0
+            while not stop.is_set():
+                data = b"caller %d call %d" % (n, i)
+                try:
+                    if pool.invoke(data).data != data:
+                        wrong.append(data)
+                except BaseException as exc:  # noqa: BLE001 - every failure is reported
+                    errors.append(exc)
+                    return
+                with lock:
+                    done[0] += 1
+                i += 1
+
+        callers = [threading.Thread(target=call_forever, args=(n,)) for n in range(4)]
+        for t in callers:
+            t.start()
+        killed = 0
+        most = 0
+        try:
+            for _ in range(40):
+                invokers = [s.invoker for s in pool._pool._slots]
+                stopped, victims = [], []
+                for inv in invokers:
+                    if not isinstance(inv, CmdInvoker):
+                        continue
+                    try:
+                        os.kill(inv.pid, signal.SIGSTOP)
+                    except ProcessLookupError:
+                        continue
+                    if _stopped(inv.pid):
+                        stopped.append(inv.pid)
+                        if _holds_no_call_it_read(inv):
+                            victims.append(inv.pid)
+                time.sleep(0.002)  # callers hand calls to the stopped workers
+                for pid in victims:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                for pid in stopped:
+                    if pid not in victims:
+                        os.kill(pid, signal.SIGCONT)
+                assert all(gone(pid) for pid in victims)
+                handlers = [p for p in descendants() if "echo.py" in " ".join(p.cmdline())
+                            and p.status() != "zombie"]
+                most = max(most, len(handlers))
+                time.sleep(0.01)
+        finally:
+            stop.set()
+            for t in callers:
+                t.join(60)
+        assert errors == [] and wrong == []
+        assert killed >= 10, killed
+        assert done[0] > 0
+        assert pool.invoke(b"after the storm").data == b"after the storm"
+        assert most <= workers
+        snap = pool.snapshot()
+        assert snap.failures == 0
+        assert snap.replacements >= killed
