@@ -212,7 +212,7 @@ class Recorder:
         input_index = rows % n_in if n_in else rows
         codes = self._codes.copy()
         ok = codes == OK
-        infos = self._infos.T.copy().T  # column-major: each column below is one contiguous pass
+        infos = self._infos  # row-major; each column below is a strided view
         started = infos[:, _STARTED]
         service = infos[:, _SERVICE]
         finished = started + service
