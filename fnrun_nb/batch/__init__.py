@@ -2,9 +2,11 @@
 
 ``run_batch(pool, inputs, ...)`` (what ``Pool.map`` calls) returns a :class:`Batch`
 whose ``df`` is the canonical record: one row per call, in submission order, with
-the columns of :data:`COLUMNS`.  pandas is imported here and above, never below.
+the columns of :data:`COLUMNS` (and, on some batches, of :data:`OPTIONAL_COLUMNS`),
+each with the dtype those mappings give.  pandas is imported here and above, never below.
 
-Modules: ``inputs`` (validate inputs, the JSON-lines rule), ``record`` (preallocated
+Modules: ``schema`` (the column registry every record is built from and held to),
+``inputs`` (validate inputs, the JSON-lines rule), ``record`` (preallocated
 columns, the DataFrame build), ``runner`` (threads, rate, Ctrl-C), ``core`` (``Batch``,
 ``BatchProgress``), ``summary`` (``Summary``), ``analysis`` (percentiles, per-worker,
 warm-up) and ``comparison``.
@@ -14,12 +16,13 @@ from __future__ import annotations
 
 from .core import Batch, BatchProgress
 from .inputs import input_from_json, parse_json_lines
-from .record import COLUMNS, OUTCOMES
 from .runner import run_batch
+from .schema import COLUMNS, OPTIONAL_COLUMNS, OUTCOMES
 from .summary import Summary
 
 __all__ = [
     "COLUMNS",
+    "OPTIONAL_COLUMNS",
     "OUTCOMES",
     "Batch",
     "BatchProgress",

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from .analysis import quantiles
-from .record import COLUMNS, OUTCOMES, Recorder
+from .record import Recorder
+from .schema import COLUMNS, OUTCOMES, conform
 from .summary import Summary, summarize
 
 if TYPE_CHECKING:
@@ -131,9 +132,13 @@ class Batch:
     def from_frame(cls, df: pd.DataFrame, **meta: Any) -> Batch:
         """A finished Batch around a record with (at least) the batch columns.
 
+        ``df`` becomes the batch's ``df`` (not a copy), held to the schema in place:
+        a column of :data:`~fnrun_nb.batch.COLUMNS` or
+        :data:`~fnrun_nb.batch.OPTIONAL_COLUMNS` whose dtype differs is converted
+        (see :func:`fnrun_nb.batch.schema.conform`).  Extra columns are kept as they are.
         ``meta`` may give ``command``, ``handler``, ``config``, ``interrupted``, ``wall_s``,
-        ``workers`` and ``started_at``.  Extra columns are kept.  Raises ``ValueError``
-        when a batch column is missing and ``TypeError`` for an unknown meta name.
+        ``workers`` and ``started_at``.  Raises ``ValueError`` when a batch column is
+        missing or cannot be converted, and ``TypeError`` for an unknown meta name.
         """
         unknown = set(meta) - _META
         if unknown:
@@ -141,6 +146,7 @@ class Batch:
         missing = [c for c in COLUMNS if c not in df.columns]
         if missing:
             raise ValueError(f"not a batch record: missing column(s) {', '.join(missing)}")
+        conform(df)
         return cls(
             command=meta.get("command"),
             handler=meta.get("handler"),

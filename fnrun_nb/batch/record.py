@@ -8,15 +8,21 @@
 
 Each row is written by exactly one runner thread, into slots allocated before the
 first call (``array.array`` for numbers, lists for objects, dicts for the rare failure
-facts), so recording a call is a dozen item assignments: no lock, no allocation that
-grows with the batch, no pandas.  Everything derivable from the plan (input index,
-repeat, scheduled time, env sent, bytes sent) or from other columns (latency,
-finished, cold, slack) is computed once, vectorised, when the DataFrame is built.
+facts), so recording a call is a handful of stores: no lock, no allocation that grows
+with the batch, no pandas.  A call's numbers (status, data size and its whole
+:class:`~fnrun_nb.values.CallInfo`) are one row of a flat float64 array, written by
+one ``struct`` pack, so a CallInfo field needs no code here to be recorded; the
+columns made of it are the ones :data:`~fnrun_nb.batch.schema.SCHEMA` names.
+Everything derivable from the plan (input index, repeat, scheduled time, env sent,
+bytes sent) or from other columns (latency, finished, cold, slack) is computed once,
+vectorised, when the DataFrame is built, and the frame is held to the schema by
+:func:`~fnrun_nb.batch.schema.conform`.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 import time
 from array import array
 from typing import TYPE_CHECKING, Any
@@ -34,6 +40,8 @@ from ..errors import (
     PoolClosed,
     ProtocolError,
 )
+from ..values import CallInfo
+from .schema import COLUMNS, OUTCOMES, SCHEMA, conform, info_field
 
 if TYPE_CHECKING:
     from ..values import Result
@@ -41,49 +49,8 @@ if TYPE_CHECKING:
 
 __all__ = ["COLUMNS", "OUTCOMES", "Recorder", "outcome_of"]
 
-OUTCOMES: tuple[str, ...] = (
-    "ok",
-    "crashed",
-    "timeout",
-    "protocol_error",
-    "unavailable",
-    "start_failed",
-    "cancelled",
-    "worker_lost",
-)
-"""Every outcome a row can have, in the order of the ``outcome`` categories."""
-
 OK, CRASHED, TIMEOUT, PROTOCOL_ERROR, UNAVAILABLE, START_FAILED, CANCELLED, WORKER_LOST = range(8)
 PENDING = -1  # not recorded yet (not run, or in flight)
-
-COLUMNS: dict[str, str] = {
-    "input_index": "int64",
-    "repeat": "int64",
-    "status": "Int64",
-    "outcome": "category",
-    "scheduled": "datetime64[ns, UTC]",
-    "lag_ms": "float64",
-    "wait_ms": "float64",
-    "service_ms": "float64",
-    "latency_ms": "float64",
-    "started": "datetime64[ns, UTC]",
-    "finished": "datetime64[ns, UTC]",
-    "deadline_slack_ms": "float64",
-    "worker": "Int64",
-    "pid": "Int64",
-    "generation": "Int64",
-    "call_on_worker": "Int64",
-    "cold": "boolean",
-    "env": "object",
-    "env_in": "object",
-    "bytes_in": "int64",
-    "bytes_out": "Int64",
-    "data": "object",
-    "error": "object",
-    "stderr_tail": "object",
-    "exit_code": "Int64",
-}
-"""The record's columns, in order, with their pandas dtypes."""
 
 # Most specific first: InvocationTimeout and the rest are InvocationErrors.
 _OUTCOME_OF_ERROR: tuple[tuple[type[FnrunError], int], ...] = (
@@ -107,6 +74,39 @@ def outcome_of(exc: FnrunError) -> int:
 
 _NAN = math.nan
 _time = time.time
+# numpy >= 1.23 builds an object array from an iterator (and much faster).
+_FROMITER_OBJECTS = np.lib.NumpyVersion(np.__version__) >= "1.23.0"
+
+# Row k of Recorder._numbers is call k's numbers, float64 each (NaN = none): its
+# result's status and data size, then its CallInfo, every field (None as NaN).  A
+# float64 holds each exactly: the status is an int32 on the wire, the rest are sizes,
+# counts, pids and times.
+_FIELDS = ("status", "bytes_out", *CallInfo._fields)
+_WIDTH = len(_FIELDS)
+_ROW = struct.Struct("=" + "d" * _WIDTH)
+_ROW_BYTES = _ROW.size
+_STATUS, _BYTES_OUT, _WAIT, _SERVICE, _STARTED, _DEADLINE, _CALL = map(
+    _FIELDS.index, ("status", "bytes_out", "wait", "service", "started", "deadline", "call")
+)
+
+
+def _direct_columns() -> tuple[tuple[str, str, int], ...]:
+    """(name, dtype, field index) of the columns that are one CallInfo field as is."""
+    out = []
+    for c in SCHEMA:
+        field = info_field(c)
+        if field is None or c.optional:
+            continue
+        if field not in CallInfo._fields:
+            raise ValueError(f"batch schema: column {c.name!r} names no CallInfo field {field!r}")
+        if c.dtype not in _OF_FIELD:
+            raise ValueError(f"batch schema: column {c.name!r}: no CallInfo field is {c.dtype}")
+        out.append((c.name, c.dtype, _FIELDS.index(field)))
+    return tuple(out)
+
+
+def _no_none(info: CallInfo) -> tuple[float, ...]:
+    return tuple(_NAN if v is None else v for v in info)
 
 
 class Recorder:
@@ -117,17 +117,9 @@ class Recorder:
         self.plan = plan
         self.rows = n
         self.outcome = array("b", [PENDING]) * n
-        self.status = array("q", bytes(8 * n))
         self.lag = array("d", bytes(8 * n))  # 0.0 without a rate
-        self.wait = array("d", [_NAN]) * n
-        self.service = array("d", [_NAN]) * n
-        self.started = array("d", [_NAN]) * n
-        self.deadline = array("d", [_NAN]) * n
-        self.worker = array("q", [-1]) * n
-        self.pid = array("q", [-1]) * n
-        self.generation = array("q", [-1]) * n
-        self.call = array("q", [-1]) * n
-        self.bytes_out = array("q", bytes(8 * n))
+        self._numbers = array("d", [_NAN]) * (n * _WIDTH)  # row k: see _FIELDS
+        self._pack = _ROW.pack_into
         self.env: list[dict[str, str] | None] = [None] * n
         self.data: list[bytes | None] | None = [None] * n if plan.keep_data else None
         # Failure facts are rare: sparse, by row.
@@ -139,26 +131,22 @@ class Recorder:
         self.t0_wall = _NAN  # wall-clock time of row 0's scheduled start (with a rate)
         # numpy views on the arrays (no copy) for progress and the frame build
         self._codes = np.frombuffer(self.outcome, dtype=np.int8)
-        self._service = np.frombuffer(self.service, dtype=np.float64)
-        self._wait = np.frombuffer(self.wait, dtype=np.float64)
+        self._infos = np.frombuffer(self._numbers, dtype=np.float64).reshape(n, _WIDTH)
+        self._service = self._infos[:, _SERVICE]
+        self._wait = self._infos[:, _WAIT]
         self._lag = np.frombuffer(self.lag, dtype=np.float64)
 
     # --- the hot path (runner threads) -----------------------------------------------
 
     def record_ok(self, k: int, result: Result) -> None:
-        # One tuple unpack instead of eight attribute reads: this runs once per call.
-        worker, pid, generation, call, wait, service, started, deadline = result.info  # type: ignore[misc]
-        self.status[k] = result.status
-        self.wait[k] = wait
-        self.service[k] = service
-        self.started[k] = started
-        self.deadline[k] = deadline
-        self.worker[k] = -1 if worker is None else worker
-        self.pid[k] = pid
-        self.generation[k] = -1 if generation is None else generation
-        self.call[k] = call
+        # One pack of the call's numbers instead of a store per field: this runs once
+        # per call.  A pool's CallInfo has no None; a bare invoker's would.
+        info: Any = result.info
         data = result.data
-        self.bytes_out[k] = len(data)
+        try:
+            self._pack(self._numbers, k * _ROW_BYTES, result.status, len(data), *info)
+        except struct.error:
+            self._pack(self._numbers, k * _ROW_BYTES, result.status, len(data), *_no_none(info))
         self.env[k] = result.env
         if self.data is not None:
             self.data[k] = data
@@ -173,16 +161,9 @@ class Recorder:
         the error's own message (why a killed call counts as cancelled)."""
         info = exc.info
         if info is not None:
-            self.wait[k] = info.wait
-            self.service[k] = info.service
-            self.started[k] = info.started
-            self.deadline[k] = info.deadline
-            self.worker[k] = info.worker if info.worker is not None else -1
-            self.pid[k] = info.pid
-            self.generation[k] = info.generation if info.generation is not None else -1
-            self.call[k] = info.call
+            self._pack(self._numbers, k * _ROW_BYTES, _NAN, _NAN, *_no_none(info))
         else:
-            self.wait[k] = waited
+            self._infos[k, _WAIT] = waited
             self.finished_at[k] = _time()
         message = f"{type(exc).__name__}: {exc}"
         self.errors[k] = message if note is None else f"{note} ({message})"
@@ -231,19 +212,17 @@ class Recorder:
         input_index = rows % n_in if n_in else rows
         codes = self._codes.copy()
         ok = codes == OK
-        worker = np.frombuffer(self.worker, dtype=np.int64)
-        has_info = worker >= 0
-        started = np.frombuffer(self.started, dtype=np.float64)
-        service = self._service
+        infos = self._infos  # row-major; each column below is a strided view
+        started = infos[:, _STARTED]
+        service = infos[:, _SERVICE]
         finished = started + service
         if self.finished_at:
             idx = np.fromiter(self.finished_at.keys(), dtype=np.int64)
             finished[idx] = np.fromiter(self.finished_at.values(), dtype=np.float64)
-        deadline = np.frombuffer(self.deadline, dtype=np.float64)
-        call = np.frombuffer(self.call, dtype=np.int64)
+        call = infos[:, _CALL]
         # Latency is lag + wait + service; a call that never reached a worker has no
         # service (NaN), and its latency is the time it waited before failing.
-        latency = self._lag + self._wait + np.where(np.isnan(service), 0.0, service)
+        latency = self._lag + infos[:, _WAIT] + np.where(np.isnan(service), 0.0, service)
         if plan.rate is not None:
             scheduled = _utc(self.t0_wall + rows / plan.rate)
         else:
@@ -251,8 +230,8 @@ class Recorder:
         env = self.env
         for k in np.flatnonzero(~ok).tolist():
             env[k] = {}  # no result: an empty env (a fresh dict per row, never shared)
-        env_in = [plan.env_ins[i] for i in input_index.tolist()]
-        bytes_in_per_input = np.fromiter((len(d) for d in plan.datas), dtype=np.int64, count=n_in)
+        env_in = _objects(plan.env_ins)[input_index] if n_in else _objects([])
+        bytes_in_per_input = np.fromiter(map(len, plan.datas), dtype=np.int64, count=n_in)
         bytes_in = bytes_in_per_input[input_index] if n_in else rows
         exit_code = np.zeros(n, dtype=np.int64)
         exit_mask = np.ones(n, dtype=bool)
@@ -260,34 +239,34 @@ class Recorder:
             idx = np.fromiter(self.exit_codes.keys(), dtype=np.int64)
             exit_code[idx] = np.fromiter(self.exit_codes.values(), dtype=np.int64)
             exit_mask[idx] = False
+        # The columns whose source is not one CallInfo field as is (see schema.SCHEMA).
         columns: dict[str, Any] = {
             "input_index": input_index,
             "repeat": rows // n_in if n_in else rows,
-            "status": _nullable(np.frombuffer(self.status, dtype=np.int64), ~ok),
+            "status": _int_column(infos[:, _STATUS], "status"),
             "outcome": pd.Categorical.from_codes(codes, categories=list(OUTCOMES)),
             "scheduled": scheduled,
             "lag_ms": self._lag * 1e3,
-            "wait_ms": self._wait * 1e3,
-            "service_ms": service * 1e3,
             "latency_ms": latency * 1e3,
-            "started": _utc(started),
             "finished": _utc(finished),
-            "deadline_slack_ms": (deadline - finished) * 1e3,
-            "worker": _nullable(worker, ~has_info),
-            "pid": _nullable(np.frombuffer(self.pid, dtype=np.int64), ~has_info),
-            "generation": _nullable(np.frombuffer(self.generation, dtype=np.int64), ~has_info),
-            "call_on_worker": _nullable(call, ~has_info),
-            "cold": pd.arrays.BooleanArray(call == 1, ~has_info),
-            "env": _objects(env),
-            "env_in": _objects(env_in),
+            "deadline_slack_ms": (infos[:, _DEADLINE] - finished) * 1e3,
+            "cold": pd.arrays.BooleanArray(call == 1, np.isnan(call)),
+            "env": _series(_objects(env)),
+            "env_in": _series(env_in),
             "bytes_in": bytes_in,
-            "bytes_out": _nullable(np.frombuffer(self.bytes_out, dtype=np.int64), ~ok),
-            "data": _objects(self.data if self.data is not None else [None] * n),
-            "error": _sparse(self.errors, n),
-            "stderr_tail": _sparse(self.stderr_tails, n),
+            "bytes_out": _int_column(infos[:, _BYTES_OUT], "bytes_out"),
+            "data": _series(_objects(self.data) if self.data is not None else _nones(n)),
+            "error": _series(_sparse(self.errors, n)),
+            "stderr_tail": _series(_sparse(self.stderr_tails, n)),
             "exit_code": _nullable(exit_code, exit_mask),
         }
-        return pd.DataFrame(columns, copy=False)
+        for name, dtype, j in _DIRECT:
+            columns[name] = _OF_FIELD[dtype](infos[:, j], name)
+        if len(columns) != len(COLUMNS):
+            missing = ", ".join(c for c in COLUMNS if c not in columns)
+            raise RuntimeError(f"batch schema: no code builds column(s) {missing}")
+        frame = pd.DataFrame({name: columns[name] for name in COLUMNS}, copy=False)
+        return conform(frame)
 
 
 def _nullable(values: np.ndarray, missing: np.ndarray) -> pd.arrays.IntegerArray:
@@ -299,13 +278,54 @@ def _utc(seconds: np.ndarray) -> pd.DatetimeIndex:
 
 
 def _objects(values: list[Any]) -> np.ndarray:
+    if _FROMITER_OBJECTS:  # several times faster than a slice assignment
+        return np.fromiter(values, dtype=object, count=len(values))
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
 
 
+def _nones(n: int) -> np.ndarray:
+    return np.full(n, None, dtype=object)
+
+
 def _sparse(values: dict[int, Any], n: int) -> np.ndarray:
-    out = np.full(n, None, dtype=object)
+    out = _nones(n)
     for k, v in values.items():
         out[k] = v
     return out
+
+
+def _series(values: np.ndarray) -> pd.Series:
+    # Explicitly object: from a bare array of text, pandas 3 would infer its str dtype.
+    return pd.Series(values, dtype=object, copy=False)
+
+
+def _seconds_column(values: np.ndarray, name: str) -> np.ndarray:
+    # The record's convention: CallInfo times are seconds, a *_ms column milliseconds.
+    out: np.ndarray = values * 1e3 if name.endswith("_ms") else values.copy()
+    return out
+
+
+def _int_column(values: np.ndarray, name: str) -> pd.arrays.IntegerArray:
+    missing = np.isnan(values)
+    return pd.arrays.IntegerArray(np.where(missing, 0.0, values).astype(np.int64), missing)
+
+
+def _bool_column(values: np.ndarray, name: str) -> pd.arrays.BooleanArray:
+    missing = np.isnan(values)
+    return pd.arrays.BooleanArray(np.where(missing, 0.0, values) != 0, missing)
+
+
+def _time_column(values: np.ndarray, name: str) -> pd.DatetimeIndex:
+    return _utc(values)
+
+
+# How a CallInfo field (float64, NaN for none) becomes a column of each dtype.
+_OF_FIELD: dict[str, Any] = {
+    "float64": _seconds_column,
+    "Int64": _int_column,
+    "boolean": _bool_column,
+    "datetime64[ns, UTC]": _time_column,
+}
+_DIRECT = _direct_columns()

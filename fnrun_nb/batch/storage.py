@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .schema import COLUMNS, OPTIONAL_COLUMNS, conform
+
 if TYPE_CHECKING:
     from .core import Batch
 
@@ -45,6 +47,7 @@ __all__ = [
 METADATA_KEY = b"fnrun_nb"
 FORMAT_VERSION = 1
 MAP_COLUMNS = ("env", "env_in")
+SCHEMA_DTYPES = {**COLUMNS, **OPTIONAL_COLUMNS}
 
 
 def _pyarrow() -> tuple[Any, Any]:
@@ -234,7 +237,9 @@ def save_frame(df: pd.DataFrame, path: str | os.PathLike[str], metadata: dict[st
 
 def load_frame(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read a file written by :func:`save_frame`: the record, restored to the dtypes
-    and column order it was saved with, and its metadata.
+    and column order it was saved with, and its metadata.  The batch schema's columns
+    (:data:`~fnrun_nb.batch.COLUMNS`, :data:`~fnrun_nb.batch.OPTIONAL_COLUMNS`) get
+    the schema's dtypes, whatever pandas wrote the file.
 
     Raises ``ImportError`` without pyarrow, ``FileNotFoundError`` for a missing file
     and ``ValueError`` for a parquet file fnrun_nb did not write.
@@ -257,7 +262,10 @@ def load_frame(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, An
     dtypes = meta.pop("dtypes", {})
     columns = meta.pop("columns", list(df.columns))
     for name, spec in dtypes.items():
-        if name not in df.columns:
+        # A schema column gets the schema's dtype, not the one the file names: a file
+        # written under another pandas may spell text as ``str``, which pandas 2 would
+        # read as a numpy unicode dtype.
+        if name not in df.columns or name in SCHEMA_DTYPES:
             continue
         if isinstance(spec, dict):
             target = pd.CategoricalDtype(spec["categories"], ordered=spec["ordered"])
@@ -265,6 +273,7 @@ def load_frame(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, An
             target = pd.api.types.pandas_dtype(spec)
         if df[name].dtype != target:
             df[name] = df[name].astype(target)
+    conform(df)
     return df[columns], meta
 
 

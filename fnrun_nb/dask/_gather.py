@@ -1,5 +1,12 @@
 """One ``DaskPool.map`` on the client: the chunks submitted as Dask tasks,
-their frames gathered and assembled into one Batch in submission order."""
+their frames gathered and assembled into one Batch in submission order.
+
+The rows keep the batch schema by construction: a chunk's rows are a local batch's
+record (plus the schema's optional ``host`` and ``dask_worker``), rows of a chunk that
+returned none are built by the batch layer's own Recorder, and ``Batch.from_frame``
+holds the concatenation to :data:`~fnrun_nb.batch.COLUMNS` and
+:data:`~fnrun_nb.batch.OPTIONAL_COLUMNS` (pandas 3 infers ``str`` for the text the
+workers set, and a concat of chunks with and without failures mixes dtypes)."""
 
 from __future__ import annotations
 
@@ -13,7 +20,8 @@ import pandas as pd
 
 from ..batch import Batch
 from ..batch.inputs import plan_batch
-from ..batch.record import OUTCOMES, Recorder
+from ..batch.record import Recorder
+from ..batch.schema import OUTCOMES, conform
 from ._worker import NoPoolOnWorker, run_chunk
 
 if TYPE_CHECKING:
@@ -164,7 +172,7 @@ def _rows_without_result(
     df["repeat"] = chunk.repeat
     df["host"] = None
     df["dask_worker"] = dask_worker
-    return df
+    return conform(df)
 
 
 def _progress_bar(total: int, progress: bool | str) -> Any:
