@@ -9,6 +9,7 @@ the module, nothing may be left at all (see ``cluster``).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import multiprocessing.resource_tracker
 import os
@@ -28,8 +29,10 @@ distributed = pytest.importorskip("distributed")
 from fnrun_nb import HandlerStartError, Pool  # noqa: E402
 from fnrun_nb._watchdog import WATCHDOG_NAME  # noqa: E402
 from fnrun_nb.dask import DaskPool  # noqa: E402
+from fnrun_nb.settings import DEFAULTS, PoolSettings  # noqa: E402
 
 from _procs import descendants as _descendants  # noqa: E402
+from _runner_check import assert_is_runner  # noqa: E402
 from _procs import open_fds as _fds  # noqa: E402
 from _procs import wait_until as _wait_until  # noqa: E402
 
@@ -297,6 +300,15 @@ def test_a_handler_that_cannot_start_raises_and_registers_nothing(
         DaskPool(client, "/nonexistent/handler", workers=1)
     plugins = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))
     assert not [p for p in plugins if p.startswith("fnrun-nb-")]
+
+
+def test_dask_pool_is_a_runner(dpool: DaskPool) -> None:
+    assert_is_runner(dpool, PoolSettings(workers=2, timeout=5.0))
+    # Each Dask worker's Pool is made with those settings, under the same names.
+    assert {k: dpool.options[k] for k in PoolSettings.names()} == dpool.settings.as_dict()
+    params = inspect.signature(DaskPool).parameters
+    for name, value in DEFAULTS.as_dict().items():
+        assert params[name].default == value, name
 
 
 def test_rate_is_shared_over_the_workers(dpool: DaskPool) -> None:
