@@ -340,7 +340,7 @@ def test_fnrun_magic_with_dask_runs_the_cell_on_the_cluster(
         # The DaskPool stays for the next cell; one input is a batch of one.
         again = magics.fnrun_cell(f"{PROBE} --dask {cluster.scheduler_address} -w 1", "solo")
         assert again.df["data"].tolist() == [b"solo"]
-        assert len(magics._dask_pools) == 1
+        assert len(magics.registry.dask) == 1
         with pytest.raises(UsageError, match="--monitor"):
             magics.fnrun_cell(f"{PROBE} --dask {cluster.scheduler_address} --monitor", "x")
         # %fnrun pools lists it, with where it runs and the calls the cells made.
@@ -353,15 +353,15 @@ def test_fnrun_magic_with_dask_runs_the_cell_on_the_cluster(
         ]
         with pytest.raises(UsageError, match="runs on the Dask cluster"):
             magics.fnrun_line(f"stderr {PROBE}")
-        (before,) = magics._dask_pools.values()
+        (before,) = magics.registry.dask.values()
         magics.fnrun_line(f"restart {PROBE}")
-        (restarted,) = magics._dask_pools.values()
+        (restarted,) = magics.registry.dask.values()
         assert before.pool.closed and not restarted.pool.closed and restarted.calls == 0
         assert magics.fnrun_cell(f"{PROBE} --dask {cluster.scheduler_address} -w 1", "x").df[
             "outcome"].tolist() == ["ok"]
         # %fnrun stop HANDLER ends it like a local pool; its processes go with it.
         magics.fnrun_line(f"stop {PROBE}")
-        assert magics._dask_pools == {} and len(magics.pool_table()) == 0
+        assert magics.registry.dask == {} and len(magics.pool_table()) == 0
         assert _wait_until(lambda: not _handlers())
         magics.fnrun_cell(f"{PROBE} --dask {cluster.scheduler_address} -w 1", "again")
     finally:
