@@ -12,7 +12,10 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from .front import Runner
 
 __all__ = ["main"]
 
@@ -55,6 +58,8 @@ class _UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .settings import DEFAULTS
+
     parser = argparse.ArgumentParser(
         prog="fnrun-nb",
         description="Run, explore and profile fnrun handlers.",
@@ -81,16 +86,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true", help="INPUT is JSON lines (see below)")
     run.add_argument(
-        "-w", "--workers", type=_positive_int, default=4, metavar="N",
-        help="handler processes (default: 4)",
+        "-w", "--workers", type=_positive_int, default=DEFAULTS.workers, metavar="N",
+        help=f"handler processes (default: {DEFAULTS.workers})",
     )
     run.add_argument(
-        "-t", "--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
-        help="deadline of each call (default: 30)",
+        "-t", "--timeout", type=_positive_float, default=DEFAULTS.timeout, metavar="SECONDS",
+        help=f"deadline of each call (default: {DEFAULTS.timeout:g})",
     )
     run.add_argument(
-        "--max-wait", type=_non_negative_float, default=5.0, metavar="SECONDS",
-        help="longest wait for a free worker before a call is 'unavailable' (default: 5)",
+        "--max-wait", type=_non_negative_float, default=DEFAULTS.max_wait, metavar="SECONDS",
+        help="longest wait for a free worker before a call is 'unavailable' "
+        f"(default: {DEFAULTS.max_wait:g})",
     )
     run.add_argument(
         "--repeat", type=_positive_int, default=1, metavar="N",
@@ -194,6 +200,7 @@ def _write_record(batch: Any, out: Path) -> None:
 def _run(args: argparse.Namespace) -> int:
     from .errors import HandlerStartError
     from .front import Pool
+    from .settings import PoolSettings
 
     if args.out is not None and args.out.suffix.lower() not in (".parquet", ".csv"):
         raise _UsageError(f"--out {args.out}: the file name must end in .parquet or .csv")
@@ -207,15 +214,15 @@ def _run(args: argparse.Namespace) -> int:
         raise _UsageError(f"cannot read {args.input}: {exc.strerror or exc}") from exc
     except (ValueError, TypeError) as exc:
         raise _UsageError(f"{args.input if args.input != '-' else 'stdin'}: {exc}") from exc
-    options = {"workers": args.workers, "timeout": args.timeout, "max_wait": args.max_wait}
-    pool: Any
+    settings = PoolSettings(workers=args.workers, timeout=args.timeout, max_wait=args.max_wait)
+    pool: Runner
     try:
         if args.dask is not None:
             from .dask import DaskPool
 
-            pool = DaskPool(args.dask, args.handler, **options)
+            pool = DaskPool(args.dask, args.handler, **settings.as_dict())
         else:
-            pool = Pool(args.handler, **options)
+            pool = Pool(args.handler, **settings.as_dict())
     except (HandlerStartError, ValueError) as exc:
         raise _UsageError(str(exc)) from exc
     except ImportError as exc:  # distributed is not installed

@@ -3,6 +3,11 @@
 It sits above the batch and widget layers so that ``map`` and ``monitor`` can
 delegate to them without a lower layer importing a higher one; those layers (and
 pandas, ipywidgets) are imported only when those methods are first used.
+
+:class:`Runner` is the protocol the front-ends (the CLI, the magics) are typed with:
+what ``Pool`` and :class:`~fnrun_nb.dask.DaskPool` both provide.  ``Pool`` adds single
+calls (``invoke``, ``submit``) and views of its local processes (``snapshot``,
+``stderr``, ``monitor``), which a DaskPool's workers, living on a cluster, cannot give.
 """
 
 from __future__ import annotations
@@ -13,20 +18,71 @@ import threading
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union, runtime_checkable
 
 from .errors import PoolClosed
 from .invoker import CmdInvokerFactory
 from .pool import InvokerPool, InvokerPoolConfig, PoolSnapshot, WorkerState
 from .protocol import DEFAULT_MAX_FRAME_SIZE, encode_env
+from .settings import DEFAULTS, PoolSettings
 from .values import Input, Result, to_bytes
 
 if TYPE_CHECKING:
     from .batch import Batch
 
-__all__ = ["Data", "Pool"]
+__all__ = ["Data", "Pool", "Runner"]
 
 Data = Union[bytes, bytearray, memoryview, str, Input]
+
+_R = TypeVar("_R", bound="Runner")
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """What a front-end needs of a pool that runs a handler's batches: a local
+    :class:`Pool` or a :class:`~fnrun_nb.dask.DaskPool`.
+
+    ``name`` is the handler as the user named it, ``command`` the argv run;
+    ``settings`` the pool's :class:`~fnrun_nb.settings.PoolSettings` (``workers`` and
+    ``timeout`` are two of them, read often enough to be attributes).  ``map`` runs a
+    batch and returns its ``Batch``; ``last_batch`` is the most recent one, finished
+    or interrupted.  ``close`` is idempotent; a runner is a context manager.
+    """
+
+    name: str
+    command: list[str]
+    last_batch: Batch | None
+
+    @property
+    def settings(self) -> PoolSettings: ...
+
+    @property
+    def workers(self) -> int: ...
+
+    @property
+    def timeout(self) -> float: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def map(
+        self,
+        inputs: Iterable[Any],
+        *,
+        env: Mapping[str, str] | None = None,
+        repeat: int = 1,
+        concurrency: int | None = None,
+        rate: float | None = None,
+        keep_data: bool = True,
+        progress: bool | str = "auto",
+        monitor: bool = False,
+    ) -> Batch: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self: _R) -> _R: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 class Pool:
@@ -49,13 +105,13 @@ class Pool:
     def __init__(
         self,
         command: str | Sequence[str],
-        workers: int = 4,
-        max_wait: float = 5.0,
-        timeout: float = 30.0,
+        workers: int = DEFAULTS.workers,
+        max_wait: float = DEFAULTS.max_wait,
+        timeout: float = DEFAULTS.timeout,
         *,
         cwd: str | os.PathLike[str] | None = None,
         process_env: Mapping[str, str] | None = None,
-        max_calls_per_worker: int | None = None,
+        max_calls_per_worker: int | None = DEFAULTS.max_calls_per_worker,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         name: str | None = None,
     ) -> None:
@@ -69,13 +125,14 @@ class Pool:
             command if isinstance(command, str) else shlex.join(os.fspath(a) for a in command)
         )
         self.cwd = None if cwd is None else os.fspath(cwd)
-        self.config = InvokerPoolConfig(
-            max_invokers=workers,
-            factory=self.factory,
+        self.settings = PoolSettings(
+            workers=workers,
+            timeout=timeout,
             max_wait=max_wait,
-            max_runnable_time=timeout,
             max_calls_per_worker=max_calls_per_worker,
         )
+        """The settings this pool was made with (see :class:`~fnrun_nb.settings.PoolSettings`)."""
+        self.config: InvokerPoolConfig = self.settings.invoker_pool_config(self.factory)
         self._pool = InvokerPool(self.config)
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
@@ -88,11 +145,11 @@ class Pool:
 
     @property
     def workers(self) -> int:
-        return self.config.max_invokers
+        return self.settings.workers
 
     @property
     def timeout(self) -> float:
-        return self.config.max_runnable_time
+        return self.settings.timeout
 
     def invoke(
         self,
@@ -240,3 +297,8 @@ def _close_at_thread_shutdown(pool: Pool) -> None:
         except RuntimeError:  # already shutting down: atexit's close still runs
             return
         _hook_registered = True
+
+
+if TYPE_CHECKING:
+    # mypy checks here that a Pool is a Runner, as front-ends use it.
+    _as_runner: type[Runner] = Pool

@@ -13,15 +13,20 @@ or touches a shell; ``magics`` executes what these functions return.
 
 The options live in one list, :data:`CELL_ARGUMENTS`, applied to the magic by
 :func:`cell_arguments`: a front-end adding an option (``--dask ADDRESS``) appends one
-``argument`` there and one field to :class:`CellOptions`.
+``argument`` there and one field, named as the argument's ``dest``, to
+:class:`CellOptions`; :func:`parse_cell_options` fills every field from the parsed
+arguments by name.  An option that sets a pool setting says which in its field's
+metadata (``setting``), and :meth:`CellOptions.pool_settings` names it as
+:class:`~fnrun_nb.settings.PoolSettings` does.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import keyword
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from IPython.core.error import UsageError
@@ -41,6 +46,7 @@ __all__ = [
     "parse_cell_options",
     "parse_env",
     "parse_line",
+    "setting_option",
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -48,7 +54,6 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 # IPython's decorators are untyped; these aliases give them the types they have.
 argument: Callable[..., Callable[[_F], _F]] = _ma.argument
 magic_arguments: Callable[[str], Callable[[_F], _F]] = _ma.magic_arguments
-
 
 
 CELL_ARGUMENTS: list[Callable[[_F], _F]] = [
@@ -109,26 +114,47 @@ CELL_ARGUMENTS: list[Callable[[_F], _F]] = [
 
 def cell_arguments(func: _F) -> _F:
     """Decorate a magic with :data:`CELL_ARGUMENTS` so ``%%fnrun?`` shows its usage."""
+    return _with_arguments(func, CELL_ARGUMENTS)
+
+
+def _with_arguments(func: _F, arguments: Sequence[Any]) -> _F:
     # magic_arguments applies decorators bottom-up; apply the list reversed so the
-    # help lists options in CELL_ARGUMENTS order.
-    for arg in reversed(CELL_ARGUMENTS):
+    # help lists options in the list's order.
+    for arg in reversed(arguments):
         func = arg(func)
     return magic_arguments("%fnrun")(func)
 
 
-@cell_arguments
-def _cell_spec(line: str, cell: str | None = None) -> None:
-    """Run the cell body through a warm pool of HANDLER processes."""
+def _cell_parser() -> Any:
+    """The parser of :data:`CELL_ARGUMENTS` as the list is now."""
+    return _parser_of(tuple(CELL_ARGUMENTS))
+
+
+@functools.lru_cache(maxsize=4)
+def _parser_of(arguments: tuple[Any, ...]) -> Any:
+    def spec(line: str, cell: str | None = None) -> None:
+        """Run the cell body through a warm pool of HANDLER processes."""
+
+    return getattr(_with_arguments(spec, arguments), "parser")
+
+
+def _setting(name: str) -> Any:
+    """A :class:`CellOptions` field, "not given" by default, whose option sets the pool
+    setting ``name`` (a :class:`~fnrun_nb.settings.PoolSettings` field)."""
+    return field(default=None, metadata={"setting": name})
 
 
 @dataclass(frozen=True)
 class CellOptions:
-    """The options of one ``%%fnrun`` line, validated.  ``None`` means "not given"."""
+    """The options of one ``%%fnrun`` line, validated.  ``None`` means "not given".
+
+    Each field is the ``dest`` of one argument of :data:`CELL_ARGUMENTS`.
+    """
 
     handler: str
-    workers: int | None = None
-    timeout: float | None = None
-    wait: float | None = None
+    workers: int | None = _setting("workers")
+    timeout: float | None = _setting("timeout")
+    wait: float | None = _setting("max_wait")
     env: tuple[str, ...] = ()
     repeat: int | None = None
     lines: bool = False
@@ -140,6 +166,25 @@ class CellOptions:
     quiet: bool = False
     restart: bool = False
 
+    def pool_settings(self) -> dict[str, Any]:
+        """The pool settings this line gives, by their ``PoolSettings`` names (``--wait``
+        sets ``max_wait``); the options left out are absent."""
+        return {
+            f.metadata["setting"]: getattr(self, f.name)
+            for f in fields(self)
+            if "setting" in f.metadata and getattr(self, f.name) is not None
+        }
+
+
+def setting_option(setting: str) -> str:
+    """The option that sets the pool setting ``setting``, as notes name it (``-w``,
+    ``--wait``).  ``KeyError`` when no option sets it."""
+    dests = [f.name for f in fields(CellOptions) if f.metadata.get("setting") == setting]
+    for action in _cell_parser()._actions:
+        if action.dest in dests:
+            return str(action.option_strings[0])
+    raise KeyError(setting)
+
 
 def parse_cell_options(line: str) -> CellOptions:
     """Parse and validate the arguments of ``%%fnrun`` (after ``$var`` expansion).
@@ -149,23 +194,11 @@ def parse_cell_options(line: str) -> CellOptions:
     """
     # POSIX splitting, so a quoted command line or env value loses its quotes
     # (IPython's default split keeps them).
-    ns = getattr(_cell_spec, "parser").parse_args(_split(line))
-    opts = CellOptions(
-        handler=ns.handler,
-        workers=ns.workers,
-        timeout=ns.timeout,
-        wait=ns.wait,
-        env=tuple(ns.env),
-        repeat=ns.repeat,
-        lines=ns.lines,
-        json=ns.json,
-        rate=ns.rate,
-        monitor=ns.monitor,
-        dask=ns.dask,
-        output=ns.output,
-        quiet=ns.quiet,
-        restart=ns.restart,
-    )
+    ns = _cell_parser().parse_args(_split(line))
+    # Every argument lands in the field named as its dest; a list (repeated -e) is
+    # kept as a tuple, so the options stay immutable and hashable.
+    given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(ns).items()}
+    opts = CellOptions(**given)
     _validate(opts)
     return opts
 

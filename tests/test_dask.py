@@ -9,6 +9,7 @@ the module, nothing may be left at all (see ``cluster``).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import multiprocessing.resource_tracker
 import os
@@ -28,8 +29,10 @@ distributed = pytest.importorskip("distributed")
 from fnrun_nb import HandlerStartError, Pool  # noqa: E402
 from fnrun_nb._watchdog import WATCHDOG_NAME  # noqa: E402
 from fnrun_nb.dask import DaskPool  # noqa: E402
+from fnrun_nb.settings import DEFAULTS, PoolSettings  # noqa: E402
 
 from _procs import descendants as _descendants  # noqa: E402
+from _runner_check import assert_is_runner  # noqa: E402
 from _procs import open_fds as _fds  # noqa: E402
 from _procs import wait_until as _wait_until  # noqa: E402
 
@@ -299,6 +302,15 @@ def test_a_handler_that_cannot_start_raises_and_registers_nothing(
     assert not [p for p in plugins if p.startswith("fnrun-nb-")]
 
 
+def test_dask_pool_is_a_runner(dpool: DaskPool) -> None:
+    assert_is_runner(dpool, PoolSettings(workers=2, timeout=5.0))
+    # Each Dask worker's Pool is made with those settings, under the same names.
+    assert {k: dpool.options[k] for k in PoolSettings.names()} == dpool.settings.as_dict()
+    params = inspect.signature(DaskPool).parameters
+    for name, value in DEFAULTS.as_dict().items():
+        assert params[name].default == value, name
+
+
 def test_rate_is_shared_over_the_workers(dpool: DaskPool) -> None:
     df = dpool.map([f"r{i}" for i in range(20)], rate=40.0, progress=False).df
     assert df["input_index"].tolist() == list(range(20))
@@ -328,7 +340,7 @@ def test_fnrun_magic_with_dask_runs_the_cell_on_the_cluster(
         # The DaskPool stays for the next cell; one input is a batch of one.
         again = magics.fnrun_cell(f"{PROBE} --dask {cluster.scheduler_address} -w 1", "solo")
         assert again.df["data"].tolist() == [b"solo"]
-        assert len(magics._dask_pools) == 1
+        assert len(magics.registry.dask) == 1
         with pytest.raises(UsageError, match="--monitor"):
             magics.fnrun_cell(f"{PROBE} --dask {cluster.scheduler_address} --monitor", "x")
         # %fnrun pools lists it, with where it runs and the calls the cells made.
@@ -341,15 +353,15 @@ def test_fnrun_magic_with_dask_runs_the_cell_on_the_cluster(
         ]
         with pytest.raises(UsageError, match="runs on the Dask cluster"):
             magics.fnrun_line(f"stderr {PROBE}")
-        (before,) = magics._dask_pools.values()
+        (before,) = magics.registry.dask.values()
         magics.fnrun_line(f"restart {PROBE}")
-        (restarted,) = magics._dask_pools.values()
+        (restarted,) = magics.registry.dask.values()
         assert before.pool.closed and not restarted.pool.closed and restarted.calls == 0
         assert magics.fnrun_cell(f"{PROBE} --dask {cluster.scheduler_address} -w 1", "x").df[
             "outcome"].tolist() == ["ok"]
         # %fnrun stop HANDLER ends it like a local pool; its processes go with it.
         magics.fnrun_line(f"stop {PROBE}")
-        assert magics._dask_pools == {} and len(magics.pool_table()) == 0
+        assert magics.registry.dask == {} and len(magics.pool_table()) == 0
         assert _wait_until(lambda: not _handlers())
         magics.fnrun_cell(f"{PROBE} --dask {cluster.scheduler_address} -w 1", "again")
     finally:

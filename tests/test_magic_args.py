@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pickle
 import signal
+from dataclasses import field, fields, make_dataclass
 
 import pytest
 from IPython.core.error import UsageError
 
+from fnrun_nb import magic_args
 from fnrun_nb.errors import HandlerCrashed, HandlerStartError, InvocationTimeout
 from fnrun_nb.magic_args import (
     CellOptions,
@@ -18,6 +20,7 @@ from fnrun_nb.magic_args import (
     parse_cell_options,
     parse_env,
     parse_line,
+    setting_option,
 )
 from fnrun_nb.magic_views import CallFailed, JsonResult, PoolRow, PoolTable, StderrView
 from fnrun_nb.values import CallInfo, Result
@@ -36,6 +39,43 @@ def test_options_defaults_mean_not_given() -> None:
     )
     assert parse_cell_options("h.py -q").quiet is True
     assert parse_cell_options("h.py --json").json is True
+
+
+def test_every_option_lands_in_the_field_named_as_its_dest() -> None:
+    parser = magic_args._cell_parser()
+    dests = {a.dest for a in parser._actions if a.dest != "help"}
+    assert dests == {f.name for f in fields(CellOptions)}
+    # The options that set pool settings, under the settings' own names.
+    o = parse_cell_options("h.py -w 2 --wait 0.5 --rate 3")
+    assert o.pool_settings() == {"workers": 2, "max_wait": 0.5}
+    assert parse_cell_options("h.py -t 9").pool_settings() == {"timeout": 9.0}
+    assert [setting_option(s) for s in ("workers", "timeout", "max_wait")] == ["-w", "-t", "--wait"]
+
+
+def test_a_new_option_needs_one_argument_and_one_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a front-end adding options does: append arguments to CELL_ARGUMENTS and a
+    # field per argument to CellOptions (one of them a pool setting); nothing else.
+    extended = make_dataclass(
+        "Extended",
+        [
+            ("shard", "int | None", field(default=None)),
+            ("recycle", "int | None", magic_args._setting("max_calls_per_worker")),
+        ],
+        bases=(CellOptions,),
+        frozen=True,
+    )
+    monkeypatch.setattr(magic_args, "CellOptions", extended)
+    monkeypatch.setattr(magic_args, "CELL_ARGUMENTS", [
+        *magic_args.CELL_ARGUMENTS,
+        magic_args.argument("--shard", type=int, metavar="N", help="a new option"),
+        magic_args.argument("--recycle", type=int, metavar="N", help="a new pool setting"),
+    ])
+    o = parse_cell_options("h.py -w 2 --shard 3 --recycle 50 -e A=1")
+    assert type(o) is extended
+    assert (o.shard, o.recycle, o.workers, o.env) == (3, 50, 2, ("A=1",))
+    assert o.pool_settings() == {"workers": 2, "max_calls_per_worker": 50}
+    assert setting_option("max_calls_per_worker") == "--recycle"
+    assert parse_cell_options("h.py").shard is None
 
 
 def test_env_merges_in_order_and_checks_types() -> None:

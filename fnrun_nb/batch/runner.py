@@ -6,7 +6,7 @@
                              │
     main thread              ▼           runner threads (``concurrency`` of them)
     ───────────            Recorder ◀──── k = next row; [sleep until scheduled(k)];
-    waits, drives the        ▲             pool._invoke(data, env_block) → record row k
+    waits, drives the        ▲             target.call(data, env_block) → record row k
     progress bar, and        │
     handles Ctrl-C ──────────┘ (stop taking rows, kill calls in flight, mark the rest)
 
@@ -16,7 +16,10 @@ take row numbers from one shared counter, in submission order (row ``k`` is inpu
 ``k % n`` for the ``k // n``-th time), call the pool's hot path and write the outcome
 into row ``k`` of a :class:`Recorder`.  A failed call is a row, never an abort.  The
 calling thread only waits: it feeds the progress bar from ``Batch.progress()`` at
-10 Hz, off the hot path, and is where Ctrl-C lands.
+10 Hz, off the hot path, and is where Ctrl-C lands.  The runner needs two things of
+the pool, named by :class:`CallTarget` (the ``Pool``'s ``InvokerPool`` has them): a
+gated call, which starts nothing once the run says stop, and a way to kill the calls
+in flight.
 
 With ``rate`` the batch is open-loop: row ``k`` is *scheduled* at ``t0 + k / rate``
 whatever happened to earlier calls, and its latency counts from that time.  A runner
@@ -31,10 +34,11 @@ import itertools
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import FnrunError, PoolClosed
-from ..pool import CallNotStarted, WorkerState
+from ..pool import CallNotStarted, Gate
+from ..values import Result
 from .core import Batch
 from .inputs import Plan, plan_batch
 from .record import CANCELLED, Recorder, outcome_of
@@ -42,12 +46,30 @@ from .record import CANCELLED, Recorder, outcome_of
 if TYPE_CHECKING:
     from ..front import Pool
 
-__all__ = ["run_batch"]
+__all__ = ["CallTarget", "run_batch"]
 
 _perf_counter = time.perf_counter
-_BUSY = WorkerState.BUSY
 _REFRESH_S = 0.1  # progress bar refresh period
 _KILL_SWEEP_S = 0.005
+
+
+class CallTarget(Protocol):
+    """What the runner calls: :class:`~fnrun_nb.pool.InvokerPool` is one.
+
+    ``call`` runs one call with its env already encoded; once ``gate.stop`` is true it
+    starts no call (``CallNotStarted``).  ``kill_busy`` kills the process of every
+    call in flight and returns how many it killed.
+    """
+
+    def call(
+        self,
+        data: bytes,
+        env_block: bytes,
+        timeout: float | None = None,
+        gate: Gate | None = None,
+    ) -> Result: ...
+
+    def kill_busy(self) -> int: ...
 
 
 def run_batch(
@@ -106,10 +128,7 @@ def run_batch(
     )
     recorder = Recorder(plan)
     config = {
-        "workers": pool.workers,
-        "timeout": pool.timeout,
-        "max_wait": pool.config.max_wait,
-        "max_calls_per_worker": pool.config.max_calls_per_worker,
+        **pool.settings.as_dict(),
         "repeat": plan.repeat,
         "concurrency": plan.concurrency,
         "rate": plan.rate,
@@ -118,22 +137,34 @@ def run_batch(
     }
     batch = Batch(
         command=pool.command,
-        handler=getattr(pool, "name", None),
+        handler=pool.name,
         config=config,
         workers=pool.workers,
         recorder=recorder,
     )
-    return _Run(pool, plan, recorder, batch).run()
+    run = _Run(pool.invoker_pool, plan, recorder, batch, _bar_label(pool.command))
+    pool.active_batch = batch
+    try:
+        return run.run()
+    finally:
+        # Finished, failed or interrupted: the batch is complete (unrun rows are
+        # ``cancelled``) and every runner has returned.
+        pool.active_batch = None
+        pool.last_batch = batch
 
 
 class _Run:
-    """The state of one ``run_batch`` call, shared by its threads."""
+    """The state of one ``run_batch`` call, shared by its threads; it is also the
+    ``gate`` of their calls (``stop``)."""
 
-    def __init__(self, pool: Pool, plan: Plan, recorder: Recorder, batch: Batch) -> None:
-        self.pool = pool
+    def __init__(
+        self, target: CallTarget, plan: Plan, recorder: Recorder, batch: Batch, label: str
+    ) -> None:
+        self.target = target
         self.plan = plan
         self.rec = recorder
         self.batch = batch
+        self.label = label
         self.take = itertools.count().__next__  # atomic under the GIL: each row once
         # Plain attributes read by the runners on every call; set once, never cleared.
         self.stop = False
@@ -146,7 +177,7 @@ class _Run:
     # --- the calling thread -----------------------------------------------------------
 
     def run(self) -> Batch:
-        pool, batch, rec = self.pool, self.batch, self.rec
+        batch, rec = self.batch, self.rec
         n_threads = min(self.plan.concurrency, max(rec.rows, 1))
         # Each runner sets its own event on exit.  The calling thread waits on these
         # rather than on Thread.join/is_alive: on CPython 3.11 a KeyboardInterrupt
@@ -158,7 +189,6 @@ class _Run:
             threading.Thread(target=self._serve, args=(i,), name=f"fnrun-batch-{i}", daemon=True)
             for i in range(n_threads)
         ]
-        pool.active_batch = batch
         t_start = _perf_counter()
         self.t0 = t_start
         rec.t0_wall = time.time()
@@ -180,8 +210,6 @@ class _Run:
             else:
                 rec.close_pending()
             batch._finish(wall, self.interrupted)
-            pool.active_batch = None
-            pool.last_batch = batch
             for t in threads:
                 if t.ident is not None:
                     t.join()  # each has set its event: only its last bytecodes remain
@@ -193,7 +221,7 @@ class _Run:
 
     def _watch(self) -> None:
         """Wait for the runners, feeding the progress bar (if any) off the hot path."""
-        bar = _progress_bar(self.plan.progress, self.rec.rows, self.pool)
+        bar = _progress_bar(self.plan.progress, self.rec.rows, self.label)
         try:
             shown = 0
             for done in self.done:
@@ -229,20 +257,13 @@ class _Run:
                 ]
                 if not waiting:
                     return
-                self._kill_in_flight()
+                # Once ``stop`` is set no runner starts a call (the pool checks the
+                # gate), but one that passed the check just before may start it after
+                # this sweep: sweep until every runner is done.
+                self.target.kill_busy()
                 waiting[0].wait(_KILL_SWEEP_S)
             except KeyboardInterrupt:
                 continue
-
-    def _kill_in_flight(self) -> None:
-        # Once ``stop`` is set no runner starts a call (the pool checks the gate), but
-        # one that passed the check just before may start it after this sweep; the
-        # caller sweeps until every runner is done.
-        for slot in self.pool._pool._slots:
-            if slot.state is _BUSY:
-                inv = slot.invoker
-                if getattr(inv, "alive", False):
-                    inv.kill()  # type: ignore[union-attr]
 
     # --- runner threads -----------------------------------------------------------------
 
@@ -263,7 +284,7 @@ class _Run:
         lag = rec.lag
         record_ok = rec.record_ok
         record_failure = rec.record_failure
-        invoke = self.pool._pool._invoke
+        call = self.target.call
         take = self.take
         perf = _perf_counter
         try:
@@ -284,7 +305,7 @@ class _Run:
                 try:
                     # ``self`` is the gate: once ``stop`` is set the pool starts no call
                     # for this runner (nor retries one on a fresh worker).
-                    result = invoke(datas[i], blocks[i], None, self)
+                    result = call(datas[i], blocks[i], None, self)
                 except CallNotStarted:
                     return  # stopped before the call started: row k stays unrun (cancelled)
                 except FnrunError as exc:
@@ -305,7 +326,12 @@ class _Run:
             self.wake.set()
 
 
-def _progress_bar(progress: bool | str, total: int, pool: Pool) -> Any:
+def _bar_label(command: list[str]) -> str:
+    """The progress bar's name for a handler: its program's or script's file name."""
+    return f"fnrun {command[-1].rsplit('/', 1)[-1]}"
+
+
+def _progress_bar(progress: bool | str, total: int, label: str) -> Any:
     if progress is False or total == 0:
         return None
     from tqdm.auto import tqdm
@@ -318,7 +344,7 @@ def _progress_bar(progress: bool | str, total: int, pool: Pool) -> Any:
     return _Bar(
         total=total,
         unit="call",
-        desc=f"fnrun {pool.command[-1].rsplit('/', 1)[-1]}",
+        desc=label,
         delay=1.0 if progress == "auto" else 0.0,
         mininterval=_REFRESH_S,
     )

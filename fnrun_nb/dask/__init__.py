@@ -52,7 +52,7 @@ import shlex
 import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import distributed
 import numpy as np
@@ -61,6 +61,7 @@ from ..batch import Batch
 from ..batch.inputs import plan_batch
 from ..errors import PoolClosed
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
+from ..settings import DEFAULTS, PoolSettings
 from ._gather import Chunk, Run
 from ._worker import ClientWatch, PoolPlugin, watch_name
 
@@ -112,13 +113,13 @@ class DaskPool:
         self,
         client_or_address: distributed.Client | str | Any,
         command: str | Sequence[str],
-        workers: int = 4,
-        max_wait: float = 5.0,
-        timeout: float = 30.0,
+        workers: int = DEFAULTS.workers,
+        max_wait: float = DEFAULTS.max_wait,
+        timeout: float = DEFAULTS.timeout,
         *,
         cwd: str | os.PathLike[str] | None = None,
         process_env: Mapping[str, str] | None = None,
-        max_calls_per_worker: int | None = None,
+        max_calls_per_worker: int | None = DEFAULTS.max_calls_per_worker,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         name: str | None = None,
     ) -> None:
@@ -143,15 +144,19 @@ class DaskPool:
         """The handler as the user named it (batches show this, not the absolute path):
         ``name`` if given, else ``command`` as given."""
         self.scheduler_address: str = self.client.scheduler_info()["address"]
-        self.workers = workers
-        self.timeout = timeout
+        self.settings = PoolSettings(
+            workers=workers,
+            timeout=timeout,
+            max_wait=max_wait,
+            max_calls_per_worker=max_calls_per_worker,
+        )
+        """The settings of every Dask worker's pool (``workers`` is processes per
+        Dask worker)."""
+        # The arguments each Dask worker's Pool is made with.
         self.options: dict[str, Any] = {
-            "workers": workers,
-            "max_wait": max_wait,
-            "timeout": timeout,
+            **self.settings.as_dict(),
             "cwd": None if cwd is None else os.fspath(cwd),
             "process_env": None if process_env is None else dict(process_env),
-            "max_calls_per_worker": max_calls_per_worker,
             "max_frame_size": max_frame_size,
         }
         self.plugin_name = f"fnrun-nb-{uuid.uuid4().hex[:12]}"
@@ -174,6 +179,15 @@ class DaskPool:
             raise
 
     # --- observation ------------------------------------------------------------------
+
+    @property
+    def workers(self) -> int:
+        """Handler processes per Dask worker."""
+        return self.settings.workers
+
+    @property
+    def timeout(self) -> float:
+        return self.settings.timeout
 
     @property
     def closed(self) -> bool:
@@ -310,3 +324,10 @@ class DaskPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+if TYPE_CHECKING:
+    from ..front import Runner
+
+    # mypy checks here that a DaskPool is a Runner, as front-ends use it.
+    _as_runner: type[Runner] = DaskPool
