@@ -54,6 +54,43 @@ notebooks: $(VENV)/.test-installed
 lab: $(VENV)/.test-installed
 	cd notebooks && ../$(BIN)/jupyter lab
 
+# The floors of pyproject.toml, tested: a second environment with the oldest version
+# each dependency allows (pinned in OLDEST_PINS, which tests/test_floors.py holds equal
+# to the floors), rebuilt from scratch when either file changes, runs the tests of
+# what those dependencies serve: batches, analysis, storage, plots, protocol, CLI,
+# magics, widgets and Dask.  The core's process tests depend on none of them, the
+# notebooks' nbval outputs are the newest versions' reprs, and the browser test is
+# about the page; `make test` runs those.  OLDEST_PYTHON must be 3.10 or 3.11 (the
+# oldest pins have no wheels for newer Pythons).
+OLDEST_VENV   := .venv-oldest
+OLDEST_PINS   := tests/oldest-constraints.txt
+OLDEST_PYTHON ?= $(PYTHON)
+OLDEST_TESTS  := tests/test_floors.py tests/test_batch.py tests/test_batch_failures.py \
+	tests/test_analysis.py tests/test_storage.py tests/test_plot.py \
+	tests/test_comparison.py tests/test_versus.py tests/test_display.py \
+	tests/test_protocol.py tests/test_handler_sdk.py tests/test_golden_host.py \
+	tests/test_cli.py tests/test_magic_args.py tests/test_magics_shell.py \
+	tests/test_magics_kernel.py tests/test_widgets.py tests/test_monitor_kernel.py \
+	tests/test_dask.py tests/test_analysis_dask.py
+
+.PHONY: test-oldest clean-oldest
+
+$(OLDEST_VENV)/.installed: pyproject.toml $(OLDEST_PINS)
+	@$(OLDEST_PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(None if v in ((3, 10), (3, 11)) \
+		else "test-oldest: the oldest pins have no wheels for Python %d.%d: set OLDEST_PYTHON=python3.11" % v)'
+	rm -rf $(OLDEST_VENV)
+	$(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -c $(OLDEST_PINS) -e '.[test]'
+	touch $@
+
+test-oldest: $(OLDEST_VENV)/.installed
+	FNRUN_NB_OLDEST=1 $(OLDEST_VENV)/bin/python -m pytest $(OLDEST_TESTS)
+
+clean: clean-oldest
+clean-oldest:
+	rm -rf $(OLDEST_VENV)
+
 # Simulate the Binder build: a fresh environment from binder/ only, then nbval.  The
 # environment is made with the Python that binder/runtime.txt names (python-X.Y), as
 # repo2docker would; BINDER_PYTHON overrides the interpreter, whose version must match.
