@@ -30,6 +30,16 @@ demo: $(VENV)/.demo-installed
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest
 
+# The whole suite (as `make test`, notebooks included) on a busy machine: STRESS_HOGS
+# CPU-bound processes run beside pytest, started first and stopped however it ends
+# (failure, Ctrl-C, SIGTERM); the exit status is pytest's.  STRESS_ARGS replaces the
+# pytest arguments, e.g. make test-stress STRESS_ARGS='tests/test_faults.py -x'.
+STRESS_HOGS ?= 2
+STRESS_ARGS ?=
+.PHONY: test-stress
+test-stress: $(VENV)/.test-installed
+	$(BIN)/python tests/stress_load.py --hogs $(STRESS_HOGS) -- $(BIN)/python -m pytest $(STRESS_ARGS)
+
 bench: $(VENV)/.test-installed
 	$(BIN)/python -m benchmarks
 

@@ -137,13 +137,20 @@ def test_rate_schedules_arrivals_at_fixed_times(echo_pool: Pool) -> None:
     gaps = scheduled.diff().dropna().dt.total_seconds()
     assert np.allclose(gaps, 1 / rate, atol=1e-6)
     assert (df["lag_ms"] >= 0).all()
-    # The calls really arrived at that pace: not all at once, nor one after another
-    # as fast as the pool answers (an echo answers in well under 10 ms).
-    started_gaps = df["started"].diff().dropna().dt.total_seconds()
-    assert np.median(started_gaps) == pytest.approx(1 / rate, rel=0.3), started_gaps
-    # Each call starts no earlier than its scheduled time (arrival times honoured).
-    early = (df["started"] - scheduled).dt.total_seconds()
-    assert (early >= -1e-3).all()
+    # The calls really arrived at that pace, not all at once nor one after another as
+    # fast as the pool answers (an echo answers in well under 10 ms): each call starts
+    # no earlier than its scheduled time, 10 ms after the one before.
+    late = (df["started"] - scheduled).dt.total_seconds()
+    assert (late >= -1e-3).all(), late
+    # How late a call starts is load, not pace: a runner descheduled past several
+    # arrivals hands those calls over at once when it runs again.  What the batch
+    # promises is that the delay is recorded: a call starts as late as its lag (the
+    # runner's hand-over) plus its wait for a worker say, give or take the instant
+    # between the pool's timing of the wait and its stamping of the start.
+    accounted = (df["lag_ms"] + df["wait_ms"]) / 1e3
+    unaccounted = late - accounted
+    assert (unaccounted >= -1e-3).all(), unaccounted
+    assert np.median(unaccounted) < 1e-3, unaccounted
     assert np.allclose(df["latency_ms"], df["lag_ms"] + df["wait_ms"] + df["service_ms"])
     # The whole batch spans its schedule: 20 calls at 100/s take at least 0.19 s.
     span = (df["finished"].max() - df["scheduled"].min()).total_seconds()
