@@ -6,10 +6,11 @@
 
 Every ``Pool.invoke`` evaluates a few checks that exist only for failures:
 
-- *idle death*: the pool's test of the (slot, invoker) pair it takes from the idle
-  queue (stale when the process died while idle and its slot is being refilled) and the
-  invoker's own test before it writes (``exited``, killed, closed).  The death itself is
-  noticed by the watcher thread, off the hot path; these tests are what a call pays;
+- *idle death*: the invoker's own test before it writes (``exited``, killed, closed)
+  and the pool's test after it gave the worker back (a process that ended right after
+  answering, while its caller still owned it).  The death itself is noticed by the
+  watcher thread, off the hot path, and a worker that died idle cannot be claimed (the
+  watcher claims it first); these tests are what a call pays;
 - *stray stdout*: when the invoker has one, its ``poll(stdout, 0)`` before writing (bytes
   waiting there would be read as this call's answer), a system call;
 - *frame checks* on the Result: a header shorter than 4 bytes, the length prefix against
@@ -36,7 +37,6 @@ import timeit
 from typing import Any
 
 from fnrun_nb import Pool
-from fnrun_nb.pool import _CLOSED
 from fnrun_nb.protocol import decode_result, encode_result
 
 from ._floor import ECHO
@@ -48,12 +48,9 @@ INVOKE = "Pool.invoke"
 EMPTY = "empty loop"
 POLL = "stray stdout: poll(stdout, 0)"
 
-# The checks, as fnrun_nb.pool.InvokerPool._invoke and CmdInvoker._exchange write them.
+# The checks, as fnrun_nb.pool.InvokerPool.call and CmdInvoker.exchange write them.
 CHECKS = {
-    "idle death: pool's stale-pair test": (
-        "item is None or item is _CLOSED or item[0].invoker is not item[1]"
-        " or item[0].replacing"
-    ),
+    "idle death: pool's test after the release": "worker.exited",
     "idle death: invoker's test": "self.exited or self._killed_by_us or self._closed",
     POLL: "self._stdout_waiting(0)",
     "frame checks (header, length, max size)": (
@@ -63,8 +60,8 @@ CHECKS = {
 DECODE = "decode_result, 16-byte Result"
 # Names the statements use, made local inside timeit's function as in the hot path.
 SETUP = (
-    "item = _item; self = _inv; chunk = _chunk; length = _length; payload = _payload;"
-    " decode_result = _decode; _CLOSED = _closed"
+    "worker = _inv; self = _inv; chunk = _chunk; length = _length; payload = _payload;"
+    " decode_result = _decode"
 )
 
 
@@ -90,9 +87,9 @@ def run(quick: bool, *, rounds: int | None = None) -> dict[str, Any]:
         if getattr(inv, "max_frame_size", None) is None:
             raise RuntimeError("the pool's worker is not a CmdInvoker")
         bindings = {
-            "_item": (slot, inv), "_inv": inv, "_chunk": frame,
+            "_inv": inv, "_chunk": frame,
             "_length": int.from_bytes(frame[:4], "big"), "_payload": frame[4:],
-            "_decode": decode_result, "_closed": _CLOSED,
+            "_decode": decode_result,
         }
         checks = {
             name: stmt for name, stmt in CHECKS.items()

@@ -98,14 +98,14 @@ class Supervisor:
         slots: list[Slot],
         factory: InvokerFactory,
         lock: threading.Lock,
-        idle: queue.SimpleQueue[Any],
+        idle_put: Callable[[Slot], None],
         on_exit: Callable[[weakref.ref[Slot], Any], None],
         is_closed: Callable[[], bool],
     ) -> None:
         self._slots = slots
         self._factory = factory
         self._lock = lock
-        self._idle = idle
+        self._idle_put = idle_put
         self._on_exit = on_exit
         self._is_closed = is_closed
         self._requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
@@ -189,7 +189,7 @@ class Supervisor:
             close_worker(worker, 0.0)
         else:
             # A close() that begins from here on finds the worker ready and claims it.
-            self._idle.put(slot)
+            self._idle_put(slot)
         return worker
 
     def _fill(self) -> list[BaseException]:

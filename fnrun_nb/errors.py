@@ -16,9 +16,19 @@
           └── ProtocolError      the process broke the wire protocol
 
 *Closed by you* (:class:`PoolClosed`) is kept apart from *broken by circumstance*
-(:class:`InvocationError` and its subclasses), as trio does.  OS errors are translated
-into these classes in exactly one place, the invoker layer, and chained with
-``raise ... from exc``.
+(:class:`InvocationError` and its subclasses), as trio does.  OS errors become these
+classes in the worker layer only, chained with ``raise ... from exc``: ``_process``
+when a process cannot be started (``HandlerStartError``), ``invoker`` and
+``_channel`` when a call's exchange breaks.  User code is wrapped where it is
+called: ``_worker`` makes an exception from a custom invoker's ``invoke`` an
+``InvocationError``, and ``_supervisor`` one from a custom factory a
+``HandlerStartError`` (each with the original as ``__cause__``).  The layers above raise these classes or pass them on.
+
+Two exceptions live outside the tree, on purpose.  ``magic_views.CallFailed`` is how
+``%%fnrun`` shows one of these errors in a cell (it holds it as ``error`` and
+``__cause__``); code catches the error itself.  ``dask._worker.NoPoolOnWorker``
+travels from a Dask worker to the client and never reaches a user: its calls become
+``start_failed`` rows.
 
 Every error raised for a call carries ``info``: the :class:`~fnrun_nb.values.CallInfo`
 of the call (worker slot, pid, timings) when the call got as far as a worker, else

@@ -22,21 +22,21 @@ spawns every process, and it lives as long as the pool, which is what
 ``PR_SET_PDEATHSIG`` needs.  A process that dies while idle is claimed by the process
 watcher and replaced the same way; it cannot be claimed by a caller as well.
 
-The hot path holds no pool lock: the idle queue is a C ``SimpleQueue``, the claim is a
-set's ``pop``, counters the hot path updates belong to the slot the caller owns, and
-``snapshot()`` copies plain fields.  The pool lock guards the failure and shutdown
-paths.  The steps of a call are named methods: ``_acquire`` (the slow take),
-``_give_back``, ``_hand_over``, ``_after_failure``.
+The hot path holds no pool lock: the idle queue is a C ``SimpleQueue`` (``_idle``),
+the claim is a set's ``pop``, counters the hot path updates belong to the slot the
+caller owns, and ``snapshot()`` copies plain fields.  The pool lock guards the failure
+and shutdown paths.  The steps of a call: take (the fast take inline, else
+``IdleQueue.acquire``), exchange, then release or ``_hand_over``; on an exception
+``_after_exception`` (give back, or ``_after_failure``: retire the worker, retry if
+the call was never delivered).
 
-Ctrl-C.  A ``KeyboardInterrupt`` can be raised wherever the interpreter checks for
-signals, including the moment a C call returns, before its result is stored.  So a
-worker is never taken with ``worker = f()``: it is claimed with ``for worker in
-slot.claim: break`` (no signal check between the iterator's step and the store) or
-into a list inside one C call (the slow path), and given back by moving it from such a
-list into the slot's ready set inside one C call (``Slot.give_back``), so a repeat
-after a second Ctrl-C is harmless.  The whole call is inside one ``try``, whose
-handler knows from the call's phase what to do: give the worker back (not started),
-replace its process (interrupted mid-call) or finish the hand-over (after the call).
+Ctrl-C.  A worker is taken by the *interrupt-safe take* (``_idle``): never as the
+return value of a call, so that a ``KeyboardInterrupt`` cannot fall between taking it
+and storing it.  It is given back by moving it into the slot's ready set inside one
+C call (``Slot.give_back``), so a repeat after a second Ctrl-C is harmless.  The
+whole call is inside one ``try``, whose handler knows from the call's phase what to
+do: give the worker back (not started), replace its process (interrupted mid-call)
+or finish the hand-over (after the call).
 
 States (``WorkerState``, every transition a method of ``Slot``): ``starting`` →
 ``idle`` ⇄ ``busy``; a failed call (or a death while idle) → ``crashed`` →
@@ -45,41 +45,30 @@ off → ``idle`` (generation + 1); a recycle after ``max_calls_per_worker`` →
 ``starting`` → ``idle``; ``close()`` → ``closed``.  A replacement is an event,
 counted, not a state.
 
-Start failures.  A process that ends before answering a call is a *start failure* of
-its slot (its replacement backs off: 50 ms, doubling, at most 2 s), and when every
-slot's last process ended so, by the handler's own doing (an exit status, a signal
-other than SIGKILL, an exec failure), while the handler has not shown it can start,
-a caller fails fast with ``HandlerStartError``.  The handler has *shown it can start*
-in this pool once any of its processes answered a call or ran for ``_BOOTED`` seconds
-(booted and stayed up), or, for a custom factory, once it produced an invoker.  Then:
-a fresh process killed by SIGKILL (the OOM killer, an operator) is an idle death, not
-a start failure, and a call that found it dead is retried; factory errors and deaths
-still back off, but callers wait for a replacement up to ``max_wait`` and then get
-``HandlerStartError`` with the last reason.  SIGKILL before the handler has shown it
-can start still backs off (an import that runs out of memory is retried slowly) but
-never makes a caller fail fast.
+Start failures (the rule is ``_starts``): a process that ends before answering a call
+failed to start, and its replacement backs off; callers fail fast with
+``HandlerStartError`` only while the handler has never shown it can start.
 """
 
 from __future__ import annotations
 
 import atexit
-import functools
 import logging
 import os
 import queue
-import signal
 import threading
 import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from ._idle import CLOSED, Gate, IdleQueue
 from ._slots import PoolSnapshot, Slot, WorkerSnapshot, WorkerState, worker_snapshot
+from ._starts import StartRule
 from ._supervisor import _REPLACE, Request, Supervisor, close_worker, describe_error
 from ._worker import Worker
 from .errors import (
-    AvailabilityTimeout,
     CallNotStarted,
     FnrunError,
     HandlerCrashed,
@@ -104,27 +93,15 @@ __all__ = [
 log = logging.getLogger("fnrun_nb")
 
 _perf_counter = time.perf_counter
-_monotonic = time.monotonic
 _time = time.time
 _new_tuple = tuple.__new__  # builds a CallInfo without its Python-level __new__
 INF = float("inf")
 _BUSY = WorkerState.BUSY
 _make_result = Result._make
-_Empty = queue.Empty
-_NEVER = object()  # a sentinel no queue ever returns: ``iter(get, _NEVER)`` never ends
 # Where a call is, for its error handler: taking a worker (give it back), calling it
 # (the call's failure path), done (finish the hand-over).
 _TAKING, _CALLING, _DONE = range(3)
 _TERM_WAIT = 0.5  # close(): longest wait between SIGTERM and SIGKILL for calls in flight
-_BOOTED = 1.0  # seconds a process runs its handler to have shown that the handler starts
-_SIGKILLED = -signal.SIGKILL
-
-
-class Gate(Protocol):
-    """What ``InvokerPool.call`` reads to know whether it may still start a call: once
-    ``stop`` is true, a call that has not started raises ``CallNotStarted``."""
-
-    stop: bool
 
 
 @dataclass(frozen=True)
@@ -158,9 +135,6 @@ class InvokerPoolConfig:
             )
 
 
-# Put in the idle queue on close: wakes every waiter.  A slot that never has a
-# worker, so a claim from it fails like a claim from any slot whose worker is gone.
-_CLOSED = Slot(-1)
 _pools: weakref.WeakSet[InvokerPool] = weakref.WeakSet()
 
 
@@ -179,19 +153,19 @@ class InvokerPool:
     def __init__(self, config: InvokerPoolConfig) -> None:
         self.config = config
         self._lock = threading.Lock()
-        self._idle: queue.SimpleQueue[Slot] = queue.SimpleQueue()
         self._slots = [Slot(i) for i in range(config.max_invokers)]
         self._closed = False
         self._failures = 0
-        self._shown = False  # the handler has shown it can start (module docstring)
+        argv = getattr(config.factory, "argv", None) or [repr(config.factory)]
+        self._starts = StartRule(self._slots, list(argv))
+        self._idle = IdleQueue(self._slots, self._starts, lambda: self._closed)
         self._timeout = float(config.max_runnable_time)
         self._max_calls = config.max_calls_per_worker or INF
-        # The fast path's take: a for loop over it gets one slot (see ``call``).
-        self._take = iter(self._idle.get_nowait, _NEVER)
+        self._take = self._idle.take
         self._idle_put = self._idle.put
         self._owner_pid = os.getpid()
         self._supervisor = Supervisor(
-            self._slots, config.factory, self._lock, self._idle, self._on_worker_exit,
+            self._slots, config.factory, self._lock, self._idle_put, self._on_worker_exit,
             lambda: self._closed,
         )
         self._send = self._supervisor.send
@@ -281,10 +255,10 @@ class InvokerPool:
                         break
                     for worker in slot.claim:
                         break
-                except (_Empty, KeyError):
-                    box = [] if slot is not _CLOSED else [slot]
+                except (queue.Empty, KeyError):
+                    box = [] if slot is not CLOSED else [slot]
                     held = []
-                    self._acquire(t_request, box, held, gate)
+                    self._idle.acquire(t_request, self.config.max_wait, box, held, gate)
                     slot = box[0]
                     worker = held[0]  # a subscript: no call, so no signal check
                 if gate is not None and gate.stop:
@@ -343,9 +317,9 @@ class InvokerPool:
                 owner = slot if not box else box[0]
                 assert owner is not None
                 try:
-                    self._give_back(owner, held)
+                    self._idle.give_back(owner, held)
                 except BaseException:
-                    self._give_back(owner, held)
+                    self._idle.give_back(owner, held)
                     raise
             return False
         assert slot is not None and worker is not None
@@ -373,7 +347,7 @@ class InvokerPool:
             # The process had died while idle; the call never reached it.
             self._retire_dead(slot, worker)
             return True
-        if isinstance(exc, HandlerStartError) and self._shown_to_start():
+        if isinstance(exc, HandlerStartError) and self._starts.shown_to_start():
             # A fresh process of a handler that has shown it can start ended before
             # reading this call: retried on another worker, like an idle death.
             self._retire_dead(slot, worker)
@@ -386,93 +360,6 @@ class InvokerPool:
         else:
             # KeyboardInterrupt mid-call: the worker killed its process already.
             self._retire(slot, worker, "call interrupted", start_failure=None)
-        return False
-
-    def _acquire(self, t_request: float, box: list[Slot], held: list[Worker], gate: Gate | None) -> None:
-        """Wait (at most ``max_wait`` from ``t_request``) until ``box`` holds a slot and
-        ``held`` the worker claimed from it.
-
-        Every take and claim appends inside one C call, so wherever an interrupt lands
-        the caller's handler knows what to give back.  Raises ``PoolClosed``,
-        ``AvailabilityTimeout``, ``HandlerStartError`` (the handler cannot start, or
-        no replacement came within ``max_wait``) or ``CallNotStarted`` (``gate.stop``).
-        """
-        get = self._idle.get
-        max_wait = self.config.max_wait
-        while True:
-            if box:
-                entry = box[0]
-                if entry is _CLOSED:
-                    self._idle_put(_CLOSED)  # wakes the next waiter too
-                    raise PoolClosed("the pool is closed")
-                if _claim_into(entry, held):
-                    return
-                box.clear()  # its worker is gone, or was claimed through another entry
-            if gate is not None and gate.stop:
-                raise CallNotStarted("not started: the caller stopped")
-            remaining = max_wait - (_perf_counter() - t_request)
-            try:
-                # The slow path polls every 50 ms so that a handler that cannot start
-                # at all fails fast instead of waiting out max_wait.
-                wait = min(max(remaining, 0.0), 0.05)
-                next(map(box.append, iter(functools.partial(get, True, wait), _NEVER)))
-                continue
-            except _Empty:
-                pass
-            # Outside the handler: these errors are not "during handling of Empty".
-            if self._closed:
-                raise PoolClosed("the pool is closed")
-            # A worker may be idle with no entry in the queue (a give-back that a
-            # Ctrl-C cut short): look at the slots themselves.
-            for s in self._slots:
-                box.append(s)
-                if _claim_into(s, held):
-                    return
-                box.clear()
-            if remaining <= 0:
-                raise self._unavailable()
-            self._raise_if_cannot_start()
-
-    def _give_back(self, slot: Slot, held: list[Worker]) -> None:
-        """Return the worker in ``held`` (claimed, its call not started or done) to
-        ``slot`` and tell a waiter.  Idempotent: the worker moves inside one C call."""
-        slot.give_back(held)
-        self._idle_put(slot)
-
-    def _unavailable(self) -> FnrunError:
-        """The error for a caller whose ``max_wait`` passed: ``HandlerStartError``
-        with the last reason when every slot is waiting for a replacement that failed
-        to start, else ``AvailabilityTimeout``."""
-        slots = self._slots
-        if all(s.replacing and s.start_failures > 0 for s in slots):
-            return self._start_error()
-        return AvailabilityTimeout()
-
-    def _raise_if_cannot_start(self) -> None:
-        slots = self._slots
-        if all(s.replacing and s.start_failures > 0 and s.cannot_start for s in slots):
-            if not self._shown_to_start():
-                raise self._start_error()
-
-    def _start_error(self) -> HandlerStartError:
-        reason = next((s.last_error for s in self._slots if s.last_error), None)
-        argv = getattr(self.config.factory, "argv", None) or [repr(self.config.factory)]
-        return HandlerStartError(argv, reason or "the handler could not be started")
-
-    def _shown_to_start(self) -> bool:
-        """True once the handler has shown it can start in this pool (module
-        docstring): a process answered a call or stayed up ``_BOOTED`` seconds, or a
-        custom factory produced an invoker."""
-        if self._shown:
-            return True
-        now = _monotonic()
-        for s in self._slots:
-            w = s.invoker
-            if w is not None and (w.calls or not w.killable or (
-                not s.replacing and not w.exited and now - s.published_at >= _BOOTED
-            )):
-                self._shown = True
-                return True
         return False
 
     # --- failure and replacement (slow path) ----------------------------------------
@@ -514,7 +401,7 @@ class InvokerPool:
         Idempotent per worker: the watcher and a caller may both report one death.
         """
         if worker.calls:
-            self._shown = True  # a worker answered a call: the handler starts
+            self._starts.shown = True  # a worker answered a call: the handler starts
         # Built before any state changes: the slot's last step is the C send.
         request = _new_tuple(Request, (_REPLACE, slot, worker, recycle))
         with self._lock:
@@ -526,23 +413,9 @@ class InvokerPool:
 
     def _retire_dead(self, slot: Slot, worker: Worker) -> None:
         """Retire ``worker``, which ended on its own (the process watcher saw it, or a
-        call found it dead), judged by the start-failure rule of the module docstring."""
-        if worker.calls:
-            how = HandlerCrashed.describe_returncode(worker.returncode)
-            self._retire(slot, worker, f"process exited while idle ({how})", start_failure=False)
-            return
-        reason = worker.start_failure_reason()
-        if _monotonic() - slot.published_at >= _BOOTED:
-            self._shown = True  # it booted and stayed up: an idle death
-            self._retire(slot, worker, reason, start_failure=False)
-            return
-        killed = worker.returncode == _SIGKILLED
-        shown = self._shown_to_start()
-        if killed and shown:
-            self._retire(slot, worker, reason, start_failure=None)
-        else:
-            self._retire(slot, worker, reason, start_failure=True,
-                         cannot_start=not killed and not shown)
+        call found it dead), as the start-failure rule judges it (``_starts``)."""
+        reason, start_failure, cannot_start = self._starts.judge_death(slot, worker)
+        self._retire(slot, worker, reason, start_failure=start_failure, cannot_start=cannot_start)
 
     def _hand_over(self, slot: Slot, worker: Worker) -> None:
         """After the last call of ``worker``: recycle it (``max_calls_per_worker``) or
@@ -656,7 +529,7 @@ class InvokerPool:
                 if w is not None and s.claim_idle(w):
                     s.close()
                     idle.append(w)
-        self._idle.put(_CLOSED)
+        self._idle.close()
         # Close their stdin first so they all exit in parallel.
         for w in idle:
             w.begin_close()
@@ -700,16 +573,6 @@ class InvokerPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _claim_into(slot: Slot, held: list[Worker]) -> bool:
-    """Claim ``slot``'s idle worker into ``held`` inside one C call; False when it has
-    none (its worker is busy, gone, or claimed by someone else)."""
-    try:
-        next(map(held.append, slot.claim))
-    except KeyError:
-        return False
-    return True
 
 
 def _close_quietly(worker: Worker, grace: float) -> None:

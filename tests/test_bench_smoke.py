@@ -58,7 +58,7 @@ REQUIRED_CASES = {
     ],
     "dask_scaling": ["local, batch", "dask x1, batch", "dask x2, batch"],
     "hotpath": [
-        "Pool.invoke", "idle death: pool's stale-pair test", "idle death: invoker's test",
+        "Pool.invoke", "idle death: pool's test after the release", "idle death: invoker's test",
         "frame checks (header, length, max size)", "all failure checks",
     ],
 }
