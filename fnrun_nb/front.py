@@ -162,7 +162,7 @@ class Pool:
         ``data`` is bytes, str (sent as UTF-8) or an ``Input``; ``env`` the per-call
         env; ``timeout`` overrides the pool's per-call run time for this call.
         """
-        return self._pool._invoke(to_bytes(data), encode_env(env) if env else b"", timeout)
+        return self._pool.call(to_bytes(data), encode_env(env) if env else b"", timeout)
 
     def submit(
         self,
@@ -186,7 +186,7 @@ class Pool:
                 )
                 _close_at_thread_shutdown(self)
             executor = self._executor
-        return executor.submit(self._pool._invoke, payload, env_block, timeout)
+        return executor.submit(self._pool.call, payload, env_block, timeout)
 
     def map(self, inputs: Iterable[Any], *, monitor: bool = False, **options: Any) -> Batch:
         """Run many inputs and record one row per call; see :func:`fnrun_nb.batch.run_batch`.

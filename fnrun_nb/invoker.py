@@ -218,8 +218,6 @@ class CmdInvoker(HandlerChannel):
         self.calls += 1
         return _new_tuple(Exchange, (status, out, env_out, now_ns * 1e-9, service))
 
-    _exchange = exchange  # the name the hot path had before the Worker protocol
-
     def _write_rest(self, parts: tuple[bytes, ...], done: int) -> int:
         for part in parts:
             view = memoryview(part)

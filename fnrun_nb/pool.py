@@ -297,8 +297,6 @@ class InvokerPool:
                 ),
             )
 
-    _invoke = call  # the name the front-ends used before ``call``
-
     def _after_exception(
         self, exc: BaseException, phase: int, recycle: bool, slot: Slot | None,
         worker: Worker | None, box: list[Slot] | None, held: list[Worker] | None,

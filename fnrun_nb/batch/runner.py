@@ -191,7 +191,9 @@ class _Run:
         ]
         t_start = _perf_counter()
         self.t0 = t_start
-        rec.t0_wall = time.time()
+        # The wall clock of t_start, not of this line: a busy machine can preempt the
+        # thread between two clock reads, and every scheduled time derives from it.
+        rec.t0_wall = time.time() - (_perf_counter() - t_start)
         try:
             try:
                 for t in threads:
