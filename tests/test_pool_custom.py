@@ -226,3 +226,60 @@ def test_the_watcher_survives_an_exit_callback_that_raises() -> None:
     finally:
         victim.close(0.0)
         bystander.close(0.0)
+
+
+def test_the_monitor_refresher_survives_faults_in_a_custom_pool() -> None:
+    """The live monitor reads a pool whose invokers raise and whose factory fails now
+    and then: its refresher thread keeps refreshing, records no error, and the pool
+    serves once the faults stop."""
+    from fnrun_nb.widgets import monitor
+
+    factory = Factory()
+    with InvokerPool(config(factory, workers=2, max_wait=30.0)) as pool:
+        mon = monitor(pool, mode="text", interval=0.1, rss=True)
+        try:
+            factory.fail = RuntimeError("no license today")
+            factory.every = 2
+            for i in range(6):
+                with pytest.raises(InvocationError):
+                    pool.invoke(Input(b"!raise"))
+                assert pool.invoke(Input(b"ok %d" % i)).data == b"ok %d" % i
+            factory.fail = None
+            before = mon.refreshes
+            assert wait_until(lambda: mon.refreshes >= before + 3)
+            assert mon._thread is not None and mon._thread.is_alive()
+            assert mon.error is None
+            assert pool.invoke(Input(b"after")).data == b"after"
+        finally:
+            mon.stop()
+        assert supervisor_alive(pool)
+
+
+def test_batch_runner_threads_record_a_custom_invokers_errors_and_go_on() -> None:
+    """Every call of a batch whose invoker raises now and then is a row; the runner
+    threads go on after each error and the batch completes."""
+    from types import SimpleNamespace
+
+    from fnrun_nb.batch import run_batch
+    from fnrun_nb.settings import PoolSettings
+
+    factory = Factory()
+    with InvokerPool(config(factory, workers=2, max_wait=30.0)) as inner:
+        # A pool as the batch runner reads it, around an InvokerPool of user invokers.
+        pool = SimpleNamespace(
+            closed=False, workers=2, settings=PoolSettings(workers=2), command=["custom"],
+            name="custom", invoker_pool=inner, active_batch=None, last_batch=None,
+        )
+        inputs = [b"!raise" if i % 5 == 0 else b"in %d" % i for i in range(40)]
+        factory.fail = OSError(11, "Resource temporarily unavailable")
+        factory.every = 3
+        batch = run_batch(pool, inputs, progress=False)  # type: ignore[arg-type]
+        df = batch.df
+        assert len(df) == 40 and not batch.interrupted
+        failed = df[df["outcome"] != "ok"]
+        assert list(failed.index) == list(range(0, 40, 5))
+        assert set(failed["error"].str.split(":").str[0]) == {"InvocationError"}
+        assert (df.loc[df["outcome"] == "ok", "data"] == [i for i in inputs if i != b"!raise"]).all()
+        assert supervisor_alive(inner)
+        factory.fail = None
+        assert inner.invoke(Input(b"after")).data == b"after"
