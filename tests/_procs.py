@@ -17,6 +17,19 @@ def descendants() -> list[psutil.Process]:
         return []
 
 
+def live_running(pattern: str) -> list[psutil.Process]:
+    """The descendants whose command line contains ``pattern``, zombies and processes
+    that end while they are read left out."""
+    found = []
+    for p in descendants():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and pattern in " ".join(p.cmdline()):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue  # it ended (or became a zombie) between the listing and the read
+    return found
+
+
 def open_fds() -> set[int]:
     """This process's open file descriptors."""
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
