@@ -4,6 +4,7 @@ extra thread or file descriptor may outlive it."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -18,6 +19,14 @@ ROOT = Path(__file__).resolve().parent.parent
 HANDLERS = ROOT / "notebooks" / "handlers"
 TEST_HANDLERS = Path(__file__).resolve().parent / "handlers"
 DATA = Path(__file__).resolve().parent / "data"
+
+# The Ctrl-C tests need Ctrl-C to do what it does in a terminal.  A process started in
+# the background by a non-interactive shell (``make test &`` in a script, some CI
+# runners) inherits SIGINT *ignored*; Python then installs no KeyboardInterrupt
+# handler, and every process the tests start (an IPython shell, a Dask worker)
+# inherits the ignore in turn.  Put back the handler an interactive Python would have.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # pyarrow 14 (the parquet extra's floor) opens three descriptors for the life of the
 # process on the first import of pyarrow.parquet: make that import here, before any
