@@ -42,6 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _watchdog, _watcher
+from ._resources import ProcMeter, open_meter
 from .errors import HandlerCrashed, HandlerStartError
 
 __all__ = ["DEFAULT_STDERR_LIMIT", "HandlerProcess", "resolve_command"]
@@ -134,6 +135,7 @@ class HandlerProcess:
         self._closing = False
         self._closed = False
         self._killed_by_us = False
+        self._meter: ProcMeter | None = None
 
         spawn = argv
         preexec = None
@@ -262,6 +264,18 @@ class HandlerProcess:
             except Exception:  # a user's callback: logged, the watcher goes on
                 log.exception("fnrun_nb: exit callback failed")
 
+    def resource_meter(self) -> ProcMeter | None:
+        """This process's CPU and memory readers (``_resources``), opened on first use
+        and kept open until the process is released; ``None`` when they cannot be
+        read here, or once the process is closed.
+
+        Called only by the thread that owns the worker's call (so never concurrently
+        with the close that releases it)."""
+        meter = self._meter
+        if meter is None and not self._closed:
+            meter = self._meter = open_meter(self.pid)
+        return meter
+
     # --- ending -----------------------------------------------------------------------
 
     def kill(self) -> None:
@@ -342,6 +356,8 @@ class HandlerProcess:
             except OSError:
                 pass
         os.close(self._pidfd)
+        if self._meter is not None:
+            self._meter.close()
         _live.discard(self)
 
     def _drain_stderr(self) -> None:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
+from ._resources import ProcMeter
 from .errors import FnrunError, InvocationError
 from .protocol import decode_context
 from .values import Input
@@ -84,6 +85,11 @@ class Worker(Protocol):
     def start_failure_reason(self) -> str: ...
 
     def kill(self) -> None: ...
+
+    def resource_meter(self) -> ProcMeter | None:
+        """Readers of the worker process's CPU clock and memory (``_resources``), kept
+        open while it lives; ``None`` when the pool cannot read them."""
+        ...
 
     def terminate(self) -> None: ...
 
@@ -155,6 +161,10 @@ class InvokerWorker:
 
     def kill(self) -> None:
         pass
+
+    def resource_meter(self) -> ProcMeter | None:
+        # A user invoker's process (if any) is not the pool's: no readings of it.
+        return None
 
     def terminate(self) -> None:
         pass

@@ -67,7 +67,7 @@ from ._idle import CLOSED, Gate, IdleQueue
 from ._slots import PoolSnapshot, Slot, WorkerSnapshot, WorkerState, worker_snapshot
 from ._starts import StartRule
 from ._supervisor import _REPLACE, Request, Supervisor, close_worker, describe_error
-from ._worker import Worker
+from ._worker import Exchange, Worker
 from .errors import (
     CallNotStarted,
     FnrunError,
@@ -96,6 +96,9 @@ _perf_counter = time.perf_counter
 _time = time.time
 _new_tuple = tuple.__new__  # builds a CallInfo without its Python-level __new__
 INF = float("inf")
+_NAN = float("nan")
+_MIB = 1024 * 1024
+_NO_USAGE = (_NAN, _NAN, _NAN)
 _BUSY = WorkerState.BUSY
 _make_result = Result._make
 # Where a call is, for its error handler: taking a worker (give it back), calling it
@@ -109,7 +112,8 @@ class InvokerPoolConfig:
     """Configuration of an :class:`InvokerPool` (Go ``InvokerPoolConfig``); seconds.
 
     ``max_calls_per_worker`` recycles a process after that many calls (for handlers
-    that leak), like ``multiprocessing``'s ``maxtasksperchild``.
+    that leak), like ``multiprocessing``'s ``maxtasksperchild``; ``max_rss_mib``
+    recycles one whose resident memory exceeds that many MiB after a call.
     """
 
     max_invokers: int
@@ -117,6 +121,7 @@ class InvokerPoolConfig:
     max_wait: float
     max_runnable_time: float
     max_calls_per_worker: int | None = None
+    max_rss_mib: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_invokers, int) or self.max_invokers < 1:
@@ -133,6 +138,10 @@ class InvokerPoolConfig:
             raise ValueError(
                 f"max_calls_per_worker must be >= 1 or None, got {self.max_calls_per_worker!r}"
             )
+        if self.max_rss_mib is not None and (
+            isinstance(self.max_rss_mib, bool) or not self.max_rss_mib > 0
+        ):
+            raise ValueError(f"max_rss_mib must be > 0 MiB or None, got {self.max_rss_mib!r}")
 
 
 _pools: weakref.WeakSet[InvokerPool] = weakref.WeakSet()
@@ -161,6 +170,10 @@ class InvokerPool:
         self._idle = IdleQueue(self._slots, self._starts, lambda: self._closed)
         self._timeout = float(config.max_runnable_time)
         self._max_calls = config.max_calls_per_worker or INF
+        # The RSS limit in bytes, or None: then a call reads no memory unless asked to.
+        self._max_rss: int | None = (
+            None if config.max_rss_mib is None else int(config.max_rss_mib * _MIB)
+        )
         self._take = self._idle.take
         self._idle_put = self._idle.put
         self._owner_pid = os.getpid()
@@ -219,6 +232,7 @@ class InvokerPool:
         env_block: bytes,
         timeout: float | None = None,
         gate: Gate | None = None,
+        usage: list[float] | None = None,
     ) -> Result:
         """``invoke`` with the env already encoded (the batch layer encodes it once).
 
@@ -227,6 +241,12 @@ class InvokerPool:
         a worker, or about to retry on another one after finding its worker dead)
         raises ``CallNotStarted`` instead, and nothing was sent.  The batch layer
         passes its run, so that a Ctrl-C during ``map`` starts no new call.
+
+        ``usage``, a list of three floats, receives what the successful call cost its
+        handler process: ``[cpu_ms, rss_mib, peak_rss_mib]`` (CPU time of all its
+        threads during the call, resident memory after it, peak resident memory so
+        far), NaN for what could not be read (a user invoker, no ``/proc``).  It is
+        left untouched when the call fails.
         """
         if timeout is None:
             timeout = self._timeout
@@ -265,11 +285,19 @@ class InvokerPool:
                     raise CallNotStarted("not started: the caller stopped")
                 wait = _perf_counter() - t_request
                 phase = _CALLING
-                status, out, env_out, started, service = worker.exchange(data, env_block, timeout)
+                if usage is None and self._max_rss is None:
+                    status, out, env_out, started, service = worker.exchange(
+                        data, env_block, timeout
+                    )
+                    over = False
+                else:
+                    (status, out, env_out, started, service), over = self._metered(
+                        worker, data, env_block, timeout, usage
+                    )
                 phase = _DONE
                 slot.total_calls += 1
                 call = worker.calls
-                recycle = self._closed or call >= self._max_calls
+                recycle = over or self._closed or call >= self._max_calls
                 if recycle:
                     self._hand_over(slot, worker)
                 else:
@@ -296,6 +324,43 @@ class InvokerPool:
                      started + timeout),
                 ),
             )
+
+    def _metered(
+        self, worker: Worker, data: bytes, env_block: bytes, timeout: float,
+        usage: list[float] | None,
+    ) -> tuple[Exchange, bool]:
+        """``worker.exchange`` with its process measured around it: fills ``usage``
+        (when given) and says whether the process is now over ``max_rss_mib``.
+
+        The readers are kept open per process (``_resources``): two clock reads and
+        one ``pread`` per call, or a single small ``pread`` for the limit alone."""
+        meter = worker.resource_meter()
+        if meter is None:
+            exchanged = worker.exchange(data, env_block, timeout)
+            if usage is not None:
+                usage[:] = _NO_USAGE
+            return exchanged, False
+        try:
+            cpu0 = meter.cpu_ns()
+        except OSError:
+            cpu0 = -1  # it died while idle: the exchange below says how
+        exchanged = worker.exchange(data, env_block, timeout)
+        try:
+            if usage is None:
+                rss = meter.rss()
+            else:
+                cpu1 = meter.cpu_ns()
+                rss, peak = meter.memory()
+                usage[0] = (cpu1 - cpu0) / 1e6 if cpu0 >= 0 else _NAN
+                usage[1] = rss / _MIB
+                usage[2] = peak / _MIB
+        except (OSError, ValueError):
+            # It ended right after answering (the watcher replaces it): no reading.
+            if usage is not None:
+                usage[:] = _NO_USAGE
+            return exchanged, False
+        limit = self._max_rss
+        return exchanged, limit is not None and rss > limit
 
     def _after_exception(
         self, exc: BaseException, phase: int, recycle: bool, slot: Slot | None,
