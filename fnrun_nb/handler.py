@@ -19,6 +19,9 @@ process exits 0).  A handler built on it runs unchanged under the Go fnrun host.
   :class:`~fnrun_nb.values.Result` is sent as it is.
 - An exception becomes status 500 with ``"ExceptionType: message"`` as data (the
   traceback goes to stderr) and the loop goes on.
+- Handler timing: when the host asks for it (``FNRUN_NB_TIMING=1`` in the call's env,
+  which the SDK removes from ``ctx.env``), the Result env gets ``FNRUN_NB_HANDLER_NS``,
+  the nanoseconds from having read the call to writing its Result (see ``protocol``).
 - ``print()`` and C-level writes to fd 1 cannot corrupt the channel: frames go to a
   private duplicate of the real stdout, and fd 1 is pointed at stderr.  fd 0 is
   pointed at ``/dev/null`` for the same reason.
@@ -43,9 +46,12 @@ from typing import Any, Union
 
 from .protocol import (
     DEFAULT_MAX_FRAME_SIZE,
+    HANDLER_NS_KEY,
+    TIMING_KEY,
     FrameReader,
     decode_context,
     decode_event,
+    pack_length,
     result_parts,
 )
 from .values import Result
@@ -113,6 +119,16 @@ def _error_parts(exc: BaseException) -> Parts:
     return result_parts(500, f"{type(exc).__name__}: {exc}".encode("utf-8", "replace"))
 
 
+def _with_handler_ns(parts: Parts, t0: int) -> Parts:
+    """``parts`` with ``FNRUN_NB_HANDLER_NS`` (nanoseconds since ``t0``) added to the
+    Result's env, as one more ``envVars`` field after the others (protobuf decoders
+    accept fields in any order), so the frame is not rebuilt."""
+    head, data, tail = parts
+    entry = result_parts(0, b"", {HANDLER_NS_KEY: str(time.perf_counter_ns() - t0)})[0][4:]
+    size = len(head) - 4 + len(data) + len(tail) + len(entry)
+    return pack_length(size) + head[4:], data, tail + entry
+
+
 def _claim_stdio() -> tuple[int, int]:
     """Take private copies of stdin/stdout for frames; point fd 0 at /dev/null and
     fd 1 at stderr so stray reads and prints cannot touch the channel."""
@@ -166,12 +182,17 @@ def serve(fn: HandlerFunction, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) 
             context = frames.next()
             if context is None:
                 return  # the host went away between the two frames
+            t0 = time.perf_counter_ns()
             data = decode_event(event)
             deadline_ns, env = decode_context(context)
+            # The host's request for timing is for the SDK, not the handler.
+            timed = env.pop(TIMING_KEY, None) == "1"
             try:
                 parts = _to_parts(fn(data, Context(env, deadline_ns)))
             except Exception as exc:
                 parts = _error_parts(exc)
+            if timed:
+                parts = _with_handler_ns(parts, t0)
             _write_parts(out_fd, parts)
     except BrokenPipeError:
         return  # the host closed our stdout: nobody is listening any more

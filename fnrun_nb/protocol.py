@@ -24,6 +24,15 @@ Everything else uses the generated protobuf classes.
 Decoders raise :class:`~fnrun_nb.errors.ProtocolError` for anything that is not a
 valid frame or message; a length prefix is checked against a maximum frame size
 before anything is allocated.
+
+Handler timing, an optional convention on top of the messages (Go fnrun passes
+both keys through untouched, so it stays wire-compatible): when a call's
+``ExecutionContext`` env has :data:`TIMING_KEY` (``FNRUN_NB_TIMING``) with the value
+``1``, a handler that supports it adds :data:`HANDLER_NS_KEY` (``FNRUN_NB_HANDLER_NS``)
+to its ``Result`` env: the nanoseconds, in ASCII decimal, from having read the call's
+``ExecutionContext`` frame to writing its ``Result``, by the handler's own monotonic
+clock.  A handler that does not support it ignores the request, and the host records
+no handler time for that call (see ``proto/fnrun.proto``).
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ from .errors import ProtocolError
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "FrameReader",
+    "HANDLER_NS_KEY",
+    "TIMING_KEY",
     "decode_context",
     "decode_event",
     "decode_result",
@@ -56,6 +67,11 @@ __all__ = [
 
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
 """64 MiB: a length prefix above this is a protocol error, not an allocation."""
+
+TIMING_KEY = "FNRUN_NB_TIMING"
+"""Call env key: with the value ``"1"``, the host asks the handler for its own time."""
+HANDLER_NS_KEY = "FNRUN_NB_HANDLER_NS"
+"""Result env key: the handler's own time for the call, integer nanoseconds as text."""
 
 _LENGTH = struct.Struct(">i")
 pack_length = _LENGTH.pack
