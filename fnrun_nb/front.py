@@ -93,7 +93,10 @@ class Pool:
     parallel.  ``max_wait`` bounds the wait for a free worker and ``timeout`` each
     call's run time (seconds).  ``cwd`` and ``process_env`` are the handler
     processes' working directory and environment, apart from the per-call ``env``.
-    ``max_calls_per_worker`` recycles a process after that many calls.  ``name`` is
+    ``max_calls_per_worker`` recycles a process after that many calls, ``max_rss_mib``
+    one whose resident memory exceeds that many MiB after a call (gently, after the
+    call's answer is delivered; never a failed call).  ``resources`` and
+    ``handler_timing`` are the defaults of ``map``'s options of those names.  ``name`` is
     how reprs and batches name the handler (default: ``command`` as given); a
     front-end that resolves the command itself passes what the user typed.
 
@@ -114,6 +117,9 @@ class Pool:
         max_calls_per_worker: int | None = DEFAULTS.max_calls_per_worker,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         name: str | None = None,
+        max_rss_mib: float | None = DEFAULTS.max_rss_mib,
+        resources: bool = DEFAULTS.resources,
+        handler_timing: bool = DEFAULTS.handler_timing,
     ) -> None:
         self.factory = CmdInvokerFactory(
             command, cwd=cwd, env=process_env, max_frame_size=max_frame_size
@@ -130,6 +136,9 @@ class Pool:
             timeout=timeout,
             max_wait=max_wait,
             max_calls_per_worker=max_calls_per_worker,
+            max_rss_mib=max_rss_mib,
+            resources=bool(resources),
+            handler_timing=bool(handler_timing),
         )
         """The settings this pool was made with (see :class:`~fnrun_nb.settings.PoolSettings`)."""
         self.config: InvokerPoolConfig = self.settings.invoker_pool_config(self.factory)

@@ -28,14 +28,22 @@ class PoolSettings:
     ``workers`` handler processes; ``timeout`` each call's run time (Go
     ``max_runnable_time``); ``max_wait`` the longest wait for a free worker;
     ``max_calls_per_worker`` recycles a process after that many calls (``None``:
-    never).  The values are checked where they are used (``InvokerPoolConfig``),
-    so a bad one raises the same error whichever front-end passed it.
+    never), ``max_rss_mib`` one whose resident memory exceeds that many MiB after a
+    call (``None``: never).  ``resources`` and ``handler_timing`` are the defaults of
+    ``map``'s options of those names: record each call's CPU time and memory
+    (``cpu_ms``, ``rss_mib``, ``peak_rss_mib``), and ask the handler for its own time
+    (``handler_ms``, ``transport_ms``).  The values are checked where they are used
+    (``InvokerPoolConfig``, ``plan_batch``), so a bad one raises the same error
+    whichever front-end passed it.
     """
 
     workers: int = 4
     timeout: float = 30.0
     max_wait: float = 5.0
     max_calls_per_worker: int | None = None
+    max_rss_mib: float | None = None
+    resources: bool = False
+    handler_timing: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -69,6 +77,7 @@ class PoolSettings:
             max_wait=self.max_wait,
             max_runnable_time=self.timeout,
             max_calls_per_worker=self.max_calls_per_worker,
+            max_rss_mib=self.max_rss_mib,
         )
 
 

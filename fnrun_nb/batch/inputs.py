@@ -16,13 +16,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..protocol import encode_env
+from ..protocol import TIMING_KEY, encode_env
 from ..values import Input, to_bytes
 
 __all__ = ["Plan", "input_from_json", "parse_json_lines", "plan_batch"]
 
 _DATA_TYPES = (bytes, bytearray, memoryview, str, Input)
 _JSON_KEYS = frozenset({"data", "data_b64", "env"})
+_TIMING_BLOCK = encode_env({TIMING_KEY: "1"})
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,10 @@ class Plan:
     for the wire and ``env_ins[i]`` the same env as a dict (inputs with equal envs
     share one dict and one block: the env is encoded once per distinct env).  Row
     ``k`` of the batch runs input ``k % len(datas)`` for the ``k // len(datas)``-th time.
+
+    With ``handler_timing`` each block also asks the handler for its own time
+    (``FNRUN_NB_TIMING=1``), which ``env_ins`` (the ``env_in`` column) leaves out.
+    ``resources`` records each call's CPU time and memory.
     """
 
     datas: list[bytes]
@@ -43,6 +48,8 @@ class Plan:
     rate: float | None
     keep_data: bool
     progress: bool | str
+    resources: bool = False
+    handler_timing: bool = False
 
     @property
     def rows(self) -> int:
@@ -83,6 +90,8 @@ def plan_batch(
     keep_data: bool,
     progress: bool | str,
     workers: int,
+    resources: bool = False,
+    handler_timing: bool = False,
 ) -> Plan:
     """Materialise and validate the arguments of ``map``; raises before any call.
 
@@ -116,6 +125,9 @@ def plan_batch(
         raise TypeError(f"keep_data must be True or False, not {keep_data!r}")
     if progress not in ("auto", True, False):
         raise ValueError(f"progress must be 'auto', True or False, got {progress!r}")
+    for name, flag in (("resources", resources), ("handler_timing", handler_timing)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, not {flag!r}")
     common = _check_env(env, "env")
 
     datas: list[bytes] = []
@@ -147,7 +159,14 @@ def plan_batch(
             merged, block = hit
         env_ins.append(merged)
         blocks.append(block)
-    return Plan(datas, blocks, env_ins, repeat, concurrency, rate, keep_data, progress)
+    if handler_timing:
+        # A later entry wins on the wire: the request holds even if the env names it.
+        timed: dict[bytes, bytes] = {}
+        blocks = [timed.setdefault(b, b + _TIMING_BLOCK) for b in blocks]
+    return Plan(
+        datas, blocks, env_ins, repeat, concurrency, rate, keep_data, progress,
+        resources, handler_timing,
+    )
 
 
 # --- JSON lines: one rule for the CLI and the magics -----------------------------------

@@ -17,6 +17,11 @@ Everything derivable from the plan (input index, repeat, scheduled time, env sen
 bytes sent) or from other columns (latency, finished, cold, slack) is computed once,
 vectorised, when the DataFrame is built, and the frame is held to the schema by
 :func:`~fnrun_nb.batch.schema.conform`.
+
+The optional columns of ``handler_timing`` and ``resources`` have arrays of their own,
+allocated only when the plan asks for them, and written by ``record_ok_timed`` and
+``record_usage``, which the runner picks once per batch: a batch without them pays
+nothing for them per call.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from ..errors import (
     PoolClosed,
     ProtocolError,
 )
+from ..protocol import HANDLER_NS_KEY
 from ..values import CallInfo
 from .schema import COLUMNS, OUTCOMES, SCHEMA, conform, info_field
 
@@ -135,6 +141,9 @@ class Recorder:
         self._service = self._infos[:, _SERVICE]
         self._wait = self._infos[:, _WAIT]
         self._lag = np.frombuffer(self.lag, dtype=np.float64)
+        # Optional columns (NaN until a successful call writes them).
+        self.handler_ns = array("d", [_NAN]) * n if plan.handler_timing else None
+        self.usage = array("d", [_NAN]) * (3 * n) if plan.resources else None
 
     # --- the hot path (runner threads) -----------------------------------------------
 
@@ -152,6 +161,25 @@ class Recorder:
             self.data[k] = data
         # Last: a row counts as done for progress() once its outcome is set.
         self.outcome[k] = OK
+
+    def record_ok_timed(self, k: int, result: Result) -> None:
+        """``record_ok`` for a batch with handler timing: the handler's own time moves
+        from the result's env (``FNRUN_NB_HANDLER_NS``) to the ``handler_ms`` column; a
+        value that is not a count of nanoseconds is left out of both."""
+        ns = result.env.pop(HANDLER_NS_KEY, None)
+        if ns is not None:
+            try:
+                self.handler_ns[k] = float(int(ns))  # type: ignore[index]
+            except ValueError:
+                pass
+        self.record_ok(k, result)
+
+    def record_usage(self, k: int, usage: list[float]) -> None:
+        """Row ``k``'s ``[cpu_ms, rss_mib, peak_rss_mib]`` (a batch with resources)."""
+        u = self.usage
+        assert u is not None
+        j = 3 * k
+        u[j], u[j + 1], u[j + 2] = usage
 
     def record_failure(
         self, k: int, exc: FnrunError, code: int, waited: float, note: str | None = None
@@ -266,6 +294,15 @@ class Recorder:
             missing = ", ".join(c for c in COLUMNS if c not in columns)
             raise RuntimeError(f"batch schema: no code builds column(s) {missing}")
         frame = pd.DataFrame({name: columns[name] for name in COLUMNS}, copy=False)
+        if self.handler_ns is not None:
+            handler_ms = np.frombuffer(self.handler_ns, dtype=np.float64) / 1e6
+            frame["handler_ms"] = handler_ms
+            frame["transport_ms"] = service * 1e3 - handler_ms
+        if self.usage is not None:
+            usage = np.frombuffer(self.usage, dtype=np.float64).reshape(n, 3)
+            frame["cpu_ms"] = usage[:, 0].copy()
+            frame["rss_mib"] = usage[:, 1].copy()
+            frame["peak_rss_mib"] = usage[:, 2].copy()
         return conform(frame)
 
 

@@ -57,7 +57,9 @@ class CallTarget(Protocol):
     """What the runner calls: :class:`~fnrun_nb.pool.InvokerPool` is one.
 
     ``call`` runs one call with its env already encoded; once ``gate.stop`` is true it
-    starts no call (``CallNotStarted``).  ``kill_busy`` kills the process of every
+    starts no call (``CallNotStarted``).  With ``usage`` (only passed when the batch
+    records resources) it fills ``[cpu_ms, rss_mib, peak_rss_mib]`` of a successful
+    call.  ``kill_busy`` kills the process of every
     call in flight and returns how many it killed.
     """
 
@@ -67,6 +69,7 @@ class CallTarget(Protocol):
         env_block: bytes,
         timeout: float | None = None,
         gate: Gate | None = None,
+        usage: list[float] | None = None,
     ) -> Result: ...
 
     def kill_busy(self) -> int: ...
@@ -82,6 +85,8 @@ def run_batch(
     rate: float | None = None,
     keep_data: bool = True,
     progress: bool | str = "auto",
+    resources: bool | None = None,
+    handler_timing: bool | None = None,
 ) -> Batch:
     """Run every input through ``pool`` and return the :class:`Batch` recording each call.
 
@@ -93,6 +98,15 @@ def run_batch(
     ``keep_data=False`` drops result bytes.  ``progress`` shows a tqdm bar
     (a widget in a notebook, text in a terminal): ``"auto"`` once the batch has run
     for a second, ``True`` at once, ``False`` never.
+
+    ``resources=True`` adds the float64 columns ``cpu_ms`` (CPU time of the handler
+    process, all its threads, during the call), ``rss_mib`` (its resident memory after
+    the call) and ``peak_rss_mib`` (its peak so far), NaN for a failed call.
+    ``handler_timing=True`` asks each call's handler for its own time
+    (``FNRUN_NB_TIMING=1``, kept out of ``env_in``) and adds ``handler_ms`` (NaN when
+    the handler did not report it; ``FNRUN_NB_HANDLER_NS`` is taken out of ``env``)
+    and ``transport_ms = service_ms - handler_ms``.  ``None`` takes the pool's
+    setting of the same name; without them the columns are absent.
 
     Failed calls become rows (``outcome`` crashed, timeout, protocol_error,
     unavailable, start_failed, cancelled); the pool replaces broken workers and the
@@ -125,6 +139,8 @@ def run_batch(
         keep_data=keep_data,
         progress=progress,
         workers=pool.workers,
+        resources=pool.settings.resources if resources is None else resources,
+        handler_timing=pool.settings.handler_timing if handler_timing is None else handler_timing,
     )
     recorder = Recorder(plan)
     config = {
@@ -133,6 +149,8 @@ def run_batch(
         "concurrency": plan.concurrency,
         "rate": plan.rate,
         "keep_data": plan.keep_data,
+        "resources": plan.resources,
+        "handler_timing": plan.handler_timing,
         "env": dict(env) if env else {},
     }
     batch = Batch(
@@ -284,7 +302,10 @@ class _Run:
         n_in = len(datas)
         rate = plan.rate
         lag = rec.lag
-        record_ok = rec.record_ok
+        # Chosen once: a batch without handler timing pays nothing for it per call.
+        record_ok = rec.record_ok_timed if plan.handler_timing else rec.record_ok
+        record_usage = rec.record_usage
+        usage: list[float] | None = [0.0, 0.0, 0.0] if plan.resources else None
         record_failure = rec.record_failure
         call = self.target.call
         take = self.take
@@ -307,7 +328,10 @@ class _Run:
                 try:
                     # ``self`` is the gate: once ``stop`` is set the pool starts no call
                     # for this runner (nor retries one on a fresh worker).
-                    result = call(datas[i], blocks[i], None, self)
+                    if usage is None:
+                        result = call(datas[i], blocks[i], None, self)
+                    else:
+                        result = call(datas[i], blocks[i], None, self, usage)
                 except CallNotStarted:
                     return  # stopped before the call started: row k stays unrun (cancelled)
                 except FnrunError as exc:
@@ -321,6 +345,8 @@ class _Run:
                             self.stop = True
                             self.wake.set()
                     continue
+                if usage is not None:
+                    record_usage(k, usage)
                 record_ok(k, result)
         except BaseException as exc:  # a bug, not a call failure: stop and re-raise in map
             self.error = exc

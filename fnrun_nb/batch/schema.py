@@ -19,7 +19,8 @@ turns into the column by its dtype: seconds become milliseconds in a ``float64``
 column named ``*_ms`` and UTC times in a ``datetime64`` one, a ``None`` or missing
 value is ``<NA>`` in an ``Int64`` one.  Any other source names the code that fills
 the column (``to_frame`` for ``plan``, ``runner``, ``result``, ``error`` and
-``derived``; the Dask gather for ``dask``).  An optional column (one only some
+``derived``; the Dask gather for ``dask``; the pool's readings of the handler process
+for ``resources``).  An optional column (one only some
 batches have) needs no code in ``to_frame``: whoever adds it sets it, and
 :func:`conform` holds it to its dtype.
 
@@ -45,7 +46,8 @@ class Column(NamedTuple):
     """The pandas dtype as ``str(dtype)`` prints it."""
     source: str
     """Where the value comes from: ``info.<field>`` (that CallInfo field), ``plan``,
-    ``runner``, ``result``, ``error``, ``derived: <formula>`` or ``dask``."""
+    ``runner``, ``result``, ``error``, ``derived: <formula>``, ``dask`` or
+    ``resources``."""
     meaning: str
     optional: bool = False
     """True for a column only some batches have (see :data:`OPTIONAL_COLUMNS`)."""
@@ -94,6 +96,20 @@ SCHEMA: tuple[Column, ...] = (
     Column("error", "object", "error", "TypeName: message of a failed call, else None"),
     Column("stderr_tail", "object", "error", "the handler's last stderr lines of a failed call"),
     Column("exit_code", "Int64", "error", "a crashed process's exit code (-signal if killed)"),
+    Column("handler_ms", "float64", "result",
+           "the handler's own time, FNRUN_NB_HANDLER_NS (handler_timing; NaN if not reported)",
+           optional=True),
+    Column("transport_ms", "float64", "derived: service_ms - handler_ms",
+           "service time outside the handler: pipes, scheduling, the host (handler_timing)",
+           optional=True),
+    Column("cpu_ms", "float64", "resources",
+           "CPU time of the handler process, all threads, during the call (resources)",
+           optional=True),
+    Column("rss_mib", "float64", "resources",
+           "resident memory of the handler process after the call (resources)", optional=True),
+    Column("peak_rss_mib", "float64", "resources",
+           "peak resident memory of the handler process so far, VmHWM (resources)",
+           optional=True),
     Column("host", "object", "dask", "host name of the Dask worker (Dask batches)", optional=True),
     Column("dask_worker", "object", "dask", "address of the Dask worker (Dask batches)",
            optional=True),
@@ -121,7 +137,9 @@ as a plain ``str``, like ``env`` (dicts) and ``data`` (bytes) beside them.
 
 OPTIONAL_COLUMNS: dict[str, str] = {c.name: c.dtype for c in SCHEMA if c.optional}
 """Columns only some batch records have, with their dtypes (``str(dtype)``): ``host``
-and ``dask_worker`` on a Dask batch.  When present they have exactly these dtypes."""
+and ``dask_worker`` on a Dask batch, ``handler_ms`` and ``transport_ms`` with
+``handler_timing``, ``cpu_ms``, ``rss_mib`` and ``peak_rss_mib`` with ``resources``.
+When present they have exactly these dtypes."""
 
 _DTYPES: dict[str, str] = {**COLUMNS, **OPTIONAL_COLUMNS}
 _INFO = re.compile(r"info\.(\w+)")

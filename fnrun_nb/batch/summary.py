@@ -39,6 +39,10 @@ class Summary:
     rows (NaN when there are none).  ``throughput`` is calls that ran per second of
     ``wall_s``; ``utilisation`` the share of worker time spent serving calls (sum of
     service time over ``wall_s * workers``; NaN when either is unknown).
+    ``handler_split`` is ``None`` unless the record has ``handler_ms`` (a batch with
+    ``handler_timing``); then it maps ``"handler"`` and ``"transport"`` to their
+    medians (ms) over the ok rows whose handler reported its time, and ``"calls"``
+    to how many those are (NaN medians when none did).
     """
 
     calls: int
@@ -52,6 +56,7 @@ class Summary:
     workers: int | None = None
     command: str | None = None
     interrupted: bool = False
+    handler_split: dict[str, float] | None = None
 
     @property
     def failed(self) -> int:
@@ -80,7 +85,14 @@ class Summary:
         statuses = " · ".join(
             f"{'none' if k is None else k} ×{v}" for k, v in self.statuses.items()
         )
-        return [f"outcome  {outcomes or '-'}", f"status   {statuses or '-'}"]
+        lines = [f"outcome  {outcomes or '-'}", f"status   {statuses or '-'}"]
+        split = self.handler_split
+        if split is not None:
+            lines.append(
+                f"service  handler {_ms(split['handler'])} ms + transport "
+                f"{_ms(split['transport'])} ms (medians over {int(split['calls'])} timed ok calls)"
+            )
+        return lines
 
     def __str__(self) -> str:
         lines = [self._headline(), *self._counts_lines()]
@@ -161,6 +173,7 @@ def summarize(
             if ran and not started.empty
             else 0.0
         )
+    handler_split = _handler_split(df, ok) if "handler_ms" in df.columns else None
     service_s = float(np.nansum(df["service_ms"].to_numpy(dtype=float, na_value=np.nan))) / 1e3
     utilisation = service_s / (wall_s * workers) if workers and wall_s > 0 else math.nan
     return Summary(
@@ -175,7 +188,22 @@ def summarize(
         workers=workers,
         command=command,
         interrupted=interrupted,
+        handler_split=handler_split,
     )
+
+
+def _handler_split(df: pd.DataFrame, ok: np.ndarray) -> dict[str, float]:
+    """Medians of ``handler_ms`` and ``transport_ms`` over ok rows that have them."""
+    handler = df["handler_ms"].to_numpy(dtype=float, na_value=np.nan)[ok]
+    transport = df["service_ms"].to_numpy(dtype=float, na_value=np.nan)[ok] - handler
+    known = ~np.isnan(handler)
+    if not known.any():
+        return {"handler": math.nan, "transport": math.nan, "calls": 0.0}
+    return {
+        "handler": float(np.median(handler[known])),
+        "transport": float(np.median(transport[known])),
+        "calls": float(known.sum()),
+    }
 
 
 def _ms(v: float) -> str:

@@ -122,6 +122,9 @@ class DaskPool:
         max_calls_per_worker: int | None = DEFAULTS.max_calls_per_worker,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         name: str | None = None,
+        max_rss_mib: float | None = DEFAULTS.max_rss_mib,
+        resources: bool = DEFAULTS.resources,
+        handler_timing: bool = DEFAULTS.handler_timing,
     ) -> None:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
@@ -149,6 +152,9 @@ class DaskPool:
             timeout=timeout,
             max_wait=max_wait,
             max_calls_per_worker=max_calls_per_worker,
+            max_rss_mib=max_rss_mib,
+            resources=bool(resources),
+            handler_timing=bool(handler_timing),
         )
         """The settings of every Dask worker's pool (``workers`` is processes per
         Dask worker)."""
@@ -228,6 +234,8 @@ class DaskPool:
         progress: bool | str = "auto",
         monitor: bool = False,
         chunk_size: int | None = None,
+        resources: bool | None = None,
+        handler_timing: bool | None = None,
     ) -> Batch:
         """Run every input on the cluster and return one Batch of every call.
 
@@ -238,7 +246,9 @@ class DaskPool:
         share started); ``chunk_size`` is calls per Dask task (default:
         :meth:`chunk_size_for`); ``monitor=True`` shows the batch's progress at once
         rather than a live view of worker processes, which live on the cluster (the
-        Dask dashboard, ``client.dashboard_link``, shows its workers).
+        Dask dashboard, ``client.dashboard_link``, shows its workers).  ``resources``
+        and ``handler_timing`` (``None``: this DaskPool's setting) add the same
+        optional columns as a local batch, measured on each worker's processes.
 
         The Batch's rows are in submission order, with a local batch's columns and
         dtypes plus ``host`` and ``dask_worker`` (the worker's address).  Failed calls
@@ -258,10 +268,17 @@ class DaskPool:
         plan = plan_batch(
             inputs, env=env, repeat=repeat, concurrency=concurrency, rate=rate,
             keep_data=keep_data, progress=progress, workers=self.workers,
+            resources=self.settings.resources if resources is None else resources,
+            handler_timing=(
+                self.settings.handler_timing if handler_timing is None else handler_timing
+            ),
         )
         # Envs are merged here (item over common), so workers get one env per call.
         items = list(zip(plan.datas, plan.env_ins))
-        options = {"concurrency": plan.concurrency, "keep_data": keep_data}
+        options = {
+            "concurrency": plan.concurrency, "keep_data": keep_data,
+            "resources": plan.resources, "handler_timing": plan.handler_timing,
+        }
         total = plan.rows
         chunks = self._chunks(items, repeat, rate, chunk_size or self.chunk_size_for(total))
         return Run(self, chunks, total, options, True if monitor else progress).run()

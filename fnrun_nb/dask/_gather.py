@@ -124,10 +124,11 @@ class Run:
             if df is None:
                 if i in self.lost:
                     outcome, error, address = self.lost[i]
-                    df = _rows_without_result(chunk, outcome, error, address)
+                    df = _rows_without_result(chunk, outcome, error, address, self.options)
                 else:
                     df = _rows_without_result(
-                        chunk, "cancelled", "not run: the batch was interrupted", None
+                        chunk, "cancelled", "not run: the batch was interrupted", None,
+                        self.options,
                     )
             else:
                 # Each chunk ran as a batch of its own: give rows their batch-wide names.
@@ -140,7 +141,8 @@ class Run:
             df = df.take(order).reset_index(drop=True)
         else:
             df = _rows_without_result(
-                Chunk(np.arange(0), np.arange(0), np.arange(0), [], None), "ok", None, None
+                Chunk(np.arange(0), np.arange(0), np.arange(0), [], None), "ok", None, None,
+                self.options,
             )
         return Batch.from_frame(
             df,
@@ -156,13 +158,16 @@ class Run:
 
 
 def _rows_without_result(
-    chunk: Chunk, outcome: str, error: str | None, dask_worker: str | None
+    chunk: Chunk, outcome: str, error: str | None, dask_worker: str | None,
+    options: dict[str, Any],
 ) -> pd.DataFrame:
     """Rows for calls of a chunk that produced none (lost with a worker, or cancelled),
-    built by the batch layer's own recorder so that columns and dtypes cannot drift."""
+    built by the batch layer's own recorder so that columns and dtypes cannot drift
+    (the optional columns of ``resources`` and ``handler_timing`` included)."""
     plan = plan_batch(
         chunk.items, env=None, repeat=1, concurrency=None, rate=None, keep_data=True,
-        progress=False, workers=1,
+        progress=False, workers=1, resources=bool(options.get("resources")),
+        handler_timing=bool(options.get("handler_timing")),
     )
     recorder = Recorder(plan)
     recorder.close_pending(error)
