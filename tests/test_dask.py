@@ -33,6 +33,7 @@ from fnrun_nb.settings import DEFAULTS, PoolSettings  # noqa: E402
 
 from _procs import descendants as _descendants  # noqa: E402
 from _runner_check import assert_is_runner  # noqa: E402
+from _schema import assert_schema  # noqa: E402
 from _procs import open_fds as _fds  # noqa: E402
 from _procs import wait_until as _wait_until  # noqa: E402
 
@@ -452,3 +453,36 @@ def test_map_takes_pool_maps_monitor_argument(
     assert "fnrun on Dask" in capfd.readouterr().err
     dpool.map(["m3"], monitor=False)
     assert "fnrun on Dask" not in capfd.readouterr().err
+
+
+def test_resources_and_handler_timing_give_a_local_batchs_columns(dpool: DaskPool) -> None:
+    inputs = [f"r{i}".encode() for i in range(12)]
+    flags = {"resources": True, "handler_timing": True}
+    with Pool(PROBE, workers=2) as local:
+        expected = local.map(inputs, progress=False, **flags).df
+    batch = dpool.map(inputs, chunk_size=4, progress=False, **flags)
+    df = batch.df
+    assert list(df.columns) == [*expected.columns, "host", "dask_worker"]
+    pd.testing.assert_series_equal(_local_columns(df), expected.dtypes)
+    assert_schema(df)
+    assert (df["outcome"] == "ok").all()
+    for name in ("handler_ms", "transport_ms", "cpu_ms", "rss_mib", "peak_rss_mib"):
+        assert df[name].notna().all(), name
+    assert (df["rss_mib"] > 0).all() and (df["handler_ms"] > 0).all()
+    assert not any("FNRUN_NB_TIMING" in e for e in df["env_in"])
+    assert not any("FNRUN_NB_HANDLER_NS" in e or "FNRUN_NB_TIMING" in e for e in df["env"])
+    assert batch.config["resources"] is True and batch.config["handler_timing"] is True
+    # Off (this DaskPool's default): absent, as locally.
+    plain = dpool.map(inputs[:2], progress=False).df
+    assert "cpu_ms" not in plain.columns and "handler_ms" not in plain.columns
+
+
+def test_rows_without_a_result_carry_the_optional_columns(client: distributed.Client) -> None:
+    with DaskPool(client, PROBE, workers=1, timeout=5.0, resources=True,
+                  handler_timing=True) as dpool:
+        client.unregister_worker_plugin(dpool.plugin_name)  # every worker loses its pool
+        df = dpool.map([f"x{i}" for i in range(8)], chunk_size=4, progress=False).df
+    assert (df["outcome"] == "start_failed").all()
+    assert_schema(df)
+    for name in ("handler_ms", "transport_ms", "cpu_ms", "rss_mib", "peak_rss_mib"):
+        assert df[name].isna().all(), name

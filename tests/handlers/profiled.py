@@ -5,6 +5,7 @@ Inputs (``MODE:N``):
 - ``leak:KIB`` keeps ``KIB`` KiB more of touched memory for the life of the process;
 - ``busy:MS`` spins on the CPU for ``MS`` milliseconds (thread CPU time);
 - ``sleep:MS`` sleeps ``MS`` milliseconds (almost no CPU);
+- ``crash`` exits 3 without answering (a ``crashed`` row);
 - anything else is echoed.
 
 The answer's env is the call's env as the handler saw it (``ctx.env``).
@@ -12,6 +13,7 @@ The answer's env is the call's env as the handler saw it (``ctx.env``).
 
 from __future__ import annotations
 
+import os
 import time
 
 from fnrun_nb.handler import Context, serve
@@ -22,6 +24,8 @@ _kept: list[bytearray] = []
 
 def handle(data: bytes, ctx: Context) -> Result:
     mode, _, arg = data.partition(b":")
+    if mode == b"crash":
+        os._exit(3)
     if mode == b"leak":
         block = bytearray(int(arg) * 1024)
         # Touch every page so that it is resident (a zeroed allocation may not be).
