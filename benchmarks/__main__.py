@@ -36,6 +36,7 @@ SECTIONS = (
     "monitor_overhead",
     "dask_scaling",
     "hotpath",
+    "resources",
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 BUDGET_SECONDS = 600

@@ -26,6 +26,7 @@ library.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 
@@ -37,6 +38,9 @@ _pread = os.pread
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _STATUS_SIZE = 4096  # /proc/PID/status is about 1.4 KB; VmHWM and VmRSS are near its top
 _CPUCLOCK_SCHED = 2
+# VmHWM and VmRSS are adjacent in that order (Linux since 2.6); one search finds both,
+# faster than two finds and slices.
+_search_hwm_rss = re.compile(rb"VmHWM:\s*(\d+) kB.*?VmRSS:\s*(\d+) kB", re.S).search
 
 
 def cpu_clock_id(pid: int) -> int:
@@ -68,9 +72,12 @@ class ProcMeter:
         return _clock_gettime_ns(self._clock)
 
     def memory(self) -> tuple[int, int]:
-        """``(rss, peak_rss)`` in bytes now: ``VmRSS`` and ``VmHWM`` of its status."""
-        text = _pread(self._status, _STATUS_SIZE, 0)
-        return _kib_field(text, b"VmRSS:") * 1024, _kib_field(text, b"VmHWM:") * 1024
+        """``(rss, peak_rss)`` in bytes now: ``VmRSS`` and ``VmHWM`` of its status.
+        ``ValueError`` if the status has neither (a kernel thread, not a handler)."""
+        m = _search_hwm_rss(_pread(self._status, _STATUS_SIZE, 0))
+        if m is None:
+            raise ValueError("no VmHWM / VmRSS in /proc/PID/status")
+        return int(m[2]) * 1024, int(m[1]) * 1024
 
     def rss(self) -> int:
         """Resident memory now, bytes (``statm``: cheaper than :meth:`memory`)."""
@@ -88,11 +95,6 @@ class ProcMeter:
 
     def __repr__(self) -> str:
         return f"<ProcMeter pid {self.pid}{' closed' if self._status < 0 else ''}>"
-
-
-def _kib_field(text: bytes, key: bytes) -> int:
-    i = text.index(key) + len(key)
-    return int(text[i : text.index(b"k", i)])
 
 
 def open_meter(pid: int) -> ProcMeter | None:

@@ -61,11 +61,16 @@ REQUIRED_CASES = {
         "Pool.invoke", "idle death: pool's test after the release", "idle death: invoker's test",
         "frame checks (header, length, max size)", "all failure checks",
     ],
+    "resources": [
+        "InvokerPool.call", "InvokerPool.call, resources", "InvokerPool.call, max_rss_mib",
+        "Pool.map per call", "Pool.map per call, resources=True",
+        "Pool.map per call, resources=True - Pool.map per call",
+    ],
 }
 # Sections whose results the issue judges against targets.
 WITH_TARGETS = {
     "latency", "throughput", "payload", "recording", "coldstart", "monitor_overhead",
-    "dask_scaling",
+    "dask_scaling", "resources",
 }
 STATUSES = ("PASS", "MISS", "aim met", "aim missed")
 

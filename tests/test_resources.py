@@ -163,7 +163,8 @@ def test_handler_ms_is_the_handlers_own_time() -> None:
     assert (df["handler_ms"] >= ms).all() and (df["handler_ms"] < ms + 100).all()
     # The rest of the service time is the pipes, the scheduler and the host's side:
     # positive, and small next to the sleep.
-    assert (df["transport_ms"] > 0).all() and (df["transport_ms"] < 0.5 * ms).all()
+    # (The median: on a busy machine one call's scheduling delay can be anything.)
+    assert (df["transport_ms"] > 0).all() and df["transport_ms"].median() < 0.5 * ms
     np.testing.assert_allclose(df["handler_ms"] + df["transport_ms"], df["service_ms"])
     # The request and the answer stay out of what the user sent and got: the handler
     # echoes the env it saw, which the SDK cleaned of the request.
