@@ -63,7 +63,10 @@ def test_replace_keeps_what_is_not_given_and_changes_lists_differences() -> None
     assert base.changes(base) == []
     with pytest.raises(TypeError):
         base.replace(wait=1.0)  # the front-ends' names only: ``max_wait``
-    assert PoolSettings.names() == ("workers", "timeout", "max_wait", "max_calls_per_worker")
+    assert PoolSettings.names() == (
+        "workers", "timeout", "max_wait", "max_calls_per_worker", "max_rss_mib", "resources",
+        "handler_timing",
+    )
 
 
 def test_the_invoker_pool_is_the_batch_runners_call_target() -> None:
