@@ -213,8 +213,12 @@ def test_registry_lines_are_well_formed() -> None:
     names = [c.name for c in SCHEMA]
     assert len(set(names)) == len(names)
     assert COLUMNS == {c.name: c.dtype for c in SCHEMA if not c.optional}
-    assert OPTIONAL_COLUMNS == {"host": "object", "dask_worker": "object"}
-    sources = re.compile(r"info\.\w+|plan|runner|result|error|dask|derived: .+")
+    assert OPTIONAL_COLUMNS == {
+        "handler_ms": "float64", "transport_ms": "float64", "cpu_ms": "float64",
+        "rss_mib": "float64", "peak_rss_mib": "float64", "host": "object",
+        "dask_worker": "object",
+    }
+    sources = re.compile(r"info\.\w+|plan|runner|result|error|dask|resources|derived: .+")
     for c in SCHEMA:
         if c.dtype != "category":  # spelled as str(dtype) prints it
             assert str(pd.api.types.pandas_dtype(c.dtype)) == c.dtype, c.name
