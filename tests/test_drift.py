@@ -325,6 +325,25 @@ def test_plot_draws_each_process_and_its_trend(template: pd.DataFrame) -> None:
         plt.close(fig)
 
 
+def test_summary_notes_a_leak_or_slowdown_in_one_line(template: pd.DataFrame) -> None:
+    rng = np.random.default_rng(9)
+    df = record(template, [(w, 1, 300) for w in range(4)])
+    call = calls_of(df)
+    df["service_ms"] = rng.lognormal(0, 0.2, len(df))
+    flat = Batch.from_frame(df.copy()).summary()
+    assert flat.drift is None and "drift" not in str(flat)
+    df["rss_mib"] = 40 + 0.25 * call
+    leak = Batch.from_frame(df.copy()).summary()
+    assert leak.drift is not None and "a leak" in leak.drift
+    lines = [line for line in str(leak).splitlines() if "drift" in line]
+    assert lines == [f"drift    {leak.drift}"]
+    assert "batch.drift(&#x27;rss_mib&#x27;)" in leak._repr_html_()
+    df = df.drop(columns="rss_mib")
+    df["service_ms"] = 1.0 + 0.2 * call / 1000 + rng.normal(0, 0.002, len(df))
+    slow = Batch.from_frame(df).summary()
+    assert slow.drift is not None and "a slowdown" in slow.drift
+
+
 def test_summary_note_is_cheap_on_100k_rows(template: pd.DataFrame) -> None:
     rng = np.random.default_rng(10)
     # 8 slots, each through 25 processes of 500 calls: 200 processes, 100,000 rows.
