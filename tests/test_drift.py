@@ -173,7 +173,8 @@ def test_service_time_growth_on_one_worker(template: pd.DataFrame) -> None:
     assert rows.loc[2, "verdict"] == "growth"
     assert set(rows.drop(index=2)["verdict"]) == {"no drift"}
     assert rows.loc[2, "pct_per_1000"] == pytest.approx(3.1, rel=0.2)
-    m = re.match(r"service_ms grows ([\d.]+)% per 1,000 calls on worker 2 \(95% CI ", report.sentence)
+    pattern = r"service_ms grows ([\d.]+)% per 1,000 calls on worker 2 \(95% CI "
+    m = re.match(pattern, report.sentence)
     assert m, report.sentence
     assert float(m.group(1)) == pytest.approx(3.1, rel=0.2)
     assert report.sentence.endswith(": a slowdown")
@@ -189,7 +190,7 @@ def test_decline(template: pd.DataFrame) -> None:
     assert set(report.df["verdict"]) == {"decline"}
     assert (report.df["ci_high"] < 0).all()
     assert report.sentence.startswith("service_ms declines ")
-    assert "on all 2 workers" in report.sentence
+    assert "on both workers (95% CI " in report.sentence
 
 
 def test_each_generation_is_its_own_trend(template: pd.DataFrame) -> None:
@@ -247,6 +248,15 @@ def test_thousands_of_calls_are_fitted_on_bins_quickly(template: pd.DataFrame) -
     # A short process is fitted on its calls.
     short = drift(record(template, [(0, 1, MAX_POINTS)]).assign(rss_mib=1.0), "rss_mib")
     assert not short.df["binned"].any()
+
+
+def test_no_ok_call_is_too_few_calls(template: pd.DataFrame) -> None:
+    df = record(template, [(0, 1, 40)])
+    df["outcome"] = "crashed"
+    report = Batch.from_frame(df).drift()
+    assert report.verdict == "too few calls" and report.df.empty
+    assert report.sentence == "too few calls: no ok call has a service_ms value"
+    assert "<table>" in report._repr_html_()
 
 
 def test_failed_calls_are_left_out(template: pd.DataFrame) -> None:

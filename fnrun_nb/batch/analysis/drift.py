@@ -307,12 +307,13 @@ def _label(row: pd.Series, keys: list[str]) -> str:
 
 
 def _where(slots: list[tuple[Any, ...]], total: int, dask: bool) -> str:
-    """``"all 4 workers"``, ``"worker 2"``, ``"workers 1 and 3"`` (of ``total`` slots)."""
+    """``"all 4 workers"``, ``"both workers"``, ``"worker 2"``, ``"workers 1 and 3"``
+    (of ``total`` slots)."""
     def name(s: tuple[Any, ...]) -> str:
         return f"{s[1]} on {s[0]}" if dask else f"{s[0]}"
 
     if len(slots) == total and total > 1:
-        return f"all {total} workers"
+        return "both workers" if total == 2 else f"all {total} workers"
     if len(slots) == 1:
         return f"worker {name(slots[0])}"
     names = [name(s) for s in slots]
@@ -456,8 +457,10 @@ def _overall(
     by = [*keys, "generation"]
     slots_all = {tuple(r[k] for k in keys) for _, r in table.iterrows()}
     judged = table[table["verdict"] != "too few calls"]
+    if table.empty:
+        return "too few calls", f"too few calls: no ok call has a {metric} value", math.nan, nan_ci
     if judged.empty:
-        most = int(table["calls"].max()) if len(table) else 0
+        most = int(table["calls"].max())
         return (
             "too few calls",
             f"too few calls to judge drift in {metric}: at most {most} ok calls on one "
