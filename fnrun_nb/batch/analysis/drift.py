@@ -197,11 +197,11 @@ class DriftReport:
     a Dask batch): ``calls`` (ok calls with a value), ``first_call`` / ``last_call``
     (the call numbers fitted), ``median``, ``slope`` (the metric's unit per call),
     ``intercept``, ``ci_low`` / ``ci_high`` (95%), ``change`` (slope times the calls
-    between the first and the last), ``pct_per_1000`` (slope per 1,000 calls as a share
+    between the first and the last), ``pct_per_1000`` (slope per 1,000 calls in percent
     of the median), ``binned`` (fitted on bins), ``verdict`` (one of :data:`VERDICTS`)
-    and ``sentence``.  ``verdict`` and ``sentence`` are the overall ones, whose
-    ``slope`` / ``ci`` come from the flagged processes fitted together (NaN when none
-    is).  See :mod:`fnrun_nb.batch.analysis.drift` for the thresholds.
+    and ``sentence``.  The report's own ``verdict`` and ``sentence`` are the overall
+    ones, and its ``slope`` / ``ci`` come from the flagged processes fitted together
+    (NaN when none is).  ``str()`` is the overall sentence, then one line per process.  See :mod:`fnrun_nb.batch.analysis.drift` for the thresholds.
     """
 
     metric: str
@@ -344,9 +344,9 @@ _NOUN = {"leak": "a leak", "growth": "a slowdown", "decline": "a decline"}
 def drift(df: pd.DataFrame, metric: str = "service_ms") -> DriftReport:
     """The :class:`DriftReport` of ``metric`` against ``call_on_worker`` (ok calls).
 
-    ``metric`` is any float (or other numeric) column of the record: ``service_ms`` (always there),
-    ``rss_mib`` / ``peak_rss_mib`` / ``cpu_ms`` (with ``resources=True``),
-    ``handler_ms`` (with ``handler_timing=True``).  Raises ``ValueError`` naming the
+    ``metric`` is any float (or other numeric) column of the record: ``service_ms``
+    (always there), ``rss_mib`` / ``peak_rss_mib`` / ``cpu_ms`` (with
+    ``resources=True``), ``handler_ms`` (with ``handler_timing=True``).  Raises ``ValueError`` naming the
     float columns the record has when ``metric`` is not one of them, and ``ImportError``
     naming the ``stats`` extra when scipy is missing.
     """
@@ -377,8 +377,7 @@ def drift(df: pd.DataFrame, metric: str = "service_ms") -> DriftReport:
             metric: rows[metric].to_numpy(dtype=float),
         }
     )
-    if "worker" in points:
-        points["worker"] = points["worker"].astype("int64")
+    points["worker"] = points["worker"].astype("int64")
     memory = _is_memory(metric)
     unit = _unit(metric)
     records: list[dict[str, Any]] = []
@@ -415,8 +414,7 @@ def drift(df: pd.DataFrame, metric: str = "service_ms") -> DriftReport:
         "ci_high", "change", "pct_per_1000", "binned", "verdict", "sentence",
     ]
     table = pd.DataFrame.from_records(records, columns=cols)
-    if "worker" in table:
-        table["worker"] = table["worker"].astype("int64")
+    table["worker"] = table["worker"].astype("int64")
     table["generation"] = table["generation"].astype("int64")
     for c in ("calls", "first_call", "last_call"):
         table[c] = table[c].astype("int64")
