@@ -26,10 +26,13 @@ from fnrun_nb.batch import Batch, DriftReport, run_batch
 from fnrun_nb.batch.analysis import drift
 from fnrun_nb.batch.analysis.drift import (
     BINS,
+    GROWTH_MIN_CHANGE,
+    GROWTH_MIN_MS,
     GROWTH_MIN_PER_1000,
     LEAK_MIN_MIB,
     MAX_POINTS,
     MIN_CALLS,
+    SUMMARY_MIN_CALLS,
     VERDICTS,
     drift_note,
 )
@@ -89,6 +92,7 @@ def calls_of(df: pd.DataFrame) -> np.ndarray:
 def test_constants_are_the_documented_thresholds() -> None:
     assert MIN_CALLS == 30 and MIN_CALLS <= 50
     assert LEAK_MIN_MIB == 1.0 and GROWTH_MIN_PER_1000 == 0.01
+    assert GROWTH_MIN_CHANGE == 0.05 and GROWTH_MIN_MS == 0.1 and SUMMARY_MIN_CALLS == 100
     assert MAX_POINTS == 500 and BINS < MAX_POINTS
     assert VERDICTS == ("leak", "growth", "decline", "no drift", "too few calls")
 
@@ -178,6 +182,23 @@ def test_service_time_growth_on_one_worker(template: pd.DataFrame) -> None:
     assert m, report.sentence
     assert float(m.group(1)) == pytest.approx(3.1, rel=0.2)
     assert report.sentence.endswith(": a slowdown")
+
+
+def test_tiny_or_bursty_time_changes_are_not_growth(template: pd.DataFrame) -> None:
+    rng = np.random.default_rng(11)
+    # A fast handler 30% slower at the end of 50 calls, but by 0.015 ms: noise.
+    df = record(template, [(w, 1, 50) for w in range(4)])
+    call = calls_of(df)
+    df["service_ms"] = 0.05 * (1 + 0.3 * call / 50) * (1 + rng.normal(0, 0.01, len(df)))
+    report = drift(df)
+    assert (report.df["ci_low"] > 0).all()
+    assert report.verdict == "no drift", str(report)
+    # A burst of load on the machine: calls 150-250 of 400 twice as slow.
+    df = record(template, [(w, 1, 400) for w in range(2)])
+    call = calls_of(df)
+    burst = (call > 150) & (call <= 250)
+    df["service_ms"] = 2.0 * np.where(burst, 2.0, 1.0) * (1 + rng.normal(0, 0.05, len(df)))
+    assert drift(df).verdict == "no drift", str(drift(df))
 
 
 def test_decline(template: pd.DataFrame) -> None:
@@ -349,9 +370,25 @@ def test_summary_notes_a_leak_or_slowdown_in_one_line(template: pd.DataFrame) ->
     assert lines == [f"drift    {leak.drift}"]
     assert "batch.drift(&#x27;rss_mib&#x27;)" in leak._repr_html_()
     df = df.drop(columns="rss_mib")
-    df["service_ms"] = 1.0 + 0.2 * call / 1000 + rng.normal(0, 0.002, len(df))
+    df["service_ms"] = 1.0 + 1.0 * call / 1000 + rng.normal(0, 0.002, len(df))
     slow = Batch.from_frame(df).summary()
     assert slow.drift is not None and "a slowdown" in slow.drift
+
+
+def test_summary_counts_only_long_processes(template: pd.DataFrame) -> None:
+    # A clear leak on processes of 60 calls: batch.drift() says so, the headline waits
+    # for SUMMARY_MIN_CALLS.
+    df = record(template, [(w, 1, 60) for w in range(4)])
+    df["rss_mib"] = 40 + 0.5 * calls_of(df)
+    batch = Batch.from_frame(df)
+    assert batch.drift("rss_mib").verdict == "leak"
+    assert SUMMARY_MIN_CALLS > 60 and batch.summary().drift is None
+    # One leaking process among four long ones is not a headline either.
+    df = record(template, [(w, 1, 200) for w in range(4)])
+    df["rss_mib"] = 40 + np.where((df["worker"] == 1).to_numpy(), 0.5 * calls_of(df), 0.0)
+    batch = Batch.from_frame(df)
+    assert batch.drift("rss_mib").verdict == "leak"
+    assert batch.summary().drift is None
 
 
 def test_summary_note_is_cheap_on_100k_rows(template: pd.DataFrame) -> None:

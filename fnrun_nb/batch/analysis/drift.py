@@ -26,12 +26,14 @@ module states as constants:
   a cache of any size filled once) is flat on at least one side of it, so it is not a
   leak.  ``"decline"`` is the mirror image (the memory given back, by at least as much);
 - a *time* metric (``service_ms``, ``cpu_ms``, ``handler_ms`` and any other float
-  column) shows ``"growth"`` when the whole interval is above zero and the slope is
-  at least :data:`GROWTH_MIN_PER_1000` (1%) of the process's median per 1,000
-  calls, and the projected change over the fitted calls at least
-  :data:`GROWTH_MIN_CHANGE` (5%) of the median (on a short process a tiny slope can
-  be "significant" and still mean nothing); ``"decline"`` when the whole interval is
-  below zero by as much;
+  column) shows ``"growth"`` when the whole interval is above zero, the slope is at
+  least :data:`GROWTH_MIN_PER_1000` (1%) of the process's median per 1,000 calls, the
+  projected change over the fitted calls is at least :data:`GROWTH_MIN_CHANGE` (5%) of
+  the median (on a short process a tiny slope can be "significant" and still mean
+  nothing) and, for a column in milliseconds, at least :data:`GROWTH_MIN_MS` (0.1 ms:
+  below that a change is timer and scheduler noise, as for ``warmup``'s floor), and
+  each half of the calls grows on its own (a burst of load on the machine, or a
+  one-off step, is not a trend); ``"decline"`` is the mirror image;
 - otherwise ``"no drift"``.
 
 The overall verdict is the most serious among the processes (leak or growth, then
@@ -59,10 +61,12 @@ if TYPE_CHECKING:
 __all__ = [
     "BINS",
     "GROWTH_MIN_CHANGE",
+    "GROWTH_MIN_MS",
     "GROWTH_MIN_PER_1000",
     "LEAK_MIN_MIB",
     "MAX_POINTS",
     "MIN_CALLS",
+    "SUMMARY_MIN_CALLS",
     "VERDICTS",
     "DriftReport",
     "drift",
@@ -82,6 +86,12 @@ GROWTH_MIN_PER_1000 = 0.01
 GROWTH_MIN_CHANGE = 0.05
 """Smallest projected change of a time metric over the fitted calls, as a share of its
 median, that is growth (or decline)."""
+GROWTH_MIN_MS = 0.1
+"""Smallest projected change of a time metric in milliseconds (``*_ms``) over the fitted
+calls that is growth (or decline)."""
+SUMMARY_MIN_CALLS = 100
+"""``batch.summary()`` notes a leak or slowdown only from processes with at least this
+many ok calls (a headline needs more evidence than a verdict of ``batch.drift()``)."""
 CONFIDENCE = 0.95
 """Confidence level of the slopes' intervals."""
 VERDICTS: tuple[str, ...] = ("leak", "growth", "decline", "no drift", "too few calls")
@@ -149,26 +159,35 @@ def _half_slopes(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def _judge(
-    memory: bool, slope: float, lo: float, hi: float, span: float, median: float,
+    metric: str, slope: float, lo: float, hi: float, span: float, median: float,
     halves: tuple[float, float],
 ) -> str:
     if not all(math.isfinite(v) for v in (slope, lo, hi)):
         return "no drift"
-    if memory:
-        change = slope * span
-        if lo > 0 and change >= LEAK_MIN_MIB and all(h > 0 for h in halves):
+    change = slope * span
+    up = all(h > 0 for h in halves)
+    down = all(h < 0 for h in halves)
+    if _is_memory(metric):
+        if lo > 0 and change >= LEAK_MIN_MIB and up:
             return "leak"
-        if hi < 0 and -change >= LEAK_MIN_MIB and all(h < 0 for h in halves):
+        if hi < 0 and -change >= LEAK_MIN_MIB and down:
             return "decline"
         return "no drift"
+    floor = GROWTH_MIN_MS if metric.endswith("_ms") else 0.0
     if median == 0:
-        rel = change = math.copysign(math.inf, slope)
+        rel = share = math.copysign(math.inf, slope)
     else:
         rel = slope * 1000 / abs(median)
-        change = slope * span / abs(median)
-    if lo > 0 and rel >= GROWTH_MIN_PER_1000 and change >= GROWTH_MIN_CHANGE:
+        share = change / abs(median)
+    if (
+        lo > 0 and rel >= GROWTH_MIN_PER_1000 and share >= GROWTH_MIN_CHANGE
+        and change >= floor and up
+    ):
         return "growth"
-    if hi < 0 and rel <= -GROWTH_MIN_PER_1000 and change <= -GROWTH_MIN_CHANGE:
+    if (
+        hi < 0 and -rel >= GROWTH_MIN_PER_1000 and -share >= GROWTH_MIN_CHANGE
+        and -change >= floor and down
+    ):
         return "decline"
     return "no drift"
 
@@ -201,7 +220,8 @@ class DriftReport:
     of the median), ``binned`` (fitted on bins), ``verdict`` (one of :data:`VERDICTS`)
     and ``sentence``.  The report's own ``verdict`` and ``sentence`` are the overall
     ones, and its ``slope`` / ``ci`` come from the flagged processes fitted together
-    (NaN when none is).  ``str()`` is the overall sentence, then one line per process.  See :mod:`fnrun_nb.batch.analysis.drift` for the thresholds.
+    (NaN when none is).  ``str()`` is the overall sentence, then one line per process.
+    See :mod:`fnrun_nb.batch.analysis.drift` for the thresholds.
     """
 
     metric: str
@@ -346,9 +366,9 @@ def drift(df: pd.DataFrame, metric: str = "service_ms") -> DriftReport:
 
     ``metric`` is any float (or other numeric) column of the record: ``service_ms``
     (always there), ``rss_mib`` / ``peak_rss_mib`` / ``cpu_ms`` (with
-    ``resources=True``), ``handler_ms`` (with ``handler_timing=True``).  Raises ``ValueError`` naming the
-    float columns the record has when ``metric`` is not one of them, and ``ImportError``
-    naming the ``stats`` extra when scipy is missing.
+    ``resources=True``), ``handler_ms`` (with ``handler_timing=True``).  Raises
+    ``ValueError`` naming the float columns the record has when ``metric`` is not a
+    numeric column, and ``ImportError`` naming the ``stats`` extra when scipy is missing.
     """
     floats = [c for c in df.columns if pd.api.types.is_float_dtype(df[c].dtype)]
     numeric = metric in df.columns and pd.api.types.is_numeric_dtype(df[metric].dtype) and (
@@ -399,13 +419,13 @@ def drift(df: pd.DataFrame, metric: str = "service_ms") -> DriftReport:
             px, py, binned = _points(x, y)
             slope, intercept, lo, hi = _theil_sen(px, py)
             span = float(x.max() - x.min())
-            halves = _half_slopes(px, py) if memory else (math.nan, math.nan)
+            halves = _half_slopes(px, py)
             rec.update(
                 slope=slope, intercept=intercept, ci_low=lo, ci_high=hi, binned=binned,
                 change=slope * span,
                 pct_per_1000=slope * 1000 * 100 / abs(median) if median else math.nan,
             )
-            rec["verdict"] = _judge(memory, slope, lo, hi, span, median, halves)
+            rec["verdict"] = _judge(metric, slope, lo, hi, span, median, halves)
             fitted[key] = (x, y, intercept)
         rec["sentence"] = _row_sentence(rec, metric, unit, memory, keys)
         records.append(rec)
@@ -507,14 +527,16 @@ def drift_note(df: pd.DataFrame) -> str | None:
     """One line for ``batch.summary()`` when the batch shows a leak (``rss_mib``, when
     present) or a slowdown (``service_ms``), else ``None``.
 
-    Cheap, and never raises: ``None`` when no process has :data:`MIN_CALLS` ok calls,
-    when scipy is not installed, or when anything goes wrong.  A numpy screen (the
-    Theil-Sen slope of each process, on at most :data:`BINS` bins) runs first; scipy is
-    imported and :func:`drift` run only for a metric whose slope passes the threshold
-    on some process, so a batch without drift never pays for the intervals.  The
-    line is written only when at least half of the processes judged show the leak or
-    slowdown: one process in many crossing the line is more likely the machine than the
-    handler (``batch.drift()`` shows every process).
+    Only processes with at least :data:`SUMMARY_MIN_CALLS` ok calls count, and the
+    line is written only when at least half of them leak or slow down: one process in
+    many crossing the line is more likely the machine than the handler
+    (``batch.drift()`` shows every process, from :data:`MIN_CALLS` calls).
+
+    Cheap, and never raises: ``None`` when no process has enough calls, when scipy is
+    not installed, or when anything goes wrong.  A numpy screen (the Theil-Sen slope
+    of at most 64 processes, each on at most 64 bins) runs first; scipy is imported and
+    :func:`drift` run only when the screen's slopes pass the thresholds on at least
+    half of those processes, so a batch without drift never pays for the intervals.
     """
     try:
         import importlib.util
@@ -530,38 +552,43 @@ def drift_note(df: pd.DataFrame) -> str | None:
                 continue
             groups = [
                 idx for idx in rows.groupby(by, observed=True, sort=False).indices.values()
-                if idx.size >= MIN_CALLS
+                if idx.size >= SUMMARY_MIN_CALLS
             ]
-            if not groups:
-                continue
-            # At most _SCREEN processes, evenly spread, each on at most _SCREEN bins.
-            step = max(1, len(groups) // _SCREEN)
-            memory = _is_memory(metric)
-            x_all = rows["call_on_worker"].to_numpy(dtype=float)
-            y_all = rows[metric].to_numpy(dtype=float)
-            eligible = suspects = 0
-            for idx in groups[::step][:_SCREEN]:
-                eligible += 1
-                x, y = x_all[idx], y_all[idx]
-                slope = _screen_slope(*_points(x, y, _SCREEN, _SCREEN)[:2])
-                if not math.isfinite(slope):
-                    continue
-                change = slope * float(np.ptp(x))
-                if memory:
-                    suspects += change >= LEAK_MIN_MIB
-                else:
-                    median = float(np.median(y))
-                    suspects += bool(
-                        median > 0
-                        and slope * 1000 / median >= GROWTH_MIN_PER_1000
-                        and change / median >= GROWTH_MIN_CHANGE
-                    )
-            if 2 * suspects < eligible:
+            if not groups or not _screen(metric, rows, groups):
                 continue
             report = drift(df, metric)
-            judged = int((report.df["verdict"] != "too few calls").sum())
-            if report.verdict in ("leak", "growth") and 2 * len(report.flagged) >= judged:
+            counted = report.df[report.df["calls"] >= SUMMARY_MIN_CALLS]
+            hits = int(counted["verdict"].isin(("leak", "growth")).sum())
+            if report.verdict in ("leak", "growth") and hits and 2 * hits >= len(counted):
                 return f"{report.sentence} (batch.drift({metric!r}))"
     except Exception:  # a summary must never fail for a note
         return None
     return None
+
+
+def _screen(metric: str, rows: pd.DataFrame, groups: list[np.ndarray]) -> bool:
+    """Whether the numpy screen finds the slope of at least half of (at most
+    ``_SCREEN``, evenly spread) processes past the thresholds of a leak or growth."""
+    step = max(1, len(groups) // _SCREEN)
+    x_all = rows["call_on_worker"].to_numpy(dtype=float)
+    y_all = rows[metric].to_numpy(dtype=float)
+    floor = GROWTH_MIN_MS if metric.endswith("_ms") else 0.0
+    eligible = suspects = 0
+    for idx in groups[::step][:_SCREEN]:
+        eligible += 1
+        x, y = x_all[idx], y_all[idx]
+        slope = _screen_slope(*_points(x, y, _SCREEN, _SCREEN)[:2])
+        if not math.isfinite(slope):
+            continue
+        change = slope * float(np.ptp(x))
+        if _is_memory(metric):
+            suspects += change >= LEAK_MIN_MIB
+            continue
+        median = float(np.median(y))
+        suspects += bool(
+            median > 0
+            and slope * 1000 / median >= GROWTH_MIN_PER_1000
+            and change / median >= GROWTH_MIN_CHANGE
+            and change >= floor
+        )
+    return 2 * suspects >= eligible
