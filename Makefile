@@ -76,7 +76,7 @@ OLDEST_VENV   := .venv-oldest
 OLDEST_PINS   := tests/oldest-constraints.txt
 OLDEST_PYTHON ?= $(PYTHON)
 OLDEST_TESTS  := tests/test_floors.py tests/test_batch.py tests/test_batch_failures.py \
-	tests/test_analysis.py tests/test_storage.py tests/test_plot.py \
+	tests/test_analysis.py tests/test_drift.py tests/test_storage.py tests/test_plot.py \
 	tests/test_comparison.py tests/test_versus.py tests/test_display.py \
 	tests/test_protocol.py tests/test_handler_sdk.py tests/test_golden_host.py \
 	tests/test_cli.py tests/test_magic_args.py tests/test_magics_shell.py \

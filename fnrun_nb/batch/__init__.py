@@ -9,11 +9,12 @@ Modules: ``schema`` (the column registry every record is built from and held to)
 ``inputs`` (validate inputs, the JSON-lines rule), ``record`` (preallocated
 columns, the DataFrame build), ``runner`` (threads, rate, Ctrl-C), ``core`` (``Batch``,
 ``BatchProgress``), ``summary`` (``Summary``), ``analysis`` (percentiles, per-worker,
-warm-up) and ``comparison``.
+warm-up, drift) and ``comparison``.
 """
 
 from __future__ import annotations
 
+from .analysis import DriftReport
 from .core import Batch, BatchProgress
 from .inputs import input_from_json, parse_json_lines
 from .runner import run_batch
@@ -26,6 +27,7 @@ __all__ = [
     "OUTCOMES",
     "Batch",
     "BatchProgress",
+    "DriftReport",
     "Summary",
     "input_from_json",
     "parse_json_lines",

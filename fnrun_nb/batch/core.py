@@ -5,7 +5,7 @@ calls run, or by :meth:`Batch.from_frame` from a finished record (Dask, ``load``
 Its canonical form is ``batch.df``, one row per call in submission order with the
 columns of :data:`fnrun_nb.batch.COLUMNS`, built once on first use and cached.  The
 class stays small: the questions people ask of a batch (percentiles, per-worker
-views, warm-up, comparison, plots, save/load) are functions of ``df`` in their own
+views, warm-up, drift, comparison, plots, save/load) are functions of ``df`` in their own
 modules of this package, exposed here as thin methods.
 """
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import os
     from pathlib import Path
 
-    from .analysis import WarmupReport
+    from .analysis import DriftReport, WarmupReport
     from .comparison import Comparison
     from .plot import BatchPlot
 
@@ -296,6 +296,16 @@ class Batch:
         from .analysis import warmup
 
         return warmup(self.df, metric, **options)
+
+    def drift(self, metric: str = "service_ms") -> DriftReport:
+        """Does ``metric`` creep up the longer a process lives?  A Theil-Sen trend
+        against ``call_on_worker`` per worker and process, with a verdict ("leak",
+        "growth", "decline", "no drift", "too few calls"); ``metric`` may be
+        ``rss_mib``, ``cpu_ms``, ``handler_ms`` or any float column.  Needs scipy (the
+        ``stats`` extra); see :func:`fnrun_nb.batch.analysis.drift`."""
+        from .analysis import drift
+
+        return drift(self.df, metric)
 
     def compare(
         self,

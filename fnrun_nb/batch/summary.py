@@ -3,7 +3,10 @@
 Counts cover every row; latency percentiles cover ok rows only (the time a crashed
 call took says how long it took to fail, not how fast the handler is).  Percentiles
 come from :func:`fnrun_nb.batch.analysis.quantiles`, the batch package's one
-percentile helper, so a summary agrees with ``batch.percentiles()``.
+percentile helper, so a summary agrees with ``batch.percentiles()``.  A memory leak
+or a slowdown the longer a process lives is noted in one line (``Summary.drift``, from
+:func:`fnrun_nb.batch.analysis.drift.drift_note`: a numpy screen first, scipy only
+when it finds something, never an error).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis import DEFAULT_Q, quantiles
+from .analysis.drift import drift_note
 from .record import OUTCOMES
 
 __all__ = ["LATENCY_LABELS", "Summary", "summarize"]
@@ -57,6 +61,9 @@ class Summary:
     command: str | None = None
     interrupted: bool = False
     handler_split: dict[str, float] | None = None
+    drift: str | None = None
+    """One line when the batch shows a memory leak or a slowdown the longer a process
+    lives (see ``batch.drift()``; needs scipy), else ``None``."""
 
     @property
     def failed(self) -> int:
@@ -103,6 +110,8 @@ class Summary:
             lines.append(
                 f"  {name:<7}" + "".join(_ms(row[label]).rjust(width) for label in LATENCY_LABELS)
             )
+        if self.drift:
+            lines.append(f"drift    {self.drift}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -125,12 +134,15 @@ class Summary:
             for name, row in self.latency.items()
         )
         counts = "".join(f"<div>{escape(line)}</div>" for line in self._counts_lines())
+        drift = (
+            f"<div style='color:#c62828'>drift: {escape(self.drift)}</div>" if self.drift else ""
+        )
         return (
             '<div class="fnrun-summary">'
             f"<div><b>{escape(self._headline())}</b></div>{counts}"
             f"<table><caption style='text-align:left'>latency (ms) over {self.ok_calls} ok calls"
             f"</caption><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>"
-            "</div>"
+            f"{drift}</div>"
         )
 
 
@@ -189,6 +201,7 @@ def summarize(
         command=command,
         interrupted=interrupted,
         handler_split=handler_split,
+        drift=drift_note(df),
     )
 
 
