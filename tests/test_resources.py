@@ -89,6 +89,7 @@ def test_off_by_default_the_columns_are_absent() -> None:
     assert not set(NEW) & set(batch.df.columns)
     assert_schema(batch.df)
     assert "service  handler" not in str(batch.summary())
+    assert batch.summary().resources is None and "process  cpu" not in str(batch.summary())
     assert batch.config["resources"] is False and batch.config["handler_timing"] is False
 
 
@@ -124,6 +125,13 @@ def test_cpu_ms_tells_a_busy_loop_from_a_sleep() -> None:
     assert (sleep["cpu_ms"] < 0.25 * ms).all(), sleep["cpu_ms"].tolist()
     assert (sleep["cpu_ms"] >= 0).all()
     assert (df["rss_mib"] > 1).all() and (df["peak_rss_mib"] >= df["rss_mib"]).all()
+    # The summary's process line: medians over the ok calls, the highest peak.
+    used = batch.summary().resources
+    assert used is not None
+    assert used["cpu_ms"] == pytest.approx(df["cpu_ms"].median())
+    assert used["rss_mib"] == pytest.approx(df["rss_mib"].median())
+    assert used["peak_rss_mib"] == pytest.approx(df["peak_rss_mib"].max())
+    assert "process  cpu " in str(batch.summary())
 
 
 def test_rss_grows_by_what_the_handler_keeps() -> None:
