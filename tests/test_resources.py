@@ -8,7 +8,6 @@ margin (a busy loop's CPU time against a sleep's), never a tight figure.
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -28,7 +27,6 @@ from _schema import assert_schema
 
 HERE = Path(__file__).resolve().parent
 PROFILED = str(HERE / "handlers" / "profiled.py")
-C_ECHO_SRC = HERE.parent / "notebooks" / "handlers" / "echo.c"
 TIMING_COLUMNS = ("handler_ms", "transport_ms")
 RESOURCE_COLUMNS = ("cpu_ms", "rss_mib", "peak_rss_mib")
 NEW = (*TIMING_COLUMNS, *RESOURCE_COLUMNS)
@@ -194,15 +192,6 @@ def test_the_timing_request_reaches_the_handler_only_through_the_sdk() -> None:
     assert TIMING_KEY not in timed["env_in"][0] and HANDLER_NS_KEY not in timed["env"][0]
 
 
-@pytest.fixture(scope="module")
-def c_echo(tmp_path_factory: pytest.TempPathFactory) -> str:
-    cc = shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler (cc) on this machine")
-    out = tmp_path_factory.mktemp("c_handler") / "echo_c"
-    subprocess.run([cc, "-O2", "-o", str(out), str(C_ECHO_SRC)], check=True, timeout=120,
-                   capture_output=True)
-    return str(out)
 
 
 def test_a_handler_that_does_not_report_its_time_has_nan(c_echo: str) -> None:
