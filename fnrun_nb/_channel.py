@@ -25,6 +25,7 @@ become fnrun_nb errors.
 
 from __future__ import annotations
 
+import abc
 import fcntl
 import os
 import select
@@ -89,7 +90,7 @@ class BrokenExchange(Exception):
         self.bad_frame = bad_frame
 
 
-class HandlerChannel(HandlerProcess):
+class HandlerChannel(HandlerProcess, abc.ABC):
     """A handler process driven one call at a time over its stdin and stdout.
 
     Subclasses implement ``exchange``: on a broken round trip they catch their
@@ -147,10 +148,11 @@ class HandlerChannel(HandlerProcess):
         info = CallInfo(None, self.pid, None, self.calls, 0.0, service, started, started + timeout)
         return Result._make(status, out, env_out, info)
 
+    @abc.abstractmethod
     def exchange(self, data: bytes, env_block: bytes, timeout: float) -> Exchange:
-        """One round trip with the per-call env already encoded (the subclass's wire
-        format).  On failure the process is killed and an ``FnrunError`` raised."""
-        raise NotImplementedError
+        """One round trip with the per-call env already encoded, in the subclass's wire
+        format (abstract: a channel without one cannot be made).  On failure the
+        process is killed and an ``FnrunError`` raised."""
 
     # --- failures ---------------------------------------------------------------------
 

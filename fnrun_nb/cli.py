@@ -49,6 +49,7 @@ examples:
   seq 1000 | fnrun-nb run ./handler.py -w 4
   fnrun-nb run ./handler.py calls.jsonl --json --repeat 3 --out run.parquet
   fnrun-nb run "node handler.js" inputs.txt --rate 200 -t 2 -e MODE=fast
+  fnrun-nb run ./handler.py calls.txt --resources --handler-timing --max-rss 512
   fnrun-nb run /srv/handler.py calls.txt --dask tcp://scheduler:8786 -w 8
 """
 
@@ -114,6 +115,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-e", "--env", action="append", default=[], metavar="KEY=VALUE", type=_env_pair,
         help="per-call env for every call (repeatable)",
+    )
+    run.add_argument(
+        "--resources", action="store_true",
+        help="record what each call cost its handler process (cpu_ms, rss_mib, "
+        "peak_rss_mib columns; the summary shows their medians and peaks)",
+    )
+    run.add_argument(
+        "--handler-timing", action="store_true",
+        help="ask the handler for its own time per call (handler_ms and transport_ms "
+        "columns; SDK handlers answer, others give NaN)",
+    )
+    run.add_argument(
+        "--max-rss", type=_positive_float, default=None, metavar="MIB",
+        help="recycle a handler process whose resident memory exceeds MIB after a call "
+        "(default: never)",
     )
     run.add_argument(
         "--out", type=Path, default=None, metavar="FILE",
@@ -214,7 +230,14 @@ def _run(args: argparse.Namespace) -> int:
         raise _UsageError(f"cannot read {args.input}: {exc.strerror or exc}") from exc
     except (ValueError, TypeError) as exc:
         raise _UsageError(f"{args.input if args.input != '-' else 'stdin'}: {exc}") from exc
-    settings = PoolSettings(workers=args.workers, timeout=args.timeout, max_wait=args.max_wait)
+    settings = PoolSettings(
+        workers=args.workers,
+        timeout=args.timeout,
+        max_wait=args.max_wait,
+        max_rss_mib=args.max_rss,
+        resources=args.resources,
+        handler_timing=args.handler_timing,
+    )
     pool: Runner
     try:
         if args.dask is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,6 +38,7 @@ __all__ = [
     "monitor_text",
     "pool_text",
     "progress_style",
+    "rss_trend",
     "progress_text",
     "state_badge_html",
     "status_line",
@@ -113,13 +114,24 @@ class WorkerView:
     bar_style: str
     """Style of the elapsed-vs-deadline bar: ``warning`` past 80 % of the deadline."""
     error: str | None
+    trend: str | None = None
+    """The RSS trend of the current process (:func:`rss_trend`), when the monitor
+    shows one (a pool or batch with ``resources`` on); ``None`` otherwise."""
 
 
-def worker_view(w: WorkerSnapshot, now: float, *, failed_recently: bool = False) -> WorkerView:
+def worker_view(
+    w: WorkerSnapshot,
+    now: float,
+    *,
+    failed_recently: bool = False,
+    rss_history: Sequence[int] | None = None,
+) -> WorkerView:
     """The display of one worker at wall-clock time ``now``.
 
     ``failed_recently`` (the monitor's memory of a failure it saw on this slot) turns
     a healthy-looking replacement into ``replaced`` so that the failure stays visible.
+    ``rss_history`` (the RSS readings of the current process, oldest first) adds its
+    trend; ``None`` shows none.
     """
     label = w.state.value
     if failed_recently and w.state in (WorkerState.IDLE, WorkerState.BUSY, WorkerState.STARTING):
@@ -148,7 +160,42 @@ def worker_view(w: WorkerSnapshot, now: float, *, failed_recently: bool = False)
         fraction=fraction,
         bar_style=bar_style,
         error=w.last_error if label in ("crashed", "replaced") else None,
+        trend=None if rss_history is None else rss_trend(rss_history),
     )
+
+
+# Eight levels, the sparkline blocks of spark(1) and most terminal dashboards.
+_SPARKS = "▁▂▃▄▅▆▇█"
+
+TREND_MIN_BYTES = 256 * 1024
+"""Below this change between the first and last reading, RSS is ``→`` (steady):
+allocators grow and give back memory in pages and arenas, and a trend arrow that
+flickered with them would hide the one that matters."""
+
+
+def rss_trend(history: Sequence[int], width: int = 12) -> str:
+    """A sparkline of the last ``width`` RSS readings and an arrow: ``▁▂▃▅▆█ ↑``.
+
+    The arrow compares the first and last reading shown: ``↑`` grew and ``↓`` shrank
+    by more than :data:`TREND_MIN_BYTES` and 2 %, ``→`` otherwise.  The sparkline is
+    scaled to the readings' range or :data:`TREND_MIN_BYTES`, whichever is larger.
+    ``""`` without readings.
+    """
+    values = [v for v in history[-width:] if v is not None]
+    if not values:
+        return ""
+    low = min(values)
+    # Scaled to the readings' range, but never finer than TREND_MIN_BYTES: a few pages
+    # of allocator noise stay a flat line, and any real growth fills the height.
+    span = max(max(values) - low, TREND_MIN_BYTES)
+    top = len(_SPARKS) - 1
+    line = "".join(_SPARKS[round((v - low) / span * top)] for v in values)
+    change = values[-1] - values[0]
+    if abs(change) > max(TREND_MIN_BYTES, 0.02 * values[0]):
+        arrow = "↑" if change > 0 else "↓"
+    else:
+        arrow = "→"
+    return f"{line} {arrow}"
 
 
 # --- numbers ---------------------------------------------------------------------------
@@ -191,6 +238,8 @@ def worker_text(v: WorkerView) -> str:
         f"slot {v.slot:<2} {v.label:<9} pid {pid:<7} gen {v.generation:<3} "
         f"calls {v.calls:<6} rss {format_bytes(v.rss):>9}"
     )
+    if v.trend:
+        text += f" {v.trend}"
     if v.elapsed is not None:
         limit = "?" if v.timeout is None else f"{v.timeout:g}"
         text += f"  {v.elapsed:.2f}/{limit} s"
@@ -297,6 +346,8 @@ def worker_html(v: WorkerView) -> str:
         f"<code>pid {pid}</code> · gen {v.generation} · {_plural(v.calls, 'call')} · "
         f"rss {format_bytes(v.rss)}"
     )
+    if v.trend:
+        text += f' <span class="fnrun-rss-trend" title="RSS of this process, last readings">{html.escape(v.trend)}</span>'
     if v.elapsed is not None:
         limit = "?" if v.timeout is None else f"{v.timeout:g}"
         text += f" · {v.elapsed:.1f}/{limit} s"

@@ -94,6 +94,22 @@ CELL_ARGUMENTS: list[Callable[[_F], _F]] = [
     ),
     argument("--rate", type=float, metavar="R", help="open-loop arrivals per second (a batch)"),
     argument(
+        "--resources", action="store_true",
+        help="record what each call cost its handler process: the columns cpu_ms,"
+        " rss_mib and peak_rss_mib (the cell is a batch: one input, a batch of one)",
+    ),
+    argument(
+        "--handler-timing", action="store_true",
+        help="ask the handler for its own time per call (FNRUN_NB_TIMING=1; SDK"
+        " handlers answer): the columns handler_ms and transport_ms (the cell is a"
+        " batch: one input, a batch of one)",
+    ),
+    argument(
+        "--max-rss", type=float, metavar="MIB",
+        help="recycle a worker whose resident memory exceeds MIB after a call (after"
+        " the call's answer; never a failed call)",
+    ),
+    argument(
         "--monitor", action="store_true",
         help="show the live worker monitor of the pool while the cell runs",
     ),
@@ -160,6 +176,9 @@ class CellOptions:
     lines: bool = False
     json: bool = False
     rate: float | None = None
+    resources: bool = False
+    handler_timing: bool = False
+    max_rss: float | None = _setting("max_rss_mib")
     monitor: bool = False
     dask: str | None = None
     output: str | None = None
@@ -221,6 +240,8 @@ def _validate(o: CellOptions) -> None:
         raise UsageError(f"--wait must be zero or a positive number of seconds, got {o.wait:g}")
     if o.repeat is not None and o.repeat < 1:
         raise UsageError(f"-r/--repeat must be at least 1, got {o.repeat}")
+    if o.max_rss is not None and not (o.max_rss > 0 and o.max_rss != float("inf")):
+        raise UsageError(f"--max-rss must be a positive number of MiB, got {o.max_rss:g}")
     if o.rate is not None and not o.rate > 0:
         raise UsageError(f"--rate must be a positive number of calls per second, got {o.rate:g}")
     if o.lines and o.json:
@@ -341,7 +362,8 @@ def parse_cell(
     opts = parse_cell_options(line)
     env = parse_env(opts.env, namespace)
     inputs, batch = parse_body(body, lines=opts.lines, json_mode=opts.json)
-    if opts.repeat is not None or opts.dask is not None:
+    # Resource and timing columns are a batch's: one input then is a batch of one.
+    if opts.repeat is not None or opts.dask is not None or opts.resources or opts.handler_timing:
         batch = True
     if opts.rate is not None and not batch:
         raise UsageError("--rate applies to a batch: add --lines, -r/--repeat or a JSON list")

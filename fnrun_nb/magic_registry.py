@@ -202,7 +202,7 @@ class PoolRegistry:
             reason = "restarted as asked (--restart)"
         else:
             diffs = [
-                f"{setting_option(name)} {old:g} -> {new:g}"
+                f"{setting_option(name)} {_number(old)} -> {_number(new)}"
                 for name, old, new in current.changes(current.replace(**given))
             ]
             changed = entry.changed_file()
@@ -382,3 +382,8 @@ class PoolRegistry:
                 )
             )
         return PoolTable(tuple(rows))
+
+
+def _number(value: float | None) -> str:
+    """A setting's value in a restart note: ``2.5``, or ``none`` (``--max-rss`` unset)."""
+    return "none" if value is None else f"{value:g}"

@@ -93,6 +93,7 @@ class FnrunMagics(Magics):
             batch = pool.map(
                 req.inputs, env=env, repeat=req.repeat, rate=req.options.rate,
                 monitor=req.options.monitor,
+                **_profiling(req),
                 progress=False if req.options.quiet else "auto",
             )
         except KeyboardInterrupt:
@@ -123,6 +124,7 @@ class FnrunMagics(Magics):
             batch = dpool.map(
                 req.inputs, env=req.env or None, repeat=req.repeat, rate=opts.rate,
                 progress=False if opts.quiet else "auto",
+                **_profiling(req),
             )
         except KeyboardInterrupt:
             entry.count(dpool.last_batch)
@@ -191,6 +193,14 @@ class FnrunMagics(Magics):
         if cmd.action == "stderr":
             return StderrView(entry.handler, entry.pool.stderr())
         return entry.pool.monitor()
+
+
+def _profiling(req: CellRequest) -> dict[str, bool]:
+    """``resources`` / ``handler_timing`` for ``map``: only those the cell asked for, so
+    a pool started with them on (``Pool(resources=True)``) keeps its default."""
+    opts = req.options
+    asked = {"resources": opts.resources, "handler_timing": opts.handler_timing}
+    return {name: True for name, on in asked.items() if on}
 
 
 def _pids(pool: Pool) -> str:

@@ -26,6 +26,7 @@ or on :meth:`Monitor.stop`.  Updates are pushed from that background thread; ipy
 from __future__ import annotations
 
 import abc
+import collections
 import functools
 import math
 import os
@@ -43,6 +44,8 @@ from .display import BatchProgressLike, WorkerView
 from .pool import PoolSnapshot, WorkerState
 
 __all__ = ["Monitor", "MonitorWarning", "TextMonitor", "WidgetMonitor", "monitor"]
+
+_TREND_READINGS = 24  # readings kept per process for its RSS sparkline
 
 MIN_INTERVAL = 0.1
 """Seconds between refreshes, at least: at most ten updates a second."""
@@ -88,6 +91,7 @@ class Monitor(abc.ABC):
         rss: bool = True,
         hold: float = 2.0,
         title: str | None = None,
+        trend: bool | None = None,
     ) -> None:
         if not (isinstance(interval, (int, float)) and math.isfinite(interval)):
             raise ValueError(f"interval must be a number of seconds, got {interval!r}")
@@ -103,6 +107,9 @@ class Monitor(abc.ABC):
         self.hold = float(hold)
         self.title = title if title is not None else _title_of(pool)
         self._rss = rss
+        self._trend = trend
+        # slot -> (pid, its RSS readings, oldest first): a new process starts a new line.
+        self._rss_seen: dict[int, tuple[int | None, collections.deque[int]]] = {}
         self._batch: _BatchLike | None = None
         self._lock = threading.Lock()  # one refresh at a time (refresher vs refresh())
         self._stopping = threading.Event()
@@ -160,6 +167,7 @@ class Monitor(abc.ABC):
             self._batch = active
         snap = self.pool.snapshot(rss=self._rss)
         now = snap.taken
+        trend = self._rss and self._trend_on()
         views = []
         for w in snap.workers:
             seen = self._seen.get(w.slot)
@@ -172,9 +180,33 @@ class Monitor(abc.ABC):
                 self._failed_at[w.slot] = now
             self._seen[w.slot] = (w.generation, w.last_error)
             recent = now - self._failed_at.get(w.slot, -math.inf) < self.hold
-            views.append(fmt.worker_view(w, now, failed_recently=recent))
+            history = self._rss_history(w.slot, w.pid, w.rss) if trend else None
+            views.append(
+                fmt.worker_view(w, now, failed_recently=recent, rss_history=history)
+            )
         progress = self._batch.progress() if self._batch is not None else None
         return _Frame(snap, tuple(views), progress)
+
+    def _trend_on(self) -> bool:
+        """Show RSS trends: as asked, or (``trend=None``) when the pool or its batch
+        records ``resources``, i.e. when memory is what the user is looking at."""
+        if self._trend is not None:
+            return self._trend
+        settings = getattr(self.pool, "settings", None)
+        if getattr(settings, "resources", False):
+            return True
+        config = getattr(self._batch, "config", None)
+        return bool(isinstance(config, dict) and config.get("resources"))
+
+    def _rss_history(self, slot: int, pid: int | None, rss: int | None) -> list[int]:
+        """Add ``rss`` to the readings of ``slot``'s process ``pid``; its readings."""
+        seen = self._rss_seen.get(slot)
+        if seen is None or seen[0] != pid:
+            seen = (pid, collections.deque(maxlen=_TREND_READINGS))
+            self._rss_seen[slot] = seen
+        if rss is not None:
+            seen[1].append(rss)
+        return list(seen[1])
 
     # --- the seam each front-end overrides --------------------------------------------
 
@@ -428,7 +460,9 @@ def monitor(
     :class:`MonitorWarning` and falls back to text).  ``show=True`` displays the
     widget now (``Pool.map(monitor=True)`` does, because the cell then blocks).
     Options: ``interval`` (s between refreshes, >= 0.1), ``rss`` (read each worker's
-    memory), ``hold`` (s a failure stays visible), ``title``; text mode also takes
+    memory), ``hold`` (s a failure stays visible), ``title``, ``trend`` (each worker's
+    RSS as a sparkline and an arrow, one reading per refresh: ``True``, ``False``, or
+    ``None`` for "when the pool or the batch records ``resources``"); text mode also takes
     ``file``, ``log_interval``, ``inplace``.
 
     Raises ``ValueError`` for a bad mode or option, ``ImportError`` for

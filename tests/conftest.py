@@ -4,7 +4,9 @@ extra thread or file descriptor may outlive it."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -105,3 +107,18 @@ def echo_handler() -> str:
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def c_echo(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The C echo handler (``notebooks/handlers/echo.c``), compiled once per session with
+    the system compiler into a temp dir; the test is skipped without a compiler."""
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler (cc) on this machine: the foreign-handler test needs one")
+    out = tmp_path_factory.mktemp("c_handler") / "echo_c"
+    subprocess.run(
+        [cc, "-O2", "-Wall", "-o", str(out), str(HANDLERS / "echo.c")],
+        check=True, timeout=120, capture_output=True,
+    )
+    return str(out)

@@ -51,6 +51,24 @@ def test_lines_from_stdin_with_env_write_a_csv_record(tmp_path: Path) -> None:
     assert [json.loads(e) for e in df["env"]] == [{"MODE": "fast", "X": "a=b"}] * 8
 
 
+def test_profiling_options_add_their_columns_and_summary_lines(tmp_path: Path) -> None:
+    out = tmp_path / "run.parquet"
+    leaky = str(TEST_HANDLERS / "leaky_rss.py")
+    proc = run_cli(
+        "run", f"{leaky} 1024", "-w", "1", "--repeat", "80", "--resources",
+        "--handler-timing", "--max-rss", "60", "--out", str(out), stdin=b"x\n",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "service  handler " in proc.stdout and " ms + transport " in proc.stdout
+    assert "process  cpu " in proc.stdout and " peak " in proc.stdout
+    df = pd.read_parquet(out)
+    assert {"cpu_ms", "rss_mib", "peak_rss_mib", "handler_ms", "transport_ms"} <= set(df.columns)
+    assert df["outcome"].eq("ok").all() and df["handler_ms"].notna().all()
+    # --max-rss 60 recycled the leaking process (1 MiB a call) before it passed 61.5 MiB
+    assert df["generation"].nunique() > 1 and df["rss_mib"].max() < 61.5
+    assert run_cli("run", ECHO, "--max-rss", "0").returncode == 2
+
+
 def test_json_lines_from_a_file_write_a_parquet_record(tmp_path: Path) -> None:
     src = tmp_path / "calls.jsonl"
     src.write_text(

@@ -365,6 +365,14 @@ def test_fnrun_magic_with_dask_runs_the_cell_on_the_cluster(
         assert magics.registry.dask == {} and len(magics.pool_table()) == 0
         assert _wait_until(lambda: not _handlers())
         magics.fnrun_cell(f"{PROBE} --dask {cluster.scheduler_address} -w 1", "again")
+        # The profiling options reach the Dask batch: the same columns as a local one.
+        line = f"{PROBE} --dask {cluster.scheduler_address} -w 1 --resources --handler-timing"
+        profiled = magics.fnrun_cell(line, "p").df
+        assert {"cpu_ms", "rss_mib", "peak_rss_mib", "handler_ms", "transport_ms"} <= set(
+            profiled.columns
+        )
+        assert profiled["rss_mib"].gt(0).all() and profiled["handler_ms"].notna().all()
+        assert len(magics.registry.dask) == 1  # not a pool setting: the same DaskPool
     finally:
         assert magics.close_all() == 1
     assert _wait_until(lambda: not _handlers())

@@ -161,3 +161,28 @@ def test_a_long_error_keeps_its_reason_whatever_the_path_length() -> None:
 def test_a_long_error_without_a_reason_is_cut_at_its_end() -> None:
     v = fmt.worker_view(worker(last_error="x" * 200), NOW, failed_recently=True)
     assert "(" + "x" * 59 + "…)" in fmt.worker_text(v)
+
+
+MIB = 1024 * 1024
+
+
+def test_rss_trend_is_a_sparkline_and_an_arrow() -> None:
+    growing = [40 * MIB + i * MIB for i in range(8)]
+    assert fmt.rss_trend(growing) == "▁▂▃▄▅▆▇█ ↑"
+    assert fmt.rss_trend(growing[::-1]) == "█▇▆▅▄▃▂▁ ↓"
+    # allocator noise of a few pages, or under the 256 KiB floor, is steady
+    assert fmt.rss_trend([40 * MIB, 40 * MIB + 4096 * 3, 40 * MIB]) == "▁▁▁ →"
+    assert fmt.rss_trend([40 * MIB, 40 * MIB + 200 * 1024]) == "▁▆ →"
+    assert fmt.rss_trend([40 * MIB] * 5) == "▁▁▁▁▁ →"
+    assert fmt.rss_trend([]) == ""
+    assert len(fmt.rss_trend(growing * 4, width=12)) == len("▁▂▃▄▅▆▇█▁▂▃▄ ↑")
+
+
+def test_a_trend_shows_in_text_and_html_only_when_given() -> None:
+    w = worker(pid=7, rss=45 * MIB)
+    plain = fmt.worker_view(w, now=0.0)
+    assert plain.trend is None and "▁" not in fmt.worker_text(plain)
+    view = fmt.worker_view(w, now=0.0, rss_history=[40 * MIB, 45 * MIB])
+    assert view.trend == "▁█ ↑"
+    assert fmt.worker_text(view).endswith("rss  45.0 MiB ▁█ ↑")
+    assert 'class="fnrun-rss-trend"' in fmt.worker_html(view) and "▁█ ↑" in fmt.worker_html(view)

@@ -442,3 +442,15 @@ def test_result_equality_and_hash_ignore_info(spawn: Callable[..., CmdInvoker]) 
 
     copy = pickle.loads(pickle.dumps(a))
     assert copy == a and copy.info == a.info
+
+
+def test_a_channel_without_a_wire_format_cannot_be_made() -> None:
+    from fnrun_nb._channel import HandlerChannel
+
+    # ``exchange`` is the one thing a channel kind must supply; forgetting it is a
+    # TypeError at construction, before any process starts, not an error mid-call.
+    class NoWire(HandlerChannel):
+        pass
+
+    with pytest.raises(TypeError, match="abstract method.*exchange"):
+        NoWire([sys.executable, "-c", "pass"])  # type: ignore[abstract]

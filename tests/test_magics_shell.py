@@ -159,6 +159,8 @@ def test_usage_errors_are_exact(shell: MagicShell) -> None:
         f"%%fnrun {ECHO} --json\n{{oops": "--json: the cell is not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
         f"%%fnrun {ECHO} --json\n[]": "--json: the list is empty",
         f"%%fnrun {ECHO} -o 1x\nx": "-o NAME must be a Python identifier, got '1x'",
+        f"%%fnrun {ECHO} --max-rss 0\nx": "--max-rss must be a positive number of MiB, got 0",
+        f"%%fnrun {ECHO} --max-rss lots\nx": "argument --max-rss: invalid float value: 'lots'",
         f"%%fnrun {ECHO} -e NOEQUALS\nx": "-e/--env expects KEY=VALUE or @NAME, got 'NOEQUALS'",
         f"%%fnrun {ECHO} -e @missing\nx": "-e @missing: no variable 'missing' in the namespace",
         f"%%fnrun {ECHO} -e @notamap\nx": "-e @notamap: expected a mapping of str to str, got list",
@@ -190,9 +192,51 @@ def test_help_and_usage(shell: MagicShell) -> None:
     doc = shell.out("%%fnrun?")  # the usage IPython's help shows
     assert "%%fnrun [-w N] [-t SECONDS] [--wait SECONDS] [-e KEY=VALUE] [-r N]" in doc
     for opt in ("--lines", "--json", "--rate R", "--monitor", "-o NAME, --output NAME",
+                "--resources", "--handler-timing", "--max-rss MIB",
                 "-q, --quiet", "--restart", "-e <KEY=VALUE>, --env <KEY=VALUE>"):
         assert opt in doc, opt
     assert "%fnrun stop [HANDLER|all]" in shell.out("%fnrun?")
+
+
+# --- profiling options ----------------------------------------------------------------
+
+PROFILED = os.path.relpath(TEST_HANDLERS / "profiled.py", ROOT)
+LEAKY = os.path.relpath(TEST_HANDLERS / "leaky_rss.py", ROOT)
+
+
+def test_resources_and_handler_timing_make_a_batch_with_their_columns(shell: MagicShell) -> None:
+    # One input with --resources is a batch of one: the columns are a batch's.
+    reply = shell.ok(f"%%fnrun {PROFILED} -w 1 --resources -o one\nbusy:30")
+    assert reply["result_type"] == "Batch"
+    assert shell.out("print(len(one), one.df['cpu_ms'].iloc[0] > 20, 'handler_ms' in one.df)") == (
+        "1 True False\n"
+    )
+    reply = shell.ok(f"%%fnrun {PROFILED} --lines --handler-timing -o b\nsleep:20\nsleep:20")
+    text = reply["outputs"][0]["data"]["text/plain"]
+    assert "service  handler " in text and "transport" in text  # the summary's split
+    assert shell.out(
+        "print(sorted(c for c in ('cpu_ms', 'handler_ms', 'transport_ms') if c in b.df),"
+        " bool(b.df['handler_ms'].between(19, 40).all()),"
+        " bool((b.df['transport_ms'] > 0).all()),"
+        " 'FNRUN_NB_TIMING' in b.df['env_in'].iloc[0])"
+    ) == "['handler_ms', 'transport_ms'] True True False\n"
+    # Not a pool setting: the same warm process served every cell.
+    assert shell.out("print(one.df['pid'].iloc[0] in set(b.df['pid']))") == "True\n"
+    # Without the options the columns are absent again.
+    shell.ok(f"%%fnrun {PROFILED} --lines -o plain\nx")
+    assert shell.out("print([c for c in ('cpu_ms', 'handler_ms') if c in plain.df])") == "[]\n"
+
+
+def test_max_rss_recycles_a_leaking_worker_and_restarts_once(shell: MagicShell) -> None:
+    shell.ok(f"%%fnrun '{LEAKY} 1024' -w 1 -r 10 -q -o before\nx")
+    reply = shell.ok(f"%%fnrun '{LEAKY} 1024' -w 1 --max-rss 200 -r 1 -o again\nx")
+    assert "new settings: --max-rss none -> 200" in reply["stdout"]
+    # 1 MiB a call on a process near 40 MiB: recycled every few dozen calls, never failed.
+    shell.ok(f"%%fnrun '{LEAKY} 1024' -w 1 --max-rss 60 -r 120 --resources -o leak\nx")
+    assert shell.out(
+        "print(leak.df['outcome'].eq('ok').all(), leak.df['generation'].nunique() > 1,"
+        " bool(leak.df['rss_mib'].max() < 60 + 1.5))"
+    ) == "True True True\n"
 
 
 # --- failures -----------------------------------------------------------------------------

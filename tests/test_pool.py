@@ -4,8 +4,6 @@ shutdown, snapshots, foreign handlers.  Real processes; every wait is bounded.""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -52,18 +50,6 @@ def all_idle(pool: Pool) -> bool:
     return all(w.state is WorkerState.IDLE for w in pool.snapshot().workers)
 
 
-@pytest.fixture(scope="module")
-def c_echo(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The C echo handler, compiled with the system compiler into a temp dir."""
-    cc = shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler (cc) on this machine: the foreign-handler test needs one")
-    out = tmp_path_factory.mktemp("c_handler") / "echo_c"
-    subprocess.run(
-        [cc, "-O2", "-Wall", "-o", str(out), str(HANDLERS / "echo.c")],
-        check=True, timeout=120, capture_output=True,
-    )
-    return str(out)
 
 
 # --- calls ------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ margin (a busy loop's CPU time against a sleep's), never a tight figure.
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -28,7 +27,6 @@ from _schema import assert_schema
 
 HERE = Path(__file__).resolve().parent
 PROFILED = str(HERE / "handlers" / "profiled.py")
-C_ECHO_SRC = HERE.parent / "notebooks" / "handlers" / "echo.c"
 TIMING_COLUMNS = ("handler_ms", "transport_ms")
 RESOURCE_COLUMNS = ("cpu_ms", "rss_mib", "peak_rss_mib")
 NEW = (*TIMING_COLUMNS, *RESOURCE_COLUMNS)
@@ -89,6 +87,7 @@ def test_off_by_default_the_columns_are_absent() -> None:
     assert not set(NEW) & set(batch.df.columns)
     assert_schema(batch.df)
     assert "service  handler" not in str(batch.summary())
+    assert batch.summary().resources is None and "process  cpu" not in str(batch.summary())
     assert batch.config["resources"] is False and batch.config["handler_timing"] is False
 
 
@@ -124,6 +123,13 @@ def test_cpu_ms_tells_a_busy_loop_from_a_sleep() -> None:
     assert (sleep["cpu_ms"] < 0.25 * ms).all(), sleep["cpu_ms"].tolist()
     assert (sleep["cpu_ms"] >= 0).all()
     assert (df["rss_mib"] > 1).all() and (df["peak_rss_mib"] >= df["rss_mib"]).all()
+    # The summary's process line: medians over the ok calls, the highest peak.
+    used = batch.summary().resources
+    assert used is not None
+    assert used["cpu_ms"] == pytest.approx(df["cpu_ms"].median())
+    assert used["rss_mib"] == pytest.approx(df["rss_mib"].median())
+    assert used["peak_rss_mib"] == pytest.approx(df["peak_rss_mib"].max())
+    assert "process  cpu " in str(batch.summary())
 
 
 def test_rss_grows_by_what_the_handler_keeps() -> None:
@@ -186,15 +192,6 @@ def test_the_timing_request_reaches_the_handler_only_through_the_sdk() -> None:
     assert TIMING_KEY not in timed["env_in"][0] and HANDLER_NS_KEY not in timed["env"][0]
 
 
-@pytest.fixture(scope="module")
-def c_echo(tmp_path_factory: pytest.TempPathFactory) -> str:
-    cc = shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler (cc) on this machine")
-    out = tmp_path_factory.mktemp("c_handler") / "echo_c"
-    subprocess.run([cc, "-O2", "-o", str(out), str(C_ECHO_SRC)], check=True, timeout=120,
-                   capture_output=True)
-    return str(out)
 
 
 def test_a_handler_that_does_not_report_its_time_has_nan(c_echo: str) -> None:

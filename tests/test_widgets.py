@@ -7,7 +7,9 @@ proves that a person sees them in JupyterLab.
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -273,3 +275,35 @@ def test_a_crash_stays_visible_while_the_replacement_backs_off() -> None:
         finally:
             m.close()
             starts["healthy"] = True
+
+
+LEAKY = str(TEST_HANDLERS / "leaky_rss.py")
+
+
+def test_rss_trends_show_when_resources_are_on_and_follow_each_process() -> None:
+    out = io.StringIO()
+    with Pool([sys.executable, LEAKY, "2048"], workers=1, timeout=10.0) as leaky:
+        m = monitor(leaky, mode="text", file=out, inplace=False)
+        leaky.map([b"x"] * 20, progress=False)
+        m.refresh()
+        assert m._frame is not None and m._frame.views[0].trend is None  # resources off
+        m.stop()
+        m = monitor(leaky, mode="text", file=out, inplace=False)
+        # A batch with resources turns trends on: 2 MiB a call grows between refreshes.
+        leaky.map([b"x"] * 60, resources=True, rate=150, progress=False)
+        m.refresh()
+        view = m._frame.views[0]
+        assert view.trend is not None and view.trend.endswith("↑"), view
+        assert len(view.trend) > 4 and view.trend in m.text()
+        # A new process starts a new line: its history is not its predecessor's.
+        os.kill(view.pid, signal.SIGKILL)
+        wait_for(lambda: leaky.snapshot().workers[0].pid not in (None, view.pid)
+                 and leaky.snapshot().workers[0].state.value == "idle")
+        m.refresh()
+        assert m._frame.views[0].trend == "▁ →"
+        m.stop()
+    with Pool([sys.executable, LEAKY, "2048"], workers=1, resources=True) as p:
+        m = monitor(p, mode="text", file=out, inplace=False)
+        m.refresh()
+        assert m._frame.views[0].trend  # the pool's default: on from the first frame
+        m.stop()

@@ -46,7 +46,11 @@ class Summary:
     ``handler_split`` is ``None`` unless the record has ``handler_ms`` (a batch with
     ``handler_timing``); then it maps ``"handler"`` and ``"transport"`` to their
     medians (ms) over the ok rows whose handler reported its time, and ``"calls"``
-    to how many those are (NaN medians when none did).
+    to how many those are (NaN medians when none did).  ``resources`` is ``None``
+    unless the record has ``cpu_ms`` (a batch with ``resources``); then it maps
+    ``"cpu_ms"`` to the median CPU time per ok call, ``"rss_mib"`` to the median RSS
+    after an ok call and ``"peak_rss_mib"`` to the highest peak of any process (NaN
+    when no call was measured).
     """
 
     calls: int
@@ -61,6 +65,7 @@ class Summary:
     command: str | None = None
     interrupted: bool = False
     handler_split: dict[str, float] | None = None
+    resources: dict[str, float] | None = None
     drift: str | None = None
     """One line when the batch shows a memory leak or a slowdown the longer a process
     lives (see ``batch.drift()``; needs scipy), else ``None``."""
@@ -98,6 +103,12 @@ class Summary:
             lines.append(
                 f"service  handler {_ms(split['handler'])} ms + transport "
                 f"{_ms(split['transport'])} ms (medians over {int(split['calls'])} timed ok calls)"
+            )
+        used = self.resources
+        if used is not None:
+            lines.append(
+                f"process  cpu {_ms(used['cpu_ms'])} ms/call · rss {_mib(used['rss_mib'])} MiB"
+                f" (medians over ok calls) · peak {_mib(used['peak_rss_mib'])} MiB"
             )
         return lines
 
@@ -186,6 +197,7 @@ def summarize(
             else 0.0
         )
     handler_split = _handler_split(df, ok) if "handler_ms" in df.columns else None
+    resources = _resources(df, ok) if "cpu_ms" in df.columns else None
     service_s = float(np.nansum(df["service_ms"].to_numpy(dtype=float, na_value=np.nan))) / 1e3
     utilisation = service_s / (wall_s * workers) if workers and wall_s > 0 else math.nan
     return Summary(
@@ -201,6 +213,7 @@ def summarize(
         command=command,
         interrupted=interrupted,
         handler_split=handler_split,
+        resources=resources,
         drift=drift_note(df),
     )
 
@@ -217,6 +230,26 @@ def _handler_split(df: pd.DataFrame, ok: np.ndarray) -> dict[str, float]:
         "transport": float(np.median(transport[known])),
         "calls": float(known.sum()),
     }
+
+
+def _resources(df: pd.DataFrame, ok: np.ndarray) -> dict[str, float]:
+    """Medians of ``cpu_ms`` and ``rss_mib`` over ok rows, and the highest peak."""
+
+    def column(name: str) -> np.ndarray:
+        values: np.ndarray = df[name].to_numpy(dtype=float, na_value=np.nan)[ok]
+        kept: np.ndarray = values[~np.isnan(values)]
+        return kept
+
+    cpu, rss, peak = column("cpu_ms"), column("rss_mib"), column("peak_rss_mib")
+    return {
+        "cpu_ms": float(np.median(cpu)) if cpu.size else math.nan,
+        "rss_mib": float(np.median(rss)) if rss.size else math.nan,
+        "peak_rss_mib": float(peak.max()) if peak.size else math.nan,
+    }
+
+
+def _mib(v: float) -> str:
+    return "-" if math.isnan(v) else f"{v:,.1f}"
 
 
 def _ms(v: float) -> str:
