@@ -81,7 +81,7 @@ OLDEST_TESTS  := tests/test_floors.py tests/test_batch.py tests/test_batch_failu
 	tests/test_protocol.py tests/test_handler_sdk.py tests/test_golden_host.py \
 	tests/test_cli.py tests/test_magic_args.py tests/test_magics_shell.py \
 	tests/test_magics_kernel.py tests/test_widgets.py tests/test_monitor_kernel.py \
-	tests/test_dask.py tests/test_analysis_dask.py
+	tests/test_dask.py tests/test_analysis_dask.py tests/test_resources.py
 
 .PHONY: test-oldest clean-oldest
 
