@@ -112,8 +112,6 @@ def _field_kinds() -> tuple[tuple[str, str], ...]:
 # and float fields float64: one pack per call with no int-to-float conversions, and
 # the frame gets its Int64 columns without a float round trip.
 _KINDS = _field_kinds()
-_FIELDS = tuple(name for name, _ in _KINDS)
-_INT_FIELDS = frozenset(name for name, code in _KINDS if code == "q")
 _ROW = struct.Struct("=" + "".join(code for _, code in _KINDS))
 _ROW_BYTES = _ROW.size
 _ROW_DTYPE = np.dtype([(name, np.int64 if code == "q" else np.float64) for name, code in _KINDS])
