@@ -37,6 +37,7 @@ SECTIONS = (
     "dask_scaling",
     "hotpath",
     "resources",
+    "fidelity",
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 BUDGET_SECONDS = 600

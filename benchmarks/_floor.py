@@ -6,8 +6,9 @@
         writev(stdin, len ‖ Event ‖ len ‖ ExecutionContext)     protobuf-encoded
         read(stdout)  → len ‖ Result                             protobuf-decoded
 
-It drives the same SDK echo handler process that ``Pool`` drives (same interpreter,
-same script), one ``writev`` per call, and reads straight into a preallocated buffer
+It drives the same kind of handler process that ``Pool`` drives in the same case
+(the SDK echo by default, the compiled C echo of ``_handlers.c_echo`` when given its
+path: same interpreter or binary, same script), one ``writev`` per call, and reads straight into a preallocated buffer
 for large results.  Two codecs:
 
 - ``"protobuf"`` (the reference floor): the generated classes encode ``Event`` and
@@ -26,16 +27,14 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from fnrun_nb._proto import fnrun_pb2 as pb
 
-__all__ = ["ECHO", "FloorHost", "echo", "spawn_call"]
+from ._handlers import ECHO, argv_of
 
-ECHO = Path(__file__).resolve().parent.parent / "notebooks" / "handlers" / "echo.py"
-"""The SDK echo handler every section drives."""
+__all__ = ["ECHO", "FloorHost", "echo", "spawn_call"]
 
 _LEN = struct.Struct(">i")
 _DEADLINE_NS = 30_000_000_000
@@ -103,17 +102,18 @@ def _read_result(fd: int) -> bytes:
 
 
 class FloorHost:
-    """A minimal host loop on one SDK echo handler process of its own.
+    """A minimal host loop on one handler process of its own: ``handler`` is a ``.py``
+    file (run under this interpreter) or an executable, the SDK echo by default.
 
     ``codec`` is ``"protobuf"`` or ``"lean"`` (see the module docstring).
     """
 
-    def __init__(self, handler: Path = ECHO, codec: str = "protobuf") -> None:
+    def __init__(self, handler: Path | str = ECHO, codec: str = "protobuf") -> None:
         if codec not in ("protobuf", "lean"):
             raise ValueError(f"codec must be 'protobuf' or 'lean', got {codec!r}")
         self._encode = _frames if codec == "protobuf" else _lean_frames
         self.proc = subprocess.Popen(
-            [sys.executable, str(handler)],
+            argv_of(handler),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             bufsize=0,
@@ -155,10 +155,10 @@ class FloorHost:
         self.close()
 
 
-def spawn_call(data: bytes, handler: Path = ECHO) -> bytes:
+def spawn_call(data: bytes, handler: Path | str = ECHO) -> bytes:
     """A new handler process for one call: start, send, read, close stdin, reap."""
     proc = subprocess.Popen(
-        [sys.executable, str(handler)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+        argv_of(handler), stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
     )
     assert proc.stdin is not None and proc.stdout is not None
     try:

@@ -10,6 +10,10 @@ Cases (each a 16-byte echo, one call at a time, on one warm worker):
   protobuf codec (the reference of the target); ``lean floor``: the same host with a
   hand-framed ``Event`` (reported beside it: the strictest floor).
 - ``Pool.invoke``: ``fnrun_nb.Pool(echo.py, workers=1).invoke(data)``, the public path.
+- ``Pool.invoke, C echo`` and ``floor (minimal host), C echo``: the same two on the C
+  echo (``notebooks/handlers/echo.c``, ``cc -O2``), whose own time per call is a few
+  microseconds, so that their ratio is the host's overhead undiluted by a Python
+  handler's.  Without a C compiler both run the SDK echo (said in the notes).
 - ``ProcessPoolExecutor(1)``: ``submit(echo, data).result()``.
 - ``multiprocessing.Pool(1)``: ``apply(echo, (data,))``.
 - ``new process per call``: a fresh handler process per call (what a pool saves).
@@ -35,6 +39,7 @@ from typing import Any
 from fnrun_nb import Pool
 
 from ._floor import ECHO, FloorHost, echo, spawn_call
+from ._handlers import c_echo
 from ._method import (
     Case, calibrate, interleave, paired, pin_cpu, pinned, summarize, timed,
 )
@@ -44,6 +49,8 @@ DATA = b"0123456789abcdef"
 FLOOR = "floor (minimal host)"
 LEAN = "lean floor (hand-framed Event)"
 POOL = "Pool.invoke"
+C_FLOOR = "floor (minimal host), C echo"
+C_POOL = "Pool.invoke, C echo"
 PPE = "ProcessPoolExecutor(1)"
 MP = "multiprocessing.Pool(1).apply"
 SPAWN = "new process per call"
@@ -123,12 +130,21 @@ def run(quick: bool, *, rounds: int | None = None, cpu: int | None = None) -> di
         ops[LEAN] = _checked(LEAN, lean.call)
         pool = stack.enter_context(Pool(str(ECHO), workers=1, timeout=30.0))
         ops[POOL] = _checked(POOL, pool.invoke)
+        # The same pair on the C echo: the floor host drives the same process kind.
+        handler = stack.enter_context(c_echo())
+        c_floor = stack.enter_context(FloorHost(handler.command))
+        ops[C_FLOOR] = _checked(C_FLOOR, c_floor.call)
+        c_pool = stack.enter_context(Pool(handler.command, workers=1, timeout=30.0))
+        ops[C_POOL] = _checked(C_POOL, c_pool.invoke)
+        notes.append(f"C echo cases: {handler.label}.")
         ops[SPAWN] = _checked(SPAWN, spawn_call)
         for name, start in ((DASK, _start_dask), (IPP, _start_ipyparallel)):
             call = start(stack, notes)
             if call is not None:
                 ops[name] = _checked(name, call)
-        order = [n for n in (POOL, FLOOR, LEAN, PPE, MP, SPAWN, DASK, IPP) if n in ops]
+        order = [
+            n for n in (POOL, FLOOR, LEAN, C_POOL, C_FLOOR, PPE, MP, SPAWN, DASK, IPP) if n in ops
+        ]
         cases: dict[str, Case] = {name: timed(ops[name]) for name in order}
 
         for mode, mode_cpu in (("pinned", cpu), ("unpinned", None)):
@@ -140,17 +156,26 @@ def run(quick: bool, *, rounds: int | None = None, cpu: int | None = None) -> di
                 samples = interleave(cases, counts, rounds)
             base = samples[FLOOR]
             for name in order:
-                ratio = None if name == FLOOR else paired(samples[name], base)
+                # The C echo cases against their own floor, the rest against the SDK one.
+                to = C_FLOOR if name == C_POOL else FLOOR
+                ratio = None if name in (FLOOR, C_FLOOR) else paired(samples[name], samples[to])
                 rows.append(
                     row(
                         name, summarize(samples[name]).scaled(1e6), "us/call", mode=mode,
-                        ratio=ratio, ratio_to="floor" if ratio else None,
+                        ratio=ratio, ratio_to=("floor, C echo" if to == C_FLOOR else "floor")
+                        if ratio else None,
                         note=f"{counts[name]} calls/round",
                     )
                 )
             if mode == "pinned":
                 targets.append(
                     target("Pool.invoke / floor, pinned", paired(samples[POOL], base), "<=", 1.5, 1.25)
+                )
+                targets.append(
+                    target(
+                        "Pool.invoke / floor, C echo, pinned",
+                        paired(samples[C_POOL], samples[C_FLOOR]), "<=", 1.25,
+                    )
                 )
                 notes.append(
                     "pinned Pool.invoke / lean floor: "
@@ -165,7 +190,8 @@ def run(quick: bool, *, rounds: int | None = None, cpu: int | None = None) -> di
             else:
                 notes.append(
                     "unpinned Pool.invoke / floor: "
-                    f"{paired(samples[POOL], base).median:.2f}; "
+                    f"{paired(samples[POOL], base).median:.2f} (C echo: "
+                    f"{paired(samples[C_POOL], samples[C_FLOOR]).median:.2f}); "
                     "ProcessPoolExecutor / Pool.invoke: "
                     f"{paired(samples[PPE], samples[POOL]).median:.1f}x"
                 )

@@ -27,24 +27,17 @@ Target (aim only): ``resources=True`` costs under 10 us per ``Pool.map`` call.
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from fnrun_nb import Pool
 
-from ._floor import ECHO
+from ._handlers import c_echo
 from ._method import Case, calibrate, interleave, pin_cpu, pinned, summarize
 from ._report import print_standalone, row, section, target
 
 DATA = b"0123456789abcdef"
-C_ECHO = Path(__file__).resolve().parent.parent / "notebooks" / "handlers" / "echo.c"
 CALL = "InvokerPool.call"
 CALL_USAGE = "InvokerPool.call, resources"
 CALL_RSS = "InvokerPool.call, max_rss_mib"
@@ -52,28 +45,15 @@ MAP = "Pool.map per call"
 MAP_RES = "Pool.map per call, resources=True"
 
 
-@contextmanager
-def _echo_handler() -> Iterator[tuple[str, str]]:
-    """``(command, what it is)``: the compiled C echo, or the Python one without ``cc``."""
-    cc = shutil.which("cc")
-    if cc is None:
-        yield str(ECHO), "Python echo (no C compiler here)"
-        return
-    with tempfile.TemporaryDirectory(prefix="fnrun-bench-") as tmp:
-        out = Path(tmp) / "echo_c"
-        subprocess.run([cc, "-O2", "-o", str(out), str(C_ECHO)], check=True, timeout=120,
-                       capture_output=True)
-        yield str(out), "C echo (echo.c, cc -O2)"
-
-
 def run(quick: bool, *, rounds: int | None = None) -> dict[str, Any]:
     rounds = rounds or (3 if quick else 15)
     round_seconds = 0.02 if quick else 0.1
     batch_calls = 200 if quick else 2000
     cpu = pin_cpu()
-    with _echo_handler() as (command, handler), pinned(cpu), \
-            Pool(command, workers=1, timeout=30.0) as pool, \
-            Pool(command, workers=1, timeout=30.0, max_rss_mib=1 << 20) as limited:
+    with c_echo() as echo_handler, pinned(cpu), \
+            Pool(echo_handler.command, workers=1, timeout=30.0) as pool, \
+            Pool(echo_handler.command, workers=1, timeout=30.0, max_rss_mib=1 << 20) as limited:
+        handler = echo_handler.label
         if pool.invoke(DATA).data != DATA:
             raise RuntimeError("the echo handler did not echo")
         call = pool.invoker_pool.call

@@ -204,7 +204,8 @@ def test_every_callinfo_field_is_accounted_for_in_the_registry() -> None:
 
 
 def test_callinfo_fields_are_numbers_the_recorder_can_store() -> None:
-    # The Recorder stores a CallInfo whole, each field as a float64 (None as NaN).
+    # The Recorder stores a CallInfo whole: an int field as an int64, a float field as
+    # a float64 (None as a sentinel or NaN); it refuses any other type at import.
     for name, hint in typing.get_type_hints(CallInfo).items():
         assert set(typing.get_args(hint) or (hint,)) <= {int, float, type(None)}, name
 

@@ -7,12 +7,14 @@
     Batch.df       ──to_frame() once─────────────────────▶ pandas.DataFrame (COLUMNS)
 
 Each row is written by exactly one runner thread, into slots allocated before the
-first call (``array.array`` for numbers, lists for objects, dicts for the rare failure
-facts), so recording a call is a handful of stores: no lock, no allocation that grows
-with the batch, no pandas.  A call's numbers (status, data size and its whole
-:class:`~fnrun_nb.values.CallInfo`) are one row of a flat float64 array, written by
-one ``struct`` pack, so a CallInfo field needs no code here to be recorded; the
-columns made of it are the ones :data:`~fnrun_nb.batch.schema.SCHEMA` names.
+first call (a bytearray of typed rows and ``array.array`` for numbers, lists for
+objects, dicts for the rare failure facts), so recording a call is a handful of
+stores: no lock, no allocation that grows with the batch, no pandas.  A call's numbers
+(status, data size and its whole :class:`~fnrun_nb.values.CallInfo`) are one row of a
+packed record, each int field an int64 and each float field a float64, written by one
+``struct`` pack and read back as typed numpy columns (strided views, no per-row
+conversion), so a CallInfo field needs no code here to be recorded; the columns made
+of it are the ones :data:`~fnrun_nb.batch.schema.SCHEMA` names.
 Everything derivable from the plan (input index, repeat, scheduled time, env sent,
 bytes sent) or from other columns (latency, finished, cold, slack) is computed once,
 vectorised, when the DataFrame is built, and the frame is held to the schema by
@@ -29,6 +31,7 @@ from __future__ import annotations
 import math
 import struct
 import time
+import typing
 from array import array
 from typing import TYPE_CHECKING, Any
 
@@ -83,21 +86,43 @@ _time = time.time
 # numpy >= 1.23 builds an object array from an iterator (and much faster).
 _FROMITER_OBJECTS = np.lib.NumpyVersion(np.__version__) >= "1.23.0"
 
-# Row k of Recorder._numbers is call k's numbers, float64 each (NaN = none): its
-# result's status and data size, then its CallInfo, every field (None as NaN).  A
-# float64 holds each exactly: the status is an int32 on the wire, the rest are sizes,
-# counts, pids and times.
-_FIELDS = ("status", "bytes_out", *CallInfo._fields)
-_WIDTH = len(_FIELDS)
-_ROW = struct.Struct("=" + "d" * _WIDTH)
+_NONE = -(2**63)
+"""An int field's "none" in the record (int64's least value; no count, size, pid or
+status is ever that); a float field's is NaN."""
+
+
+def _field_kinds() -> tuple[tuple[str, str], ...]:
+    """(name, struct code) of a row's fields: ``q`` (int64) for an int field, ``d``
+    (float64) for a float one.  The status and data size, then CallInfo in its order,
+    so that one pack takes ``status, len(data), *info``."""
+    kinds = [("status", "q"), ("bytes_out", "q")]
+    for name, hint in typing.get_type_hints(CallInfo).items():
+        types = set(typing.get_args(hint) or (hint,)) - {type(None)}
+        if types == {int}:
+            kinds.append((name, "q"))
+        elif types <= {int, float}:
+            kinds.append((name, "d"))
+        else:
+            raise TypeError(f"CallInfo.{name} is {hint}: the Recorder stores numbers only")
+    return tuple(kinds)
+
+
+# Row k of Recorder._numbers is call k's numbers: its result's status and data size,
+# then its CallInfo, every field.  Int fields are int64 (exact, whatever their size)
+# and float fields float64: one pack per call with no int-to-float conversions, and
+# the frame gets its Int64 columns without a float round trip.
+_KINDS = _field_kinds()
+_ROW = struct.Struct("=" + "".join(code for _, code in _KINDS))
 _ROW_BYTES = _ROW.size
-_STATUS, _BYTES_OUT, _WAIT, _SERVICE, _STARTED, _DEADLINE, _CALL = map(
-    _FIELDS.index, ("status", "bytes_out", "wait", "service", "started", "deadline", "call")
-)
+_ROW_DTYPE = np.dtype([(name, np.int64 if code == "q" else np.float64) for name, code in _KINDS])
+_NONES = tuple(_NONE if code == "q" else _NAN for _, code in _KINDS)
+_EMPTY_ROW = _ROW.pack(*_NONES)
+_INFO_NONES = _NONES[2:]
+_FAILED_HEAD = _NONES[:2]  # a failed call has no status and no data
 
 
-def _direct_columns() -> tuple[tuple[str, str, int], ...]:
-    """(name, dtype, field index) of the columns that are one CallInfo field as is."""
+def _direct_columns() -> tuple[tuple[str, str, str], ...]:
+    """(name, dtype, field) of the columns that are one CallInfo field as is."""
     out = []
     for c in SCHEMA:
         field = info_field(c)
@@ -107,12 +132,12 @@ def _direct_columns() -> tuple[tuple[str, str, int], ...]:
             raise ValueError(f"batch schema: column {c.name!r} names no CallInfo field {field!r}")
         if c.dtype not in _OF_FIELD:
             raise ValueError(f"batch schema: column {c.name!r}: no CallInfo field is {c.dtype}")
-        out.append((c.name, c.dtype, _FIELDS.index(field)))
+        out.append((c.name, c.dtype, field))
     return tuple(out)
 
 
 def _no_none(info: CallInfo) -> tuple[float, ...]:
-    return tuple(_NAN if v is None else v for v in info)
+    return tuple(none if v is None else v for v, none in zip(info, _INFO_NONES))
 
 
 class Recorder:
@@ -124,7 +149,8 @@ class Recorder:
         self.rows = n
         self.outcome = array("b", [PENDING]) * n
         self.lag = array("d", bytes(8 * n))  # 0.0 without a rate
-        self._numbers = array("d", [_NAN]) * (n * _WIDTH)  # row k: see _FIELDS
+        # Row k: see _KINDS; every field "none" until the call is recorded.
+        self._numbers = bytearray(_EMPTY_ROW * n)
         self._pack = _ROW.pack_into
         self.env: list[dict[str, str] | None] = [None] * n
         self.data: list[bytes | None] | None = [None] * n if plan.keep_data else None
@@ -135,11 +161,12 @@ class Recorder:
         self.finished_at: dict[int, float] = {}  # failures seen before any worker
         self.cancel_reason = "not run: the batch was interrupted"
         self.t0_wall = _NAN  # wall-clock time of row 0's scheduled start (with a rate)
-        # numpy views on the arrays (no copy) for progress and the frame build
+        # numpy views on the buffers (no copy) for progress and the frame build; a
+        # field of the record is a strided view of its own type.
         self._codes = np.frombuffer(self.outcome, dtype=np.int8)
-        self._infos = np.frombuffer(self._numbers, dtype=np.float64).reshape(n, _WIDTH)
-        self._service = self._infos[:, _SERVICE]
-        self._wait = self._infos[:, _WAIT]
+        self._infos = np.frombuffer(self._numbers, dtype=_ROW_DTYPE)
+        self._service = self._infos["service"]
+        self._wait = self._infos["wait"]
         self._lag = np.frombuffer(self.lag, dtype=np.float64)
         # Optional columns (NaN until a successful call writes them).
         self.handler_ns = array("d", [_NAN]) * n if plan.handler_timing else None
@@ -148,15 +175,17 @@ class Recorder:
     # --- the hot path (runner threads) -----------------------------------------------
 
     def record_ok(self, k: int, result: Result) -> None:
-        # One pack of the call's numbers instead of a store per field: this runs once
-        # per call.  A pool's CallInfo has no None; a bare invoker's would.
-        info: Any = result.info
-        data = result.data
+        """Record call ``k``'s result (once per row, from the thread that ran it)."""
+        # The Result's slots, not its properties: a property is a Python call, and
+        # this runs once per call.  One pack of the call's numbers instead of a store
+        # per field.  A pool's CallInfo has no None; a bare invoker's would.
+        info: Any = result._info
+        data = result._data
         try:
-            self._pack(self._numbers, k * _ROW_BYTES, result.status, len(data), *info)
+            self._pack(self._numbers, k * _ROW_BYTES, result._status, len(data), *info)
         except struct.error:
-            self._pack(self._numbers, k * _ROW_BYTES, result.status, len(data), *_no_none(info))
-        self.env[k] = result.env
+            self._pack(self._numbers, k * _ROW_BYTES, result._status, len(data), *_no_none(info))
+        self.env[k] = result._env
         if self.data is not None:
             self.data[k] = data
         # Last: a row counts as done for progress() once its outcome is set.
@@ -166,7 +195,7 @@ class Recorder:
         """``record_ok`` for a batch with handler timing: the handler's own time moves
         from the result's env (``FNRUN_NB_HANDLER_NS``) to the ``handler_ms`` column; a
         value that is not a count of nanoseconds is left out of both."""
-        ns = result.env.pop(HANDLER_NS_KEY, None)
+        ns = result._env.pop(HANDLER_NS_KEY, None)
         if ns is not None:
             try:
                 self.handler_ns[k] = float(int(ns))  # type: ignore[index]
@@ -189,9 +218,9 @@ class Recorder:
         the error's own message (why a killed call counts as cancelled)."""
         info = exc.info
         if info is not None:
-            self._pack(self._numbers, k * _ROW_BYTES, _NAN, _NAN, *_no_none(info))
+            self._pack(self._numbers, k * _ROW_BYTES, *_FAILED_HEAD, *_no_none(info))
         else:
-            self._infos[k, _WAIT] = waited
+            self._wait[k] = waited
             self.finished_at[k] = _time()
         message = f"{type(exc).__name__}: {exc}"
         self.errors[k] = message if note is None else f"{note} ({message})"
@@ -237,20 +266,25 @@ class Recorder:
         n = self.rows
         n_in = len(plan.datas)
         rows = np.arange(n, dtype=np.int64)
-        input_index = rows % n_in if n_in else rows
+        # Without repeats (the usual batch) row k is input k: no gathers by input.
+        by_input = None if n_in == n else rows % n_in if n_in else rows
+        input_index = rows if by_input is None else by_input
         codes = self._codes.copy()
         ok = codes == OK
-        infos = self._infos  # row-major; each column below is a strided view
-        started = infos[:, _STARTED]
-        service = infos[:, _SERVICE]
+        infos = self._infos  # each field below is a strided view of its own type
+        started = infos["started"]
+        service = infos["service"]
         finished = started + service
         if self.finished_at:
             idx = np.fromiter(self.finished_at.keys(), dtype=np.int64)
             finished[idx] = np.fromiter(self.finished_at.values(), dtype=np.float64)
-        call = infos[:, _CALL]
+        call = infos["call"]
         # Latency is lag + wait + service; a call that never reached a worker has no
         # service (NaN), and its latency is the time it waited before failing.
-        latency = self._lag + infos[:, _WAIT] + np.where(np.isnan(service), 0.0, service)
+        if ok.all():
+            latency = self._lag + infos["wait"] + service
+        else:
+            latency = self._lag + infos["wait"] + np.where(np.isnan(service), 0.0, service)
         if plan.rate is not None:
             scheduled = _utc(self.t0_wall + rows / plan.rate)
         else:
@@ -258,9 +292,11 @@ class Recorder:
         env = self.env
         for k in np.flatnonzero(~ok).tolist():
             env[k] = {}  # no result: an empty env (a fresh dict per row, never shared)
-        env_in = _objects(plan.env_ins)[input_index] if n_in else _objects([])
-        bytes_in_per_input = np.fromiter(map(len, plan.datas), dtype=np.int64, count=n_in)
-        bytes_in = bytes_in_per_input[input_index] if n_in else rows
+        env_in = _objects(plan.env_ins)
+        bytes_in = np.fromiter(map(len, plan.datas), dtype=np.int64, count=n_in)
+        if by_input is not None:
+            env_in = env_in[by_input] if n_in else env_in
+            bytes_in = bytes_in[by_input] if n_in else rows
         exit_code = np.zeros(n, dtype=np.int64)
         exit_mask = np.ones(n, dtype=bool)
         if self.exit_codes:
@@ -270,26 +306,27 @@ class Recorder:
         # The columns whose source is not one CallInfo field as is (see schema.SCHEMA).
         columns: dict[str, Any] = {
             "input_index": input_index,
-            "repeat": rows // n_in if n_in else rows,
-            "status": _int_column(infos[:, _STATUS], "status"),
-            "outcome": pd.Categorical.from_codes(codes, categories=list(OUTCOMES)),
+            "repeat": np.zeros(n, dtype=np.int64) if by_input is None else (
+                rows // n_in if n_in else rows),
+            "status": _int_column(infos["status"], "status"),
+            "outcome": pd.Categorical.from_codes(codes, dtype=_OUTCOME_DTYPE),
             "scheduled": scheduled,
             "lag_ms": self._lag * 1e3,
             "latency_ms": latency * 1e3,
             "finished": _utc(finished),
-            "deadline_slack_ms": (infos[:, _DEADLINE] - finished) * 1e3,
-            "cold": pd.arrays.BooleanArray(call == 1, np.isnan(call)),
+            "deadline_slack_ms": (infos["deadline"] - finished) * 1e3,
+            "cold": pd.arrays.BooleanArray(call == 1, call == _NONE),
             "env": _series(_objects(env)),
             "env_in": _series(env_in),
             "bytes_in": bytes_in,
-            "bytes_out": _int_column(infos[:, _BYTES_OUT], "bytes_out"),
+            "bytes_out": _int_column(infos["bytes_out"], "bytes_out"),
             "data": _series(_objects(self.data) if self.data is not None else _nones(n)),
             "error": _series(_sparse(self.errors, n)),
             "stderr_tail": _series(_sparse(self.stderr_tails, n)),
-            "exit_code": _nullable(exit_code, exit_mask),
+            "exit_code": pd.arrays.IntegerArray(exit_code, exit_mask),
         }
-        for name, dtype, j in _DIRECT:
-            columns[name] = _OF_FIELD[dtype](infos[:, j], name)
+        for name, dtype, field in _DIRECT:
+            columns[name] = _OF_FIELD[dtype](infos[field], name)
         if len(columns) != len(COLUMNS):
             missing = ", ".join(c for c in COLUMNS if c not in columns)
             raise RuntimeError(f"batch schema: no code builds column(s) {missing}")
@@ -306,12 +343,26 @@ class Recorder:
         return conform(frame)
 
 
-def _nullable(values: np.ndarray, missing: np.ndarray) -> pd.arrays.IntegerArray:
-    return pd.arrays.IntegerArray(values.astype(np.int64, copy=True), missing.copy())
+_OUTCOME_DTYPE = pd.CategoricalDtype(list(OUTCOMES))
+_NS = 10**9
 
 
 def _utc(seconds: np.ndarray) -> pd.DatetimeIndex:
-    return pd.to_datetime(seconds, unit="s", utc=True).as_unit("ns")
+    """Epoch seconds (NaN for none) as UTC nanoseconds, NaT for none.
+
+    The nanoseconds are computed here, in numpy, exactly as ``pd.to_datetime(seconds,
+    unit="s")`` computes them (whole seconds, then the fraction rounded to 9 decimals,
+    each scaled and truncated), for a fraction of its cost.
+    """
+    missing = np.isnan(seconds)
+    has_missing = bool(missing.any())
+    if has_missing:
+        seconds = np.where(missing, 0.0, seconds)
+    whole = seconds.astype(np.int64)
+    ns = whole * _NS + (np.round(seconds - whole, 9) * 1e9).astype(np.int64)
+    if has_missing:
+        ns[missing] = np.iinfo(np.int64).min  # NaT
+    return pd.DatetimeIndex(ns.view("M8[ns]"), tz="UTC")
 
 
 def _objects(values: list[Any]) -> np.ndarray:
@@ -338,27 +389,39 @@ def _series(values: np.ndarray) -> pd.Series:
     return pd.Series(values, dtype=object, copy=False)
 
 
+# How a field of the record (an int64 view with _NONE for none, or a float64 view with
+# NaN) becomes a column of each dtype.
+
+
 def _seconds_column(values: np.ndarray, name: str) -> np.ndarray:
     # The record's convention: CallInfo times are seconds, a *_ms column milliseconds.
+    if values.dtype.kind == "i":
+        values = np.where(values == _NONE, _NAN, values.astype(np.float64))
     out: np.ndarray = values * 1e3 if name.endswith("_ms") else values.copy()
     return out
 
 
 def _int_column(values: np.ndarray, name: str) -> pd.arrays.IntegerArray:
-    missing = np.isnan(values)
-    return pd.arrays.IntegerArray(np.where(missing, 0.0, values).astype(np.int64), missing)
+    if values.dtype.kind == "f":
+        missing = np.isnan(values)
+        return pd.arrays.IntegerArray(np.where(missing, 0.0, values).astype(np.int64), missing)
+    missing = values == _NONE
+    out = values.copy()  # contiguous, and owned by the column
+    out[missing] = 0
+    return pd.arrays.IntegerArray(out, missing)
 
 
 def _bool_column(values: np.ndarray, name: str) -> pd.arrays.BooleanArray:
-    missing = np.isnan(values)
-    return pd.arrays.BooleanArray(np.where(missing, 0.0, values) != 0, missing)
+    missing = np.isnan(values) if values.dtype.kind == "f" else values == _NONE
+    return pd.arrays.BooleanArray((values != 0) & ~missing, missing)
 
 
 def _time_column(values: np.ndarray, name: str) -> pd.DatetimeIndex:
+    if values.dtype.kind == "i":
+        values = np.where(values == _NONE, _NAN, values.astype(np.float64))
     return _utc(values)
 
 
-# How a CallInfo field (float64, NaN for none) becomes a column of each dtype.
 _OF_FIELD: dict[str, Any] = {
     "float64": _seconds_column,
     "Int64": _int_column,

@@ -1,0 +1,137 @@
+"""Measurement fidelity: how much of ``service_ms`` is not the handler's own time.
+
+::
+
+    python -m benchmarks.fidelity [--quick]      (or: python -m benchmarks --only fidelity)
+
+``Pool.map(..., handler_timing=True)`` records ``handler_ms``, the time the handler
+reports for itself (an SDK handler: from having read the call to writing its answer),
+and ``transport_ms = service_ms - handler_ms``: what the measurement adds around the
+handler (pipes, the handler's decoding and encoding, scheduling, the host).  A
+faithful record keeps that small and steady, whatever else runs in the host.
+
+The handler is ``_sleeper.py``, an SDK handler that sleeps 2 ms per call; four warm
+workers; unpinned (four workers need the machine's CPUs).  Two cases, interleaved in
+rounds, one batch each per round on the same pool:
+
+- ``map``: ``pool.map(inputs, handler_timing=True, progress=False)``;
+- ``map, monitor=True``: the same batch with the live monitor on (outside a notebook,
+  the text monitor, redrawing 10 times a second into a sink that claims to be a
+  terminal, as in ``monitor_overhead``).
+
+A round's figure is the median ``transport_ms`` of its batch's calls.  Targets: that
+median (plain) is at most 50 us, and the monitor moves it by at most 10 us (the
+monitored minus the plain median of the same round, summarized over rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import time
+from typing import Any
+
+from fnrun_nb import Pool
+
+from ._handlers import SLEEPER
+from ._method import interleave, summarize
+from ._report import print_standalone, row, section, target
+
+WORKERS = 4
+SLEEP = b"2"  # milliseconds
+PLAIN = "transport_ms median, map"
+MONITORED = "transport_ms median, map with monitor=True"
+DIFF = "transport_ms median, monitored - plain"
+HANDLER = "handler_ms median, map"
+
+
+class _Terminal(io.StringIO):
+    """A sink that looks like a terminal, so the text monitor redraws every refresh."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _transport_case(pool: Pool, monitored: bool, handler_ms: list[float]) -> Any:
+    """A case: one batch of ``n`` calls; returns its median transport in seconds (the
+    ``_method`` convention: a case returns seconds) and keeps its median handler_ms."""
+
+    def case(n: int) -> float:
+        inputs = [SLEEP] * n
+        sink = _Terminal()
+        with contextlib.redirect_stderr(sink):
+            if monitored:
+                batch = pool.map(inputs, handler_timing=True, monitor=True, keep_data=False)
+            else:
+                batch = pool.map(inputs, handler_timing=True, progress=False, keep_data=False)
+        if batch.summary().failed or len(batch) != n:
+            raise RuntimeError(f"a fidelity batch failed: {batch.progress()}")
+        if monitored and not sink.getvalue().startswith("\rfnrun "):
+            raise RuntimeError("the monitored case did not run the text monitor")
+        df = batch.df
+        if df["handler_ms"].isna().any():
+            raise RuntimeError("the handler did not report its own time")
+        handler_ms.append(float(df["handler_ms"].median()))
+        return float(df["transport_ms"].median()) / 1e3
+
+    return case
+
+
+def run(quick: bool, *, rounds: int | None = None) -> dict[str, Any]:
+    """Measure the median transport time, plain and monitored; returns a section."""
+    rounds = rounds or (3 if quick else 9)
+    # Batches long enough for the monitor to redraw several times (10 a second).
+    calls = 400 if quick else 2000
+    handler_ms: list[float] = []
+    with Pool(str(SLEEPER), workers=WORKERS, timeout=30.0) as pool:
+        plain_handler: list[float] = []
+        cases = {
+            PLAIN: _transport_case(pool, False, plain_handler),
+            MONITORED: _transport_case(pool, True, handler_ms),
+        }
+        for case in cases.values():  # imports (pandas, the monitor) and first calls
+            case(4 * WORKERS)
+        plain_handler.clear()
+        handler_ms.clear()
+        t0 = time.perf_counter()
+        samples = interleave(cases, dict.fromkeys(cases, calls), rounds)
+        seconds = time.perf_counter() - t0
+    plain = summarize(samples[PLAIN]).scaled(1e6)
+    monitored = summarize(samples[MONITORED]).scaled(1e6)
+    diff = summarize(a - b for a, b in zip(samples[MONITORED], samples[PLAIN])).scaled(1e6)
+    rows = [
+        row(PLAIN, plain, "us", note=f"median of each round's batch of {calls} calls"),
+        row(MONITORED, monitored, "us", note="text monitor, 10 redraws/s"),
+        row(DIFF, diff, "us", note="paired within each round"),
+        row(HANDLER, summarize(plain_handler), "ms", note="what the handler reports"),
+    ]
+    targets = [
+        target("transport_ms median, 4 workers, 2 ms handler (us)", plain, "<=", 50.0),
+        target("monitor's move of the transport_ms median (us)", diff, "<=", 10.0),
+    ]
+    notes = [
+        f"{rounds} interleaved rounds of one batch per case, {calls} calls each, on"
+        f" {WORKERS} warm workers of an SDK handler that sleeps 2 ms (_sleeper.py);"
+        f" unpinned; {seconds:.1f} s of batches.",
+        "transport_ms = service_ms - handler_ms; handler_ms is the handler's own report"
+        " (FNRUN_NB_HANDLER_NS, handler_timing=True).  A round's figure is its batch's"
+        " median; the rows and targets are medians and IQRs of those over rounds.",
+    ]
+    return section("Measurement fidelity: service time beside the handler's own", rows,
+                   targets, notes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
+    parser.add_argument("--rounds", type=int, default=None)
+    args = parser.parse_args(argv)
+    return print_standalone(
+        "fidelity", lambda: run(args.quick, rounds=args.rounds), quick=args.quick
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
