@@ -309,3 +309,17 @@ def print_standalone(name: str, make_section: Callable[[], dict[str, Any]], *, q
     }
     print(render_text(results))
     return 0
+
+
+def section_main(
+    name: str, doc: str | None, run: Callable[..., dict[str, Any]], argv: list[str] | None
+) -> int:
+    """``main`` of a section whose ``run(quick, rounds=N)`` takes only those options:
+    ``python -m benchmarks.NAME [--quick] [--rounds N]`` prints its table."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default: the section's)")
+    args = parser.parse_args(argv)
+    return print_standalone(name, lambda: run(args.quick, rounds=args.rounds), quick=args.quick)

@@ -26,9 +26,7 @@ monitored minus the plain median of the same round, summarized over rounds).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import io
 import sys
 import time
 from typing import Any
@@ -37,7 +35,8 @@ from fnrun_nb import Pool
 
 from ._handlers import SLEEPER
 from ._method import interleave, summarize
-from ._report import print_standalone, row, section, target
+from ._report import row, section, section_main, target
+from .monitor_overhead import Terminal
 
 WORKERS = 4
 SLEEP = b"2"  # milliseconds
@@ -47,11 +46,6 @@ DIFF = "transport_ms median, monitored - plain"
 HANDLER = "handler_ms median, map"
 
 
-class _Terminal(io.StringIO):
-    """A sink that looks like a terminal, so the text monitor redraws every refresh."""
-
-    def isatty(self) -> bool:
-        return True
 
 
 def _transport_case(pool: Pool, monitored: bool, handler_ms: list[float]) -> Any:
@@ -60,7 +54,7 @@ def _transport_case(pool: Pool, monitored: bool, handler_ms: list[float]) -> Any
 
     def case(n: int) -> float:
         inputs = [SLEEP] * n
-        sink = _Terminal()
+        sink = Terminal()
         with contextlib.redirect_stderr(sink):
             if monitored:
                 batch = pool.map(inputs, handler_timing=True, monitor=True, keep_data=False)
@@ -124,13 +118,7 @@ def run(quick: bool, *, rounds: int | None = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
-    parser.add_argument("--rounds", type=int, default=None)
-    args = parser.parse_args(argv)
-    return print_standalone(
-        "fidelity", lambda: run(args.quick, rounds=args.rounds), quick=args.quick
-    )
+    return section_main("fidelity", __doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ there), so a check can cost a little more or less than it does here.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import timeit
 from typing import Any
@@ -41,7 +40,7 @@ from fnrun_nb.protocol import decode_result, encode_result
 
 from ._floor import ECHO
 from ._method import Case, calibrate, interleave, pin_cpu, pinned, summarize
-from ._report import print_standalone, row, section
+from ._report import row, section, section_main
 
 DATA = b"0123456789abcdef"
 INVOKE = "Pool.invoke"
@@ -138,13 +137,7 @@ def run(quick: bool, *, rounds: int | None = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds")
-    parser.add_argument("--rounds", type=int, default=None)
-    args = parser.parse_args(argv)
-    return print_standalone(
-        "hotpath", lambda: run(args.quick, rounds=args.rounds), quick=args.quick
-    )
+    return section_main("hotpath", __doc__, run, argv)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ KERNEL_MONITORED = "map, monitor=True (widgets)"
 UPDATES = "widget updates received"
 
 
-class _Terminal(io.StringIO):
+class Terminal(io.StringIO):
     """A sink that looks like a terminal, so the text monitor redraws every refresh."""
 
     def isatty(self) -> bool:
@@ -62,7 +62,7 @@ class _Terminal(io.StringIO):
 def _case(pool: Pool, monitored: bool) -> Callable[[int], float]:
     def run(n: int) -> float:
         inputs = [b"x" * 16] * n
-        sink = _Terminal()
+        sink = Terminal()
         t0 = time.perf_counter()
         with contextlib.redirect_stderr(sink):
             if monitored:

@@ -26,7 +26,6 @@ Target (aim only): ``resources=True`` costs under 10 us per ``Pool.map`` call.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from typing import Any
@@ -35,7 +34,7 @@ from fnrun_nb import Pool
 
 from ._handlers import c_echo
 from ._method import Case, calibrate, interleave, pin_cpu, pinned, summarize
-from ._report import print_standalone, row, section, target
+from ._report import row, section, section_main, target
 
 DATA = b"0123456789abcdef"
 CALL = "InvokerPool.call"
@@ -134,13 +133,7 @@ def run(quick: bool, *, rounds: int | None = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds")
-    parser.add_argument("--rounds", type=int, default=None)
-    args = parser.parse_args(argv)
-    return print_standalone(
-        "resources", lambda: run(args.quick, rounds=args.rounds), quick=args.quick
-    )
+    return section_main("resources", __doc__, run, argv)
 
 
 if __name__ == "__main__":
