@@ -33,14 +33,17 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def paths(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Which path each batch took, in order: ``"mux"`` or ``"threads"``."""
+    """Which path each batch took, in order: ``"mux"`` or ``"threads"``.  The host is
+    made to look like one CPU, so that a batch with two calls in flight is
+    multiplexed on any machine."""
+    monkeypatch.setattr(_mux, "_cpus", lambda: 1)
     taken: list[str] = []
     real_serve = runner.serve_mux
     real_rows = runner._Run._serve_rows
 
-    def serve(run: Any, pool: Any) -> None:
+    def serve(run: Any, pool: Any, width: int) -> None:
         taken.append("mux")
-        real_serve(run, pool)
+        real_serve(run, pool, width)
 
     def rows(self: Any) -> None:
         if not getattr(self, "counted", False):  # once per batch, not per runner thread
@@ -54,7 +57,7 @@ def paths(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def _thread_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "multiplexable", lambda pool, plan: False)
+    monkeypatch.setattr(runner, "io_threads", lambda pool, plan: [])
 
 
 FAULT_KINDS = ["exit", "sigkill", "half_frame", "close_stdout", "stdout_noise", "invalid_utf8_env"]
@@ -196,13 +199,14 @@ CHILD = textwrap.dedent(
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if inherited ignored
     import psutil
     from fnrun_nb import Pool
-    from fnrun_nb.batch import runner
+    from fnrun_nb.batch import _mux, runner
 
+    _mux._cpus = lambda: 1  # multiplexed on any machine
     taken = []
     real = runner.serve_mux
-    def serve(run, pool):
+    def serve(run, pool, width):
         taken.append("mux")
-        real(run, pool)
+        real(run, pool, width)
     runner.serve_mux = serve
 
     pool = Pool(sys.argv[1], workers=3, timeout=60)
@@ -296,3 +300,23 @@ def test_multiplexable_needs_command_workers() -> None:
         assert not _mux.multiplexable(pool, plan)
     finally:
         pool.close()
+
+
+def test_io_threads_only_with_more_calls_in_flight_than_cpus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fnrun_nb.batch.inputs import plan_batch
+
+    def plan(rows: int, concurrency: int | None = None) -> Any:
+        return plan_batch([b"x"] * rows, env=None, repeat=1, concurrency=concurrency,
+                          rate=None, keep_data=True, progress=False, workers=4)
+
+    with Pool(FAULTY, workers=4, timeout=10) as pool:
+        target = pool.invoker_pool
+        monkeypatch.setattr(_mux, "_cpus", lambda: 2)
+        assert _mux.io_threads(target, plan(100)) == [4]
+        assert _mux.io_threads(target, plan(100, concurrency=3)) == [3]
+        assert _mux.io_threads(target, plan(100, concurrency=2)) == []  # a thread per CPU
+        assert _mux.io_threads(target, plan(2)) == []
+        monkeypatch.setattr(_mux, "_cpus", lambda: 8)
+        assert _mux.io_threads(target, plan(100)) == []

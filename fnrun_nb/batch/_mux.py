@@ -22,11 +22,14 @@ mid-batch behave as on the thread path, row for row.  Ctrl-C is the calling thre
 business, as there: it sets ``stop`` (no new call starts here) and kills the calls in
 flight, which this thread then reads as failures and records as ``cancelled``.
 
-It applies only where it keeps every column the same (:func:`multiplexable`):
-workers made by a plain ``CmdInvokerFactory``, no ``rate`` (open-loop arrivals keep
-their thread per call slot), no ``resources`` and no ``max_rss_mib`` (their readings
-are taken around each call by ``InvokerPool.call``), and at least two calls but at
-most one per worker in flight (one call at a time gains nothing from a ``poll``).  A call's ``service`` ends when this thread reads its answer, so when
+It is used when a batch has more calls in flight than the host has CPUs
+(:func:`io_threads`), and only where it keeps every column the same
+(:func:`multiplexable`): workers made by a plain ``CmdInvokerFactory``, no ``rate``
+(open-loop arrivals keep their thread per call slot), no ``resources`` and no
+``max_rss_mib`` (their readings are taken around each call by ``InvokerPool.call``),
+and at least two calls but at most one per worker in flight.
+
+Timing.  A call's ``service`` ends when this thread reads its answer, so when
 several answers arrive together the later ones include the microseconds spent
 recording the earlier ones.  And the diagnosis of a broken call runs on this thread:
 a process that wrote garbage gets up to 0.25 s to exit, one that closed a pipe up to
@@ -36,6 +39,7 @@ a process that wrote garbage gets up to 0.25 s to exit, one that closed a pipe u
 
 from __future__ import annotations
 
+import os
 import select
 import time
 from typing import TYPE_CHECKING, cast
@@ -50,7 +54,7 @@ if TYPE_CHECKING:
     from .inputs import Plan
     from .runner import _Run
 
-__all__ = ["multiplexable", "serve"]
+__all__ = ["io_threads", "multiplexable", "serve"]
 
 _perf_counter = time.perf_counter
 _new_tuple = tuple.__new__
@@ -59,6 +63,23 @@ _POLLIN = select.POLLIN
 _REFILL_MS = 10
 """While it holds fewer workers than it may (one is being replaced), the thread looks
 for an idle worker this often between answers."""
+
+
+def io_threads(pool: InvokerPool, plan: Plan) -> list[int]:
+    """How many calls each I/O thread keeps in flight, one entry per thread, or ``[]``
+    when ``plan`` keeps the thread path.
+
+    The multiplexed path is for batches with more calls in flight than the host has
+    CPUs: there a thread per call fights the handlers for CPU and hands the GIL
+    around.  Up to as many calls as CPUs, a thread per call is as fast or faster (its
+    writes, which wake a handler, overlap with the other threads' Python), so those
+    batches, and every batch :func:`multiplexable` rejects, keep it.  One I/O thread
+    drives them all: measured on 2 CPUs with 4 workers, one thread beat two threads
+    of two calls each."""
+    width = min(plan.concurrency, plan.rows)
+    if width <= _cpus() or not multiplexable(pool, plan):
+        return []
+    return [width]
 
 
 def multiplexable(pool: InvokerPool, plan: Plan) -> bool:
@@ -74,17 +95,26 @@ def multiplexable(pool: InvokerPool, plan: Plan) -> bool:
     )
 
 
-def serve(run: _Run, pool: InvokerPool) -> None:
-    """Run every row of ``run`` on this thread; returns when all are recorded, or
-    once ``run.stop`` is set and no call is in flight.  A row whose call never
-    started stays pending (the caller marks it ``cancelled``).  An exception that is
-    not a call's failure (a bug) propagates, after the calls in flight are killed and
-    their workers replaced."""
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def serve(run: _Run, pool: InvokerPool, width: int) -> None:
+    """Run rows of ``run`` on this thread, up to ``width`` calls at a time, taking
+    row numbers from ``run.take`` (shared with the batch's other I/O threads);
+    returns when no row is left and its calls are recorded, or once ``run.stop`` is
+    set and no call is in flight.  A row whose call never started stays pending
+    (the caller marks it ``cancelled``).  An exception that is not a call's failure
+    (a bug) propagates, after the calls in flight are killed and their workers
+    replaced."""
     rec, plan = run.rec, run.plan
     rows = rec.rows
     datas, blocks = plan.datas, plan.env_blocks
     n_in = len(datas)
-    width = min(plan.concurrency, pool.config.max_invokers, rows)
+    take = run.take
     timeout = pool.call_timeout
     record_ok = rec.record_ok_timed if plan.handler_timing else rec.record_ok
     claim_now, finish_ok, finish_failed = pool.claim_now, pool.finish_ok, pool.finish_failed
@@ -97,7 +127,7 @@ def serve(run: _Run, pool: InvokerPool) -> None:
     # Rows whose call never reached a process, to run again, with when they first
     # asked for a worker: as in ``InvokerPool.call``, their wait includes the attempt.
     again: list[tuple[int, float]] = []
-    k_next = 0
+    exhausted = False  # ``take`` has run past the last row
 
     def failed(
         k: int, slot: Slot, worker: CmdInvoker, exc: BaseException, t_request: float,
@@ -115,12 +145,13 @@ def serve(run: _Run, pool: InvokerPool) -> None:
         while True:
             # Start calls until ``width`` are in flight (or no worker is idle).
             while len(flight) < width and not run.stop:
-                retried = bool(again)
-                if retried:
+                if again:
                     k, t_request = again.pop()
-                elif k_next < rows:
-                    k = k_next
-                    k_next += 1
+                elif not exhausted:
+                    k = take()
+                    if k >= rows:
+                        exhausted = True
+                        break
                     t_request = perf()
                 else:
                     break
@@ -128,10 +159,7 @@ def serve(run: _Run, pool: InvokerPool) -> None:
                     claimed = claim_now()
                     if claimed is None:
                         if flight:  # wait for an answer instead, then look again
-                            if retried:
-                                again.append((k, t_request))
-                            else:
-                                k_next -= 1
+                            again.append((k, t_request))
                             break
                         claimed = pool.claim_wait(t_request, run)
                 except CallNotStarted:
@@ -155,10 +183,10 @@ def serve(run: _Run, pool: InvokerPool) -> None:
                 flight[fd] = (k, slot, worker, t0, t_request, wait)
                 register(fd, _POLLIN)
             if not flight:
-                if run.stop or (not again and k_next >= rows):
+                if run.stop or (not again and exhausted):
                     return
                 continue
-            more = (bool(again) or k_next < rows) and not run.stop
+            more = (bool(again) or not exhausted) and not run.stop
             if len(flight) == 1 and (width == 1 or not more):
                 ready: list[int] = list(flight)  # one call: wait in its read
             else:

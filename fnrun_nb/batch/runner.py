@@ -40,13 +40,13 @@ import itertools
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..errors import FnrunError, PoolClosed
 from ..pool import CallNotStarted, Gate, InvokerPool
 from ..values import Result
 from .core import Batch
-from ._mux import multiplexable
+from ._mux import io_threads
 from ._mux import serve as serve_mux
 from .inputs import Plan, plan_batch
 from .record import CANCELLED, Recorder, outcome_of
@@ -170,8 +170,7 @@ def run_batch(
     )
     target = pool.invoker_pool
     run = _Run(target, plan, recorder, batch, _bar_label(pool.command))
-    if multiplexable(target, plan):
-        run.mux = target
+    run.mux_widths = io_threads(target, plan)
     pool.active_batch = batch
     try:
         return run.run()
@@ -202,14 +201,15 @@ class _Run:
         self.error: BaseException | None = None
         self.t0 = 0.0
         self.done: list[threading.Event] = []
-        self.mux: InvokerPool | None = None
-        """The pool, when one I/O thread drives every call (``_mux``)."""
+        self.mux_widths: list[int] = []
+        """Calls in flight per runner when each runner is an I/O thread driving
+        several calls (``_mux``); empty for a runner per call."""
 
     # --- the calling thread -----------------------------------------------------------
 
     def run(self) -> Batch:
         batch, rec = self.batch, self.rec
-        n_threads = 1 if self.mux is not None else min(self.plan.concurrency, max(rec.rows, 1))
+        n_threads = len(self.mux_widths) or min(self.plan.concurrency, max(rec.rows, 1))
         # Each runner sets its own event on exit.  The calling thread waits on these
         # rather than on Thread.join/is_alive: on CPython 3.11 a KeyboardInterrupt
         # inside join() can mark a thread stopped while it still runs (bpo-45274's
@@ -302,16 +302,16 @@ class _Run:
 
     def _serve(self, index: int) -> None:
         try:
-            if self.mux is not None:
-                self._serve_mux(self.mux)
+            if self.mux_widths:
+                self._serve_mux(self.mux_widths[index])
             else:
                 self._serve_rows()
         finally:
             self.done[index].set()
 
-    def _serve_mux(self, pool: InvokerPool) -> None:
+    def _serve_mux(self, width: int) -> None:
         try:
-            serve_mux(self, pool)
+            serve_mux(self, cast(InvokerPool, self.target), width)
         except BaseException as exc:  # a bug, not a call failure: stop and re-raise in map
             self.error = exc
             self.stop = True
