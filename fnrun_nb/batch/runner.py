@@ -21,10 +21,11 @@ the pool, named by :class:`CallTarget` (the ``Pool``'s ``InvokerPool`` has them)
 gated call, which starts nothing once the run says stop, and a way to kill the calls
 in flight.
 
-A batch on command workers with two or more calls in flight (and no ``rate``, no
-``resources``, no ``max_rss_mib``) has one runner instead, which drives every call
-itself (``_mux``): one thread writing to and polling all its workers' pipes costs the
-host less per call than a thread per worker handing the GIL around.  The rows, and
+A batch on command workers with more calls in flight than the host has CPUs (and no
+``rate``, no ``resources``, no ``max_rss_mib``) has one runner instead, which drives
+every call itself (``_mux``): there one thread writing to and polling all its
+workers' pipes costs the host less per call than a thread per call that fights the
+handlers for CPU and hands the GIL around.  The rows, and
 everything said here about failures, closing and Ctrl-C, are the same.
 
 With ``rate`` the batch is open-loop: row ``k`` is *scheduled* at ``t0 + k / rate``
