@@ -25,8 +25,8 @@ A batch on command workers with more calls in flight than the host has CPUs (and
 ``rate``, no ``resources``, no ``max_rss_mib``) has one runner instead, which drives
 every call itself (``_mux``): there one thread writing to and polling all its
 workers' pipes costs the host less per call than a thread per call that fights the
-handlers for CPU and hands the GIL around.  The rows, and
-everything said here about failures, closing and Ctrl-C, are the same.
+handlers for CPU and hands the GIL around.  The rows, and everything said here
+about failures, closing and Ctrl-C, are the same.
 
 With ``rate`` the batch is open-loop: row ``k`` is *scheduled* at ``t0 + k / rate``
 whatever happened to earlier calls, and its latency counts from that time.  A runner
