@@ -372,6 +372,12 @@ class InvokerPool:
         self._idle.acquire(t_request, self.config.max_wait, box, held, gate)
         return box[0], held[0]
 
+    def start_error(self) -> HandlerStartError | None:
+        """The ``HandlerStartError`` a caller waiting for a worker now fails fast with
+        (the handler has never shown it can start, and every slot's last process
+        ended before answering), or ``None``."""
+        return self._starts.error() if self._starts.cannot_start() else None
+
     def give_back(self, slot: Slot, worker: Worker) -> None:
         """End a claim whose call never started: the worker is idle again."""
         self._idle.give_back(slot, [worker])

@@ -320,3 +320,16 @@ def test_io_threads_only_with_more_calls_in_flight_than_cpus(
         assert _mux.io_threads(target, plan(2)) == []
         monkeypatch.setattr(_mux, "_cpus", lambda: 8)
         assert _mux.io_threads(target, plan(100)) == []
+
+
+def test_a_handler_that_cannot_start_fails_every_row_fast(paths: list[str]) -> None:
+    with Pool([sys.executable, "-c", "import sys; sys.exit(4)"], workers=4, timeout=5,
+              max_wait=2) as pool:
+        t0 = time.perf_counter()
+        batch = pool.map([b"a"] * 200, progress=False)
+        took = time.perf_counter() - t0
+    assert paths == ["mux"]
+    df = batch.df
+    assert (df["outcome"] == "start_failed").all()
+    assert df["error"].str.contains("HandlerStartError").all()
+    assert took < 5, took  # not one 50 ms poll interval per row (10 s)

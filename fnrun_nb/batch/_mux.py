@@ -161,6 +161,12 @@ def serve(run: _Run, pool: InvokerPool, width: int) -> None:
                         if flight:  # wait for an answer instead, then look again
                             again.append((k, t_request))
                             break
+                        # A handler that cannot start fails each row at once: a
+                        # thread per call fails its rows side by side, one poll
+                        # interval each, and one thread must not take N times longer.
+                        cannot = pool.start_error()
+                        if cannot is not None:
+                            raise cannot
                         claimed = pool.claim_wait(t_request, run)
                 except CallNotStarted:
                     break  # stopped while waiting: row k stays unrun (cancelled)
