@@ -132,6 +132,7 @@ class CmdInvoker(HandlerChannel):
         if max_frame_size <= 0:
             raise ValueError(f"max_frame_size must be positive, got {max_frame_size}")
         self.max_frame_size = max_frame_size
+        self._written = 0  # input bytes of the call in flight (``send`` to ``receive``)
         super().__init__(resolve_command(command, cwd), cwd=cwd, env=env, stderr_limit=stderr_limit)
 
     def __repr__(self) -> str:
@@ -145,6 +146,11 @@ class CmdInvoker(HandlerChannel):
         else:
             state = f"running with PID {self.pid}"
         return f"<CmdInvoker {shlex.join(self.argv)!r} {state}, {self.calls} calls>"
+
+    @property
+    def stdout_fd(self) -> int:
+        """The fd its Results arrive on, for ``poll`` between ``send`` and ``receive``."""
+        return self._rfd
 
     def exchange(self, data: bytes, env_block: bytes, timeout: float) -> Exchange:
         """The hot path: one round trip, with the per-call env already encoded.
@@ -217,6 +223,103 @@ class CmdInvoker(HandlerChannel):
             raise
         self.calls += 1
         return _new_tuple(Exchange, (status, out, env_out, now_ns * 1e-9, service))
+
+    # --- the same round trip in two halves, for a caller that multiplexes ----------
+    #
+    # ``exchange`` above stays one method (the latency of ``Pool.invoke`` is its cost);
+    # these are its two halves, line for line, so that one thread can have a call in
+    # flight on several processes and read each answer when ``poll`` says it is there.
+
+    def send(self, data: bytes, env_block: bytes, timeout: float) -> float:
+        """The first half of ``exchange``: write one call and return its start
+        (``perf_counter``), to be passed to :meth:`receive`.
+
+        The deadline is armed as by ``exchange`` (the watcher kills the process when
+        it passes).  On failure kills the process and raises an ``FnrunError``, whose
+        ``delivered`` says whether the input reached it; the call is then over."""
+        if self.exited or self._killed_by_us or self._closed:
+            raise self._dead_error()
+        now_ns = _time_ns()
+        ctx = encode_context(now_ns + int(timeout * 1e9), env_block)
+        size = len(data)
+        self.call_started = now_ns * 1e-9
+        self.call_timeout = timeout
+        if self._stdout_waiting(0):
+            raise self._stray_before_call()
+        deadline = _monotonic() + timeout
+        self.deadline = deadline
+        w = _watcher.watcher
+        if deadline < w.next_wake:
+            w.wake()
+        t0 = _perf_counter()
+        written = 0
+        try:
+            try:
+                if size <= _JOIN_LIMIT:
+                    frames = event_header(size) + data + ctx
+                    written = _write(self._wfd, frames)
+                    if written != len(frames):
+                        written = self._write_rest((frames,), written)
+                else:
+                    parts = (event_header(size), data, ctx)
+                    written = _writev(self._wfd, parts)
+                    if written != len(parts[0]) + size + len(ctx):
+                        written = self._write_rest(parts, written)
+            except OSError as exc:
+                raise BrokenExchange(0, written, exc) from exc
+        except BrokenExchange as failed:
+            try:
+                raise self._failure(failed) from failed.cause
+            finally:
+                self._disarm()  # after the diagnosis, as in ``exchange``
+        except BaseException:
+            self._kill_and_reap()
+            self._disarm()
+            raise
+        self._written = written
+        return t0
+
+    def receive(self, t0: float) -> Exchange:
+        """The second half of ``exchange``: read the Result of the call :meth:`send`
+        wrote (blocking until it is complete) and return the Exchange, ``service``
+        counted from ``t0``.  Failures as for ``exchange``."""
+        written = self._written
+        try:
+            try:
+                chunk = _read(self._rfd, _READ_SIZE)
+                if len(chunk) < 4:
+                    chunk = self._read_header(chunk, written)
+                (length,) = _unpack_length(chunk)
+                if len(chunk) == length + 4 and length <= self.max_frame_size:
+                    payload: bytes | bytearray = chunk[4:]
+                else:
+                    payload = self._read_payload(chunk, written)
+            except BrokenExchange as failed:
+                raise self._failure(failed) from failed.cause
+            except BaseException:
+                self._kill_and_reap()
+                raise
+        finally:
+            self._disarm()
+        service = _perf_counter() - t0
+        try:
+            status, out, env_out = decode_result(payload)
+        except ProtocolError as exc:
+            self._kill_and_reap()
+            exc.stderr_tail = self.stderr_tail()
+            raise
+        self.calls += 1
+        started = self.call_started
+        assert started is not None
+        return _new_tuple(Exchange, (status, out, env_out, started, service))
+
+    def _disarm(self) -> None:
+        # Under the lock: the watcher must not kill for a deadline this call has
+        # already met (it re-checks the deadline while holding the lock).
+        lock = self.lock
+        lock.acquire()
+        self.deadline = INF
+        lock.release()
 
     def _write_rest(self, parts: tuple[bytes, ...], done: int) -> int:
         for part in parts:

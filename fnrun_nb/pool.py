@@ -325,6 +325,89 @@ class InvokerPool:
                 ),
             )
 
+    # --- claims for a caller that multiplexes (a batch's I/O thread) ----------------
+    #
+    # ``call`` above is one call on the calling thread, from take to give-back.  A
+    # batch of command workers instead has one thread with a call in flight on each
+    # of several workers (``batch._mux``); it takes and gives back workers with these
+    # steps, which are ``call``'s own, and hands every failure to ``call``'s failure
+    # path, so a worker's life (claim, release, recycle, retirement, replacement) is
+    # the same whichever way it is driven.  They are not interrupt-safe: they run on a
+    # thread that no signal reaches.
+
+    @property
+    def call_timeout(self) -> float:
+        """The timeout of a call that names none (``max_runnable_time``), seconds."""
+        return self._timeout
+
+    def claim_now(self) -> tuple[Slot, Worker] | None:
+        """An idle worker and its slot, now claimed by the caller, or ``None`` when
+        no worker is idle; never waits.  Raises ``PoolClosed`` once the pool is
+        closed.  The caller ends the claim with ``finish_ok`` or ``finish_failed``
+        (or ``give_back`` when it starts no call)."""
+        take = self._take
+        while True:
+            try:
+                for slot in take:
+                    break
+            except queue.Empty:
+                return None
+            if slot is CLOSED:
+                self._idle_put(CLOSED)  # wakes the next waiter too
+                raise PoolClosed("the pool is closed")
+            try:
+                for worker in slot.claim:
+                    break
+            except KeyError:
+                continue  # its worker is gone, or was claimed through another entry
+            return slot, worker
+
+    def claim_wait(self, t_request: float, gate: Gate | None) -> tuple[Slot, Worker]:
+        """``claim_now`` that waits, as ``call`` does, at most ``max_wait`` from
+        ``t_request``; raises what ``call`` raises while it waits for a worker
+        (``AvailabilityTimeout``, ``HandlerStartError``, ``PoolClosed``,
+        ``CallNotStarted`` once ``gate.stop``)."""
+        box: list[Slot] = []
+        held: list[Worker] = []
+        self._idle.acquire(t_request, self.config.max_wait, box, held, gate)
+        return box[0], held[0]
+
+    def start_error(self) -> HandlerStartError | None:
+        """The ``HandlerStartError`` a caller waiting for a worker now fails fast with
+        (the handler has never shown it can start, and every slot's last process
+        ended before answering), or ``None``."""
+        return self._starts.error() if self._starts.cannot_start() else None
+
+    def give_back(self, slot: Slot, worker: Worker) -> None:
+        """End a claim whose call never started: the worker is idle again."""
+        self._idle.give_back(slot, [worker])
+
+    def finish_ok(self, slot: Slot, worker: Worker) -> None:
+        """End the claim of a worker whose call succeeded: count the call, then give
+        the worker back, or recycle it (``max_calls_per_worker``, or the pool closed),
+        exactly as ``call`` does."""
+        slot.total_calls += 1
+        if self._closed or worker.calls >= self._max_calls:
+            self._hand_over(slot, worker)
+        else:
+            slot.release(worker)
+            self._idle_put(slot)
+            if worker.exited:
+                self._replace_dead_idle(slot, worker)
+
+    def finish_failed(
+        self, exc: BaseException, slot: Slot, worker: Worker, wait: float, timeout: float
+    ) -> bool:
+        """End the claim of a worker whose call raised ``exc``: retire the worker (it
+        is replaced) and fill in an ``FnrunError``'s ``info``; True when the call
+        never reached the process and may run on another worker (``call`` retries
+        it).  A second failure here retires the worker all the same."""
+        try:
+            return self._after_failure(exc, slot, worker, wait, timeout)
+        except BaseException:
+            self._retire(slot, worker, "call interrupted", start_failure=None)
+            raise
+
     def _metered(
         self, worker: Worker, data: bytes, env_block: bytes, timeout: float,
         usage: list[float] | None,

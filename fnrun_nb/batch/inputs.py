@@ -71,6 +71,9 @@ def _check_env(env: Any, where: str) -> dict[str, str]:
     return dict(env)
 
 
+_ONLY_BYTES = {bytes}
+
+
 def _to_bytes(data: Any, where: str) -> bytes:
     try:
         return to_bytes(data)
@@ -136,6 +139,14 @@ def plan_batch(
     # Equal envs share one dict and one encoded block (keyed by content).
     seen: dict[frozenset[tuple[str, str]], tuple[dict[str, str], bytes]] = {}
     empty = (common, encode_env(common)) if common else ({}, b"")
+    if type(inputs) is list and set(map(type, inputs)) == _ONLY_BYTES:
+        # The common batch, a list of bytes, is validated in C (the type of every
+        # item) rather than item by item: every input shares the batch's env.
+        merged, block = empty
+        datas = inputs.copy()
+        env_ins = [merged] * len(inputs)
+        blocks = [block] * len(inputs)
+        inputs = ()
     for i, item in enumerate(inputs):
         if isinstance(item, tuple):
             if len(item) != 2:

@@ -21,6 +21,13 @@ the pool, named by :class:`CallTarget` (the ``Pool``'s ``InvokerPool`` has them)
 gated call, which starts nothing once the run says stop, and a way to kill the calls
 in flight.
 
+A batch on command workers with more calls in flight than the host has CPUs (and no
+``rate``, no ``resources``, no ``max_rss_mib``) has one runner instead, which drives
+every call itself (``_mux``): there one thread writing to and polling all its
+workers' pipes costs the host less per call than a thread per call that fights the
+handlers for CPU and hands the GIL around.  The rows, and everything said here
+about failures, closing and Ctrl-C, are the same.
+
 With ``rate`` the batch is open-loop: row ``k`` is *scheduled* at ``t0 + k / rate``
 whatever happened to earlier calls, and its latency counts from that time.  A runner
 that is still busy when a call falls due hands it over late, and the delay shows up
@@ -34,12 +41,14 @@ import itertools
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..errors import FnrunError, PoolClosed
-from ..pool import CallNotStarted, Gate
+from ..pool import CallNotStarted, Gate, InvokerPool
 from ..values import Result
 from .core import Batch
+from ._mux import io_threads
+from ._mux import serve as serve_mux
 from .inputs import Plan, plan_batch
 from .record import CANCELLED, Recorder, outcome_of
 
@@ -160,7 +169,9 @@ def run_batch(
         workers=pool.workers,
         recorder=recorder,
     )
-    run = _Run(pool.invoker_pool, plan, recorder, batch, _bar_label(pool.command))
+    target = pool.invoker_pool
+    run = _Run(target, plan, recorder, batch, _bar_label(pool.command))
+    run.mux_widths = io_threads(target, plan)
     pool.active_batch = batch
     try:
         return run.run()
@@ -191,12 +202,15 @@ class _Run:
         self.error: BaseException | None = None
         self.t0 = 0.0
         self.done: list[threading.Event] = []
+        self.mux_widths: list[int] = []
+        """Calls in flight per runner when each runner is an I/O thread driving
+        several calls (``_mux``); empty for a runner per call."""
 
     # --- the calling thread -----------------------------------------------------------
 
     def run(self) -> Batch:
         batch, rec = self.batch, self.rec
-        n_threads = min(self.plan.concurrency, max(rec.rows, 1))
+        n_threads = len(self.mux_widths) or min(self.plan.concurrency, max(rec.rows, 1))
         # Each runner sets its own event on exit.  The calling thread waits on these
         # rather than on Thread.join/is_alive: on CPython 3.11 a KeyboardInterrupt
         # inside join() can mark a thread stopped while it still runs (bpo-45274's
@@ -289,9 +303,32 @@ class _Run:
 
     def _serve(self, index: int) -> None:
         try:
-            self._serve_rows()
+            if self.mux_widths:
+                self._serve_mux(self.mux_widths[index])
+            else:
+                self._serve_rows()
         finally:
             self.done[index].set()
+
+    def _serve_mux(self, width: int) -> None:
+        try:
+            serve_mux(self, cast(InvokerPool, self.target), width)
+        except BaseException as exc:  # a bug, not a call failure: stop and re-raise in map
+            self.error = exc
+            self.stop = True
+            self.wake.set()
+
+    def record_failed(self, k: int, exc: FnrunError, waited: float) -> None:
+        """Record row ``k``'s failed call: ``cancelled`` once the run is stopping (its
+        call was killed), else the error's outcome; ``PoolClosed`` stops the run."""
+        if self.stop:
+            why = "interrupted" if self.interrupted else "stopped"
+            self.rec.record_failure(k, exc, CANCELLED, waited, f"cancelled: the batch was {why}")
+        else:
+            self.rec.record_failure(k, exc, outcome_of(exc), waited)
+            if isinstance(exc, PoolClosed):
+                self.stop = True
+                self.wake.set()
 
     def _serve_rows(self) -> None:
         rec = self.rec
@@ -306,7 +343,6 @@ class _Run:
         record_ok = rec.record_ok_timed if plan.handler_timing else rec.record_ok
         record_usage = rec.record_usage
         usage: list[float] | None = [0.0, 0.0, 0.0] if plan.resources else None
-        record_failure = rec.record_failure
         call = self.target.call
         take = self.take
         perf = _perf_counter
@@ -335,15 +371,7 @@ class _Run:
                 except CallNotStarted:
                     return  # stopped before the call started: row k stays unrun (cancelled)
                 except FnrunError as exc:
-                    waited = perf() - handover
-                    if self.stop:
-                        why = "interrupted" if self.interrupted else "stopped"
-                        record_failure(k, exc, CANCELLED, waited, f"cancelled: the batch was {why}")
-                    else:
-                        record_failure(k, exc, outcome_of(exc), waited)
-                        if isinstance(exc, PoolClosed):
-                            self.stop = True
-                            self.wake.set()
+                    self.record_failed(k, exc, perf() - handover)
                     continue
                 if usage is not None:
                     record_usage(k, usage)

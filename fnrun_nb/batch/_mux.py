@@ -1,0 +1,224 @@
+"""One I/O thread for every call of a batch on command workers (the multiplexed path).
+
+::
+
+    mux thread:  claim workers ──send(call k)──▶ up to ``width`` calls in flight
+                       ▲                              │ poll(stdout fds) when >1
+                       └── finish_ok / finish_failed ◀┘ receive → record row k
+
+Why.  With a runner thread per worker, every call hands the GIL from thread to
+thread and wakes a sleeping thread on another CPU; on a machine with fewer CPUs than
+workers the threads also fight the handlers for CPU.  Here one thread writes a call
+to each worker it holds, then waits in one ``poll`` over their stdout pipes, reads
+whichever answer is there, records it and writes that worker's next call.  The
+protocol still has one call in flight per process; what is saved is on the host.
+
+The rest is the pool's: the thread claims and gives back workers with the steps
+``InvokerPool.call`` uses (``claim_now``, ``claim_wait``, ``finish_ok``), and every
+failed call goes through ``call``'s own failure path (``finish_failed``: retire,
+replace, retry a call its process never read), so crashes, timeouts (the watcher
+kills at the deadline; the read then sees the end), recycling and a pool closed
+mid-batch behave as on the thread path, row for row.  Ctrl-C is the calling thread's
+business, as there: it sets ``stop`` (no new call starts here) and kills the calls in
+flight, which this thread then reads as failures and records as ``cancelled``.
+
+It is used when a batch has more calls in flight than the host has CPUs
+(:func:`io_threads`), and only where it keeps every column the same
+(:func:`multiplexable`): workers made by a plain ``CmdInvokerFactory``, no ``rate``
+(open-loop arrivals keep their thread per call slot), no ``resources`` and no
+``max_rss_mib`` (their readings are taken around each call by ``InvokerPool.call``),
+and at least two calls but at most one per worker in flight.
+
+Timing.  A call's ``service`` ends when this thread reads its answer, so when
+several answers arrive together the later ones include the microseconds spent
+recording the earlier ones.  And the diagnosis of a broken call runs on this thread:
+a process that wrote garbage gets up to 0.25 s to exit, one that closed a pipe up to
+1 s (``_channel``), and the other calls in flight are read only after that, so their
+``service_ms`` includes the wait.  Failures only; a successful call never waits.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from typing import TYPE_CHECKING, cast
+
+from ..errors import CallNotStarted, FnrunError
+from ..invoker import CmdInvoker, CmdInvokerFactory
+from ..values import CallInfo, Result
+
+if TYPE_CHECKING:
+    from .._slots import Slot
+    from ..pool import InvokerPool
+    from .inputs import Plan
+    from .runner import _Run
+
+__all__ = ["io_threads", "multiplexable", "serve"]
+
+_perf_counter = time.perf_counter
+_new_tuple = tuple.__new__
+_make_result = Result._make
+_POLLIN = select.POLLIN
+_REFILL_MS = 10
+"""While it holds fewer workers than it may (one is being replaced), the thread looks
+for an idle worker this often between answers."""
+
+
+def io_threads(pool: InvokerPool, plan: Plan) -> list[int]:
+    """How many calls each I/O thread keeps in flight, one entry per thread, or ``[]``
+    when ``plan`` keeps the thread path.
+
+    The multiplexed path is for batches with more calls in flight than the host has
+    CPUs: there a thread per call fights the handlers for CPU and hands the GIL
+    around.  Up to as many calls as CPUs, a thread per call is as fast or faster (its
+    writes, which wake a handler, overlap with the other threads' Python), so those
+    batches, and every batch :func:`multiplexable` rejects, keep it.  One I/O thread
+    drives them all: measured on 2 CPUs with 4 workers, one thread beat two threads
+    of two calls each."""
+    width = min(plan.concurrency, plan.rows)
+    if width <= _cpus() or not multiplexable(pool, plan):
+        return []
+    return [width]
+
+
+def multiplexable(pool: InvokerPool, plan: Plan) -> bool:
+    """True when ``plan`` may run on the multiplexed path with the same rows as on
+    the thread path (see the module docstring)."""
+    config = pool.config
+    return (
+        type(config.factory) is CmdInvokerFactory
+        and plan.rate is None
+        and not plan.resources
+        and config.max_rss_mib is None
+        and 2 <= min(plan.concurrency, plan.rows) <= config.max_invokers
+    )
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def serve(run: _Run, pool: InvokerPool, width: int) -> None:
+    """Run rows of ``run`` on this thread, up to ``width`` calls at a time, taking
+    row numbers from ``run.take`` (shared with the batch's other I/O threads);
+    returns when no row is left and its calls are recorded, or once ``run.stop`` is
+    set and no call is in flight.  A row whose call never started stays pending
+    (the caller marks it ``cancelled``).  An exception that is not a call's failure
+    (a bug) propagates, after the calls in flight are killed and their workers
+    replaced."""
+    rec, plan = run.rec, run.plan
+    rows = rec.rows
+    datas, blocks = plan.datas, plan.env_blocks
+    n_in = len(datas)
+    take = run.take
+    timeout = pool.call_timeout
+    record_ok = rec.record_ok_timed if plan.handler_timing else rec.record_ok
+    claim_now, finish_ok, finish_failed = pool.claim_now, pool.finish_ok, pool.finish_failed
+    poller = select.poll()
+    register, unregister, poll = poller.register, poller.unregister, poller.poll
+    perf = _perf_counter
+    # fd of the worker's stdout -> (row, slot, worker, t0 of the call, when the row
+    # asked for a worker, how long it waited for one)
+    flight: dict[int, tuple[int, Slot, CmdInvoker, float, float, float]] = {}
+    # Rows whose call never reached a process, to run again, with when they first
+    # asked for a worker: as in ``InvokerPool.call``, their wait includes the attempt.
+    again: list[tuple[int, float]] = []
+    exhausted = False  # ``take`` has run past the last row
+
+    def failed(
+        k: int, slot: Slot, worker: CmdInvoker, exc: BaseException, t_request: float,
+        wait: float,
+    ) -> None:
+        if finish_failed(exc, slot, worker, wait, timeout):
+            if not run.stop:
+                again.append((k, t_request))
+            return  # stopped: row k stays unrun (cancelled)
+        if not isinstance(exc, FnrunError):
+            raise exc
+        run.record_failed(k, exc, wait)
+
+    try:
+        while True:
+            # Start calls until ``width`` are in flight (or no worker is idle).
+            while len(flight) < width and not run.stop:
+                if again:
+                    k, t_request = again.pop()
+                elif not exhausted:
+                    k = take()
+                    if k >= rows:
+                        exhausted = True
+                        break
+                    t_request = perf()
+                else:
+                    break
+                try:
+                    claimed = claim_now()
+                    if claimed is None:
+                        if flight:  # wait for an answer instead, then look again
+                            again.append((k, t_request))
+                            break
+                        # A handler that cannot start fails each row at once: a
+                        # thread per call fails its rows side by side, one poll
+                        # interval each, and one thread must not take N times longer.
+                        cannot = pool.start_error()
+                        if cannot is not None:
+                            raise cannot
+                        claimed = pool.claim_wait(t_request, run)
+                except CallNotStarted:
+                    break  # stopped while waiting: row k stays unrun (cancelled)
+                except FnrunError as exc:  # no worker: unavailable, start_failed, closed
+                    run.record_failed(k, exc, perf() - t_request)
+                    continue
+                slot, held = claimed
+                worker = cast(CmdInvoker, held)
+                if run.stop:
+                    pool.give_back(slot, worker)
+                    break
+                wait = perf() - t_request
+                i = k % n_in
+                try:
+                    t0 = worker.send(datas[i], blocks[i], timeout)
+                except BaseException as exc:
+                    failed(k, slot, worker, exc, t_request, wait)
+                    continue
+                fd = worker.stdout_fd
+                flight[fd] = (k, slot, worker, t0, t_request, wait)
+                register(fd, _POLLIN)
+            if not flight:
+                if run.stop or (not again and exhausted):
+                    return
+                continue
+            more = (bool(again) or not exhausted) and not run.stop
+            if len(flight) == 1 and (width == 1 or not more):
+                ready: list[int] = list(flight)  # one call: wait in its read
+            else:
+                ready = [fd for fd, _ in poll(_REFILL_MS if more and len(flight) < width else -1)]
+            for fd in ready:
+                k, slot, worker, t0, t_request, wait = flight.pop(fd)
+                unregister(fd)
+                try:
+                    status, out, env_out, started, service = worker.receive(t0)
+                except BaseException as exc:
+                    failed(k, slot, worker, exc, t_request, wait)
+                    continue
+                # Read before the give-back: the slot may change hands after it.
+                info = _new_tuple(
+                    CallInfo,
+                    (slot.index, worker.pid, slot.generation, worker.calls, wait, service,
+                     started, started + timeout),
+                )
+                finish_ok(slot, worker)
+                record_ok(k, _make_result(status, out, env_out, info))
+    finally:
+        # Only after a bug: end the calls still in flight and replace their workers.
+        for _k, slot, worker, _t0, _t_request, wait in list(flight.values()):
+            worker.kill()
+            try:
+                finish_failed(RuntimeError("the batch stopped"), slot, worker, wait, timeout)
+            except Exception:
+                pass
+
