@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import resource
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -66,6 +67,7 @@ def run(quick: bool) -> dict[str, Any]:
     calls = 2000 if quick else 10_000
     ctx = multiprocessing.get_context("fork")
     cases: dict[str, Case] = {}
+    paths: dict[int, str] = {}
     with ExitStack() as stack:
         handler = stack.enter_context(c_echo())
         for n in WORKERS:
@@ -89,6 +91,7 @@ def run(quick: bool) -> dict[str, Any]:
             check = pool.map([DATA] * (8 * n), progress=False)
             if list(check.df["data"]) != [DATA] * (8 * n) or check.summary().failed:
                 raise RuntimeError(f"Pool.map at {n} workers did not echo every input")
+            paths[n] = _path_of(pool, n)
             cases[f"Pool.map, {n} workers"] = _per_call(
                 lambda inputs, p=pool: p.map(inputs, progress=False).df
             )
@@ -132,6 +135,8 @@ def run(quick: bool) -> dict[str, Any]:
         f"Pool.map's handler: {handler.label}; the stdlib pools' workers run a Python"
         " function that returns its input.",
         "Pool.map's time includes recording every call and building batch.df.",
+        "Pool.map's path here: " + "; ".join(f"{n} workers: {paths[n]}" for n in WORKERS)
+        + " (fnrun_nb.batch._mux).",
     ]
     return section("Throughput: Pool.map vs the stdlib process pools", rows, targets, notes)
 
@@ -167,9 +172,13 @@ def _group_of(func: tuple[str, int, str]) -> str | None:
     return None
 
 
-def profile_lines(calls: int = 20_000, workers: int = 2, top: int = 6) -> str:
+def profile_lines(
+    calls: int = 20_000, workers: int = 2, top: int = 6, threads_path: bool = False
+) -> str:
     """Profile ``Pool.map`` of ``calls`` 16-byte echoes at ``workers`` workers on the C
-    echo (its ``batch.df`` built), and return the report as text.
+    echo (its ``batch.df`` built), and return the report as text.  ``threads_path``
+    runs the batch on a runner thread per call in flight, the path every batch took
+    before the multiplexed one (``fnrun_nb.batch._mux``), for a before/after pair.
 
     Every thread that the batch starts is profiled from its first line (a profile
     per thread, started by ``threading.setprofile``), beside the calling thread.  Each
@@ -197,18 +206,29 @@ def profile_lines(calls: int = 20_000, workers: int = 2, top: int = 6) -> str:
             profiles.append(p)
         p.enable()
 
+    from fnrun_nb.batch import runner
+
     inputs = [DATA] * calls
-    with c_echo() as handler, Pool(handler.command, workers=workers, timeout=60.0) as pool:
+    real_io_threads = runner.io_threads
+    if threads_path:
+        runner.io_threads = lambda pool, plan: []
+    with ExitStack() as stack:
+        stack.callback(setattr, runner, "io_threads", real_io_threads)
+        handler = stack.enter_context(c_echo())
+        pool = stack.enter_context(Pool(handler.command, workers=workers, timeout=60.0))
+        path = _path_of(pool, workers)
         pool.map(inputs[: calls // 10], progress=False).df  # warm: first batch, imports
         main = cProfile.Profile()
         threading.setprofile(start_thread_profile)
         try:
+            usage0 = resource.getrusage(resource.RUSAGE_SELF)
             main.enable()
             t0 = time.perf_counter()
             batch = pool.map(inputs, progress=False)
             batch.df  # noqa: B018 - building the frame is part of the profile
             wall = time.perf_counter() - t0
             main.disable()
+            usage1 = resource.getrusage(resource.RUSAGE_SELF)
         finally:
             threading.setprofile(None)
         if batch.summary().failed:
@@ -241,13 +261,17 @@ def profile_lines(calls: int = 20_000, workers: int = 2, top: int = 6) -> str:
     waits = sum(t for t, _, f in members["hot path"] if _is_wait(f))
     work = sum(totals.values()) - waits
     lines = [
-        f"Pool.map of {calls:,} x 16-byte echo, {workers} workers, {handler.label}:"
+        f"Pool.map of {calls:,} x 16-byte echo, {workers} workers, {handler.label},"
+        f" {path}:"
         f" {wall:.2f} s wall under the profiler ({calls / wall:,.0f} calls/s);"
         f" {len(profiles) + 1} threads profiled",
         f"profiled work {work * 1e6 / calls:.1f} us/call"
         f" (plus {waits * 1e6 / calls:.1f} us/call of threads waiting on locks, left out);"
         " posix.read includes the wait for the handler's answer, and every builtin that"
         " releases the GIL the wait to take it back",
+        f"host context switches {(usage1.ru_nvcsw - usage0.ru_nvcsw) / calls:.2f} voluntary"
+        f" + {(usage1.ru_nivcsw - usage0.ru_nivcsw) / calls:.2f} involuntary per call"
+        " (every thread of the host process)",
     ]
     for g in (*GROUPS, "other"):
         busy = totals[g] - (waits if g == "hot path" else 0.0)
@@ -262,6 +286,21 @@ def profile_lines(calls: int = 20_000, workers: int = 2, top: int = 6) -> str:
                 f"    {tottime * 1e6 / calls:7.2f} us/call  {ncalls:>9,} calls  {_where(func)}"
             )
     return "\n".join(lines)
+
+
+def _path_of(pool: Pool, workers: int) -> str:
+    """Which path ``pool.map`` of many rows takes at ``workers`` calls in flight."""
+    from fnrun_nb.batch import runner
+    from fnrun_nb.batch.inputs import plan_batch
+
+    plan = plan_batch([DATA] * 100, env=None, repeat=1, concurrency=None, rate=None,
+                      keep_data=True, progress=False, workers=workers)
+    widths = runner.io_threads(pool.invoker_pool, plan)
+    if not widths:
+        return f"a runner thread per call in flight ({workers})"
+    if widths == [1]:
+        return "one I/O thread sharing a CPU with its worker"
+    return f"one I/O thread multiplexing {widths[0]} calls in flight"
 
 
 def _is_wait(func: tuple[str, int, str]) -> bool:
@@ -282,11 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
     parser.add_argument("--profile", action="store_true",
-                        help="print where Pool.map's time goes (2 workers, C echo)")
+                        help="print where Pool.map's time goes (C echo)")
     parser.add_argument("--calls", type=int, default=20_000, help="calls to profile")
+    parser.add_argument("--workers", type=int, default=2, help="workers to profile")
+    parser.add_argument("--threads-path", action="store_true",
+                        help="profile the runner-thread path (the path before the I/O thread)")
     args = parser.parse_args(argv)
     if args.profile:
-        print(profile_lines(args.calls))
+        print(profile_lines(args.calls, args.workers, threads_path=args.threads_path))
         return 0
     return print_standalone("throughput", lambda: run(args.quick), quick=args.quick)
 

@@ -333,3 +333,98 @@ def test_a_handler_that_cannot_start_fails_every_row_fast(paths: list[str]) -> N
     assert (df["outcome"] == "start_failed").all()
     assert df["error"].str.contains("HandlerStartError").all()
     assert took < 5, took  # not one 50 ms poll interval per row (10 s)
+
+
+# --- one call in flight: the I/O thread and its worker share a CPU ----------------------
+
+AFFINITY = str(TEST_HANDLERS / "affinity.py")
+needs_two_cpus = pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="co-location needs a host with two CPUs or more",
+)
+
+
+def _cpus_seen(batch: Any) -> list[list[int]]:
+    ok = batch.df[batch.df["outcome"] == "ok"]
+    return [json.loads(d) for d in ok["data"]]
+
+
+@needs_two_cpus
+def test_one_call_in_flight_runs_on_one_cpu_and_gives_the_cpus_back() -> None:
+    host = sorted(os.sched_getaffinity(0))
+    inputs = [b"a"] * 6 + [b"crash"] + [b"b"] * 8
+    with Pool(AFFINITY, workers=1, timeout=10) as pool:
+        batch = pool.map(inputs, progress=False)
+        pid = pool.snapshot().workers[0].pid
+        assert pid is not None
+        after = sorted(os.sched_getaffinity(pid))
+        single = json.loads(pool.invoke(b"x").data)
+    df = batch.df
+    assert df["outcome"].tolist() == ["ok"] * 6 + ["crashed"] + ["ok"] * 8
+    assert df["generation"].tolist() == [1] * 7 + [2] * 8  # replaced mid-batch
+    # A worker's first call runs before it is pinned (see _Colocation.pin); every
+    # later call, on the first worker and on its replacement, saw one CPU, the same.
+    ok = df[df["outcome"] == "ok"]
+    assert ok["call_on_worker"].tolist() == [1, 2, 3, 4, 5, 6] + [1, 2, 3, 4, 5, 6, 7, 8]
+    later = ok[ok["call_on_worker"] > 1]
+    seen = {tuple(json.loads(d)) for d in later["data"]}
+    assert len(seen) == 1 and len(next(iter(seen))) == 1, seen
+    assert next(iter(seen))[0] in host
+    # Afterwards the worker, and this thread, have the host's CPUs again.
+    assert after == host and single == host
+    assert sorted(os.sched_getaffinity(0)) == host
+
+
+@needs_two_cpus
+def test_a_handler_that_pinned_itself_keeps_its_cpu() -> None:
+    mine = max(os.sched_getaffinity(0))
+    with Pool(AFFINITY, workers=1, timeout=10,
+              process_env={**os.environ, "AFFINITY_PIN": str(mine)}) as pool:
+        batch = pool.map([b"a"] * 5, progress=False)
+        pid = pool.snapshot().workers[0].pid
+        assert pid is not None and os.sched_getaffinity(pid) == {mine}
+    assert _cpus_seen(batch) == [[mine]] * 5  # and it did not move during the batch
+
+
+@needs_two_cpus
+def test_one_call_in_flight_takes_the_multiplexed_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fnrun_nb.batch.inputs import plan_batch
+
+    def plan(rows: int, concurrency: int | None = None) -> Any:
+        return plan_batch([b"x"] * rows, env=None, repeat=1, concurrency=concurrency,
+                          rate=None, keep_data=True, progress=False, workers=2)
+
+    with Pool(FAULTY, workers=2, timeout=10) as pool:
+        target = pool.invoker_pool
+        assert _mux.io_threads(target, plan(100, concurrency=1)) == [1]
+        assert _mux.io_threads(target, plan(1)) == []  # one row: nothing to gain
+        monkeypatch.setattr(_mux._Colocation, "possible", False)
+        assert _mux.io_threads(target, plan(100, concurrency=1)) == []
+        monkeypatch.setattr(_mux._Colocation, "possible", True)
+        monkeypatch.setattr(_mux, "_cpus", lambda: 1)
+        assert _mux.io_threads(target, plan(100, concurrency=1)) == []
+
+
+def test_colocation_that_cannot_pin_leaves_the_batch_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the thread's CPU cannot be read the batch runs unpinned; a worker that is
+    gone before its pin is skipped, and no row fails either way."""
+    monkeypatch.setattr(_mux, "_current_cpu", lambda: None)
+    assert not _mux._Colocation().start()
+    with Pool(FAULTY, workers=1, timeout=10) as pool:
+        batch = pool.map([b"a", b"b", b"c"], progress=False)
+    assert (batch.df["outcome"] == "ok").all()
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+
+    class Gone:
+        pid = gone.pid
+        alive = False
+        calls = 1
+
+    colocation = _mux._Colocation()
+    colocation.host, colocation.cpu = {0, 1}, {0}
+    colocation.pin(Gone())  # type: ignore[arg-type]
+    assert colocation.pinned == []

@@ -22,12 +22,23 @@ mid-batch behave as on the thread path, row for row.  Ctrl-C is the calling thre
 business, as there: it sets ``stop`` (no new call starts here) and kills the calls in
 flight, which this thread then reads as failures and records as ``cancelled``.
 
-It is used when a batch has more calls in flight than the host has CPUs
-(:func:`io_threads`), and only where it keeps every column the same
-(:func:`multiplexable`): workers made by a plain ``CmdInvokerFactory``, no ``rate``
-(open-loop arrivals keep their thread per call slot), no ``resources`` and no
-``max_rss_mib`` (their readings are taken around each call by ``InvokerPool.call``),
-and at least two calls but at most one per worker in flight.
+It is used when a batch has more calls in flight than the host has CPUs, or
+exactly one call in flight on a host with several CPUs (:func:`io_threads`), and
+only where it keeps every column the same (:func:`multiplexable`): workers made by a
+plain ``CmdInvokerFactory``, no ``rate`` (open-loop arrivals keep their thread per
+call slot), no ``resources`` and no ``max_rss_mib`` (their readings are taken around
+each call by ``InvokerPool.call``), at least two rows, and at most one call per
+worker in flight.
+
+One call in flight: co-location.  With one call at a time the host and the handler
+never run at once: each waits for the other.  Left to the scheduler they sit on two
+CPUs, and every call pays two cross-CPU wake-ups (an idle vCPU takes tens of
+microseconds to wake), several times what a fast handler takes.  So for such a batch
+the I/O thread pins itself and each worker it runs a call on to the CPU it is on
+(:class:`_Colocation`), and puts the workers back on their CPUs when the batch ends.
+It costs nothing a handler could notice (the two never compete for that CPU), leaves
+the kernel's other threads where they were, and skips a worker whose CPUs are not
+the host's (a handler that pinned itself keeps its choice).
 
 Timing.  A call's ``service`` ends when this thread reads its answer, so when
 several answers arrive together the later ones include the microseconds spent
@@ -75,9 +86,12 @@ def io_threads(pool: InvokerPool, plan: Plan) -> list[int]:
     writes, which wake a handler, overlap with the other threads' Python), so those
     batches, and every batch :func:`multiplexable` rejects, keep it.  One I/O thread
     drives them all: measured on 2 CPUs with 4 workers, one thread beat two threads
-    of two calls each."""
+    of two calls each.  One call in flight on several CPUs is multiplexed too, to
+    co-locate it (see the module docstring)."""
     width = min(plan.concurrency, plan.rows)
-    if width <= _cpus() or not multiplexable(pool, plan):
+    cpus = _cpus()
+    wanted = width > cpus or (width == 1 and cpus > 1 and _Colocation.possible)
+    if not wanted or not multiplexable(pool, plan):
         return []
     return [width]
 
@@ -91,7 +105,8 @@ def multiplexable(pool: InvokerPool, plan: Plan) -> bool:
         and plan.rate is None
         and not plan.resources
         and config.max_rss_mib is None
-        and 2 <= min(plan.concurrency, plan.rows) <= config.max_invokers
+        and plan.rows >= 2
+        and min(plan.concurrency, plan.rows) <= config.max_invokers
     )
 
 
@@ -100,6 +115,87 @@ def _cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+
+def _current_cpu() -> int | None:
+    """The CPU this thread runs on (field 39 of ``/proc/thread-self/stat``), or
+    ``None`` where that cannot be read."""
+    try:
+        with open("/proc/thread-self/stat", "rb") as f:
+            stat = f.read()
+        # The command name (field 2) may hold spaces and parentheses: count fields
+        # after its closing parenthesis, where field 3 starts.
+        return int(stat[stat.rindex(b")") + 2:].split()[36])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _Colocation:
+    """One I/O thread and the workers it calls, pinned to one CPU for a batch.
+
+    :meth:`start` pins the calling thread to the CPU it is on; :meth:`pin` pins a
+    worker there once it has answered a call (a replacement too), unless the worker's CPUs
+    are not the host's; :meth:`end` gives every worker it pinned and that is still on
+    that CPU, and the thread, the host's CPUs.  Every step is best effort: a failed ``sched_setaffinity`` (a
+    process that just died, a CPU taken offline) leaves things unpinned, never fails
+    a call.  Workers are started by the pool's supervisor thread, never by this one,
+    so none inherits the pinned thread's mask."""
+
+    possible = hasattr(os, "sched_setaffinity") and hasattr(os, "sched_getaffinity")
+
+    def __init__(self) -> None:
+        self.host: set[int] = set()
+        self.cpu: set[int] = set()
+        self.pinned: list[CmdInvoker] = []
+        self.seen: set[int] = set()  # pids looked at, pinned or not
+
+    def start(self) -> bool:
+        """Pin this thread to its CPU; False (and nothing pinned) when it cannot."""
+        cpu = _current_cpu()
+        try:
+            host = os.sched_getaffinity(0)
+            if cpu is None or cpu not in host or len(host) < 2:
+                return False
+            os.sched_setaffinity(0, {cpu})
+        except OSError:
+            return False
+        self.host, self.cpu = host, {cpu}
+        return True
+
+    def pin(self, worker: CmdInvoker) -> None:
+        """Put ``worker`` on this thread's CPU, once per process, from its second call:
+        by then it has run its start-up code, where a handler that picks its own CPU
+        does so."""
+        pid = worker.pid
+        if pid in self.seen or not worker.calls:
+            return
+        self.seen.add(pid)
+        try:
+            if os.sched_getaffinity(pid) != self.host:
+                return  # pinned by its own choice (taskset, the handler itself)
+            os.sched_setaffinity(pid, self.cpu)
+        except OSError:
+            return  # gone already: its call fails on its own
+        self.pinned.append(worker)
+
+    def end(self) -> None:
+        """Give the pinned workers that still run, and this thread, the host's CPUs."""
+        for worker in self.pinned:
+            if not worker.alive:  # its pid may already be another process's
+                continue
+            try:
+                # A handler that pinned itself after its pin here (while it started)
+                # keeps its own choice.
+                if os.sched_getaffinity(worker.pid) == self.cpu:
+                    os.sched_setaffinity(worker.pid, self.host)
+            except OSError:
+                pass
+        self.pinned.clear()
+        try:
+            os.sched_setaffinity(0, self.host)
+        except OSError:
+            pass
 
 
 def serve(run: _Run, pool: InvokerPool, width: int) -> None:
@@ -128,6 +224,9 @@ def serve(run: _Run, pool: InvokerPool, width: int) -> None:
     # asked for a worker: as in ``InvokerPool.call``, their wait includes the attempt.
     again: list[tuple[int, float]] = []
     exhausted = False  # ``take`` has run past the last row
+    coloc: _Colocation | None = _Colocation() if width == 1 else None
+    if coloc is not None and not coloc.start():
+        coloc = None
 
     def failed(
         k: int, slot: Slot, worker: CmdInvoker, exc: BaseException, t_request: float,
@@ -175,6 +274,8 @@ def serve(run: _Run, pool: InvokerPool, width: int) -> None:
                     continue
                 slot, held = claimed
                 worker = cast(CmdInvoker, held)
+                if coloc is not None:
+                    coloc.pin(worker)
                 if run.stop:
                     pool.give_back(slot, worker)
                     break
@@ -214,6 +315,8 @@ def serve(run: _Run, pool: InvokerPool, width: int) -> None:
                 finish_ok(slot, worker)
                 record_ok(k, _make_result(status, out, env_out, info))
     finally:
+        if coloc is not None:
+            coloc.end()
         # Only after a bug: end the calls still in flight and replace their workers.
         for _k, slot, worker, _t0, _t_request, wait in list(flight.values()):
             worker.kill()
