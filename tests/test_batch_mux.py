@@ -428,3 +428,44 @@ def test_colocation_that_cannot_pin_leaves_the_batch_alone(
     colocation.host, colocation.cpu = {0, 1}, {0}
     colocation.pin(Gone())  # type: ignore[arg-type]
     assert colocation.pinned == []
+
+
+def test_a_pool_whose_last_batch_was_slow_keeps_a_thread_per_call(
+    paths: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path follows the pool's last batch: slow calls (``SLOW_SERVICE``) keep a
+    thread per call for the next batch, fast ones go back to the I/O thread; a batch
+    with no ok row changes nothing.  The threshold is raised to 50 ms here, so that a
+    busy machine cannot make an echo look slow."""
+    monkeypatch.setattr(_mux, "SLOW_SERVICE", 0.05)
+    fast = ["0"] * 20
+    with Pool(SLEEPY, workers=2, timeout=10) as pool:
+        pool.map(fast, progress=False)  # no history yet: multiplexed
+        pool.map(["0.15"] * 4, progress=False)  # learns: slow
+        pool.map(fast, progress=False)  # a thread per call; learns: fast
+        pool.map(fast, progress=False)
+        pool.map(["crash"] * 2, progress=False)  # no warm ok row: still fast
+        pool.map(fast, progress=False)
+    assert paths == ["mux", "mux", "threads", "mux", "mux", "mux"]
+    other = Pool(SLEEPY, workers=2, timeout=10)  # the history is per pool
+    try:
+        other.map(fast, progress=False)
+    finally:
+        other.close()
+    assert paths[-1] == "mux"
+
+
+def test_median_service_of_a_recorder() -> None:
+    from fnrun_nb.batch.inputs import plan_batch
+    from fnrun_nb.batch.record import Recorder
+
+    plan = plan_batch([b"x"] * 6, env=None, repeat=1, concurrency=None, rate=None,
+                      keep_data=True, progress=False, workers=2)
+    with Pool(FAULTY, workers=2, timeout=10) as pool:
+        batch = pool.map([b"a", b"b", b"c"], progress=False)
+    assert Recorder(plan).median_service() is None
+    recorded = batch._recorder.median_service()
+    df = batch.df
+    warm = df[df["call_on_worker"] > 1]  # a first call includes the process's start
+    assert len(warm) >= 1
+    assert recorded == pytest.approx(warm["service_ms"].median() / 1e3)

@@ -22,8 +22,9 @@ mid-batch behave as on the thread path, row for row.  Ctrl-C is the calling thre
 business, as there: it sets ``stop`` (no new call starts here) and kills the calls in
 flight, which this thread then reads as failures and records as ``cancelled``.
 
-It is used when a batch has more calls in flight than the host has CPUs, or
-exactly one call in flight on a host with several CPUs (:func:`io_threads`), and
+It is used when a batch has more calls in flight than the host has CPUs and the
+pool's last batch did not show slow calls (:data:`SLOW_SERVICE`), or exactly one call
+in flight on a host with several CPUs (:func:`io_threads`), and
 only where it keeps every column the same (:func:`multiplexable`): workers made by a
 plain ``CmdInvokerFactory``, no ``rate`` (open-loop arrivals keep their thread per
 call slot), no ``resources`` and no ``max_rss_mib`` (their readings are taken around
@@ -53,6 +54,7 @@ from __future__ import annotations
 import os
 import select
 import time
+import weakref
 from typing import TYPE_CHECKING, cast
 
 from ..errors import CallNotStarted, FnrunError
@@ -61,11 +63,13 @@ from ..values import CallInfo, Result
 
 if TYPE_CHECKING:
     from .._slots import Slot
+    from .._worker import Exchange
     from ..pool import InvokerPool
     from .inputs import Plan
+    from .record import Recorder
     from .runner import _Run
 
-__all__ = ["io_threads", "multiplexable", "serve"]
+__all__ = ["SLOW_SERVICE", "io_threads", "multiplexable", "remember", "serve"]
 
 _perf_counter = time.perf_counter
 _new_tuple = tuple.__new__
@@ -74,6 +78,28 @@ _POLLIN = select.POLLIN
 _REFILL_MS = 10
 """While it holds fewer workers than it may (one is being replaced), the thread looks
 for an idle worker this often between answers."""
+
+
+SLOW_SERVICE = 300e-6
+"""A pool whose last batch had a median warm service time (s) at least this long
+runs its next batch with many calls in flight on a thread per call.  Measured on 2
+CPUs with 4 workers: one I/O thread does 2.1x the calls per second of four threads on
+the C echo, 1.17x on the SDK echo (about 250 us a call), the same at 300 us, and 0.96x
+at 1 ms; and past that, where the host's work is a small part of a call, a thread per
+call reads each answer as soon as it comes on either CPU, so ``service_ms`` stays
+closer to the handler's own time (a median 46 against 84 us of transport on a 2 ms
+handler)."""
+
+_last_service: weakref.WeakKeyDictionary[InvokerPool, float] = weakref.WeakKeyDictionary()
+"""Per pool, the median service time of its last batch that had ok rows."""
+
+
+def remember(pool: InvokerPool, recorder: Recorder) -> None:
+    """Note how long ``pool``'s calls took in the batch ``recorder`` holds, for the
+    next batch's choice of path (:data:`SLOW_SERVICE`)."""
+    service = recorder.median_service()
+    if service is not None:
+        _last_service[pool] = service
 
 
 def io_threads(pool: InvokerPool, plan: Plan) -> list[int]:
@@ -86,11 +112,14 @@ def io_threads(pool: InvokerPool, plan: Plan) -> list[int]:
     writes, which wake a handler, overlap with the other threads' Python), so those
     batches, and every batch :func:`multiplexable` rejects, keep it.  One I/O thread
     drives them all: measured on 2 CPUs with 4 workers, one thread beat two threads
-    of two calls each.  One call in flight on several CPUs is multiplexed too, to
+    of two calls each.  But not when the pool's last batch showed slow calls
+    (:data:`SLOW_SERVICE`): there the host is not the bottleneck, and a thread per call
+    measures closer.  One call in flight on several CPUs is multiplexed too, to
     co-locate it (see the module docstring)."""
     width = min(plan.concurrency, plan.rows)
     cpus = _cpus()
-    wanted = width > cpus or (width == 1 and cpus > 1 and _Colocation.possible)
+    fast = _last_service.get(pool, 0.0) < SLOW_SERVICE
+    wanted = (width > cpus and fast) or (width == 1 and cpus > 1 and _Colocation.possible)
     if not wanted or not multiplexable(pool, plan):
         return []
     return [width]
@@ -224,6 +253,8 @@ def serve(run: _Run, pool: InvokerPool, width: int) -> None:
     # asked for a worker: as in ``InvokerPool.call``, their wait includes the attempt.
     again: list[tuple[int, float]] = []
     exhausted = False  # ``take`` has run past the last row
+    # Calls answered but not yet recorded: (row, slot, worker, wait, Exchange).
+    answered: list[tuple[int, Slot, CmdInvoker, float, Exchange]] = []
     coloc: _Colocation | None = _Colocation() if width == 1 else None
     if coloc is not None and not coloc.start():
         coloc = None
@@ -298,14 +329,24 @@ def serve(run: _Run, pool: InvokerPool, width: int) -> None:
                 ready: list[int] = list(flight)  # one call: wait in its read
             else:
                 ready = [fd for fd, _ in poll(_REFILL_MS if more and len(flight) < width else -1)]
-            for fd in ready:
-                k, slot, worker, t0, t_request, wait = flight.pop(fd)
-                unregister(fd)
-                try:
-                    status, out, env_out, started, service = worker.receive(t0)
-                except BaseException as exc:
-                    failed(k, slot, worker, exc, t_request, wait)
-                    continue
+            # Read every answer that is there before recording any: a call's service
+            # ends when its answer is read, so the answers that arrived together
+            # wait for the reads before them (a few microseconds each), not for
+            # their rows to be recorded and the next calls written.
+            while ready:
+                for fd in ready:
+                    k, slot, worker, t0, t_request, wait = flight.pop(fd)
+                    unregister(fd)
+                    try:
+                        answer = worker.receive(t0)
+                    except BaseException as exc:
+                        failed(k, slot, worker, exc, t_request, wait)
+                        continue
+                    answered.append((k, slot, worker, wait, answer))
+                ready = [fd for fd, _ in poll(0)] if flight else []
+            answered.reverse()  # popped in the order they were read
+            while answered:
+                k, slot, worker, wait, (status, out, env_out, started, service) = answered.pop()
                 # Read before the give-back: the slot may change hands after it.
                 info = _new_tuple(
                     CallInfo,
@@ -317,7 +358,13 @@ def serve(run: _Run, pool: InvokerPool, width: int) -> None:
     finally:
         if coloc is not None:
             coloc.end()
-        # Only after a bug: end the calls still in flight and replace their workers.
+        # Only after a bug: answered calls give their workers back (their rows stay
+        # pending); the calls still in flight end and their workers are replaced.
+        for _k, slot, worker, _wait, _answer in answered:
+            try:
+                finish_ok(slot, worker)
+            except Exception:
+                pass
         for _k, slot, worker, _t0, _t_request, wait in list(flight.values()):
             worker.kill()
             try:

@@ -249,6 +249,15 @@ class Recorder:
         ms: np.ndarray = (self._lag[sl][ok] + self._wait[sl][ok] + self._service[sl][ok]) * 1e3
         return ms
 
+    def median_service(self, sample: int = 4096) -> float | None:
+        """The median service time (s) of the warm ok rows (not a process's first
+        call, which includes its start-up) among the last ``sample`` rows, or None
+        when there is none."""
+        tail = slice(max(self.rows - sample, 0), None)
+        warm = (self._codes[tail] == OK) & (self._infos["call"][tail] > 1)
+        service = self._service[tail][warm]
+        return float(np.median(service)) if len(service) else None
+
     # --- the DataFrame, built once ----------------------------------------------------
 
     def close_pending(self, reason: str | None = None) -> None:

@@ -47,7 +47,7 @@ from ..errors import FnrunError, PoolClosed
 from ..pool import CallNotStarted, Gate, InvokerPool
 from ..values import Result
 from .core import Batch
-from ._mux import io_threads
+from ._mux import io_threads, remember
 from ._mux import serve as serve_mux
 from .inputs import Plan, plan_batch
 from .record import CANCELLED, Recorder, outcome_of
@@ -180,6 +180,7 @@ def run_batch(
         # ``cancelled``) and every runner has returned.
         pool.active_batch = None
         pool.last_batch = batch
+        remember(target, recorder)
 
 
 class _Run:
