@@ -161,8 +161,13 @@ def test_a_failed_call_has_no_readings() -> None:
 def test_handler_ms_is_the_handlers_own_time() -> None:
     ms = 100
     with Pool(PROFILED, workers=2, timeout=30, handler_timing=True) as pool:
+        # A process's first call includes its start-up (the host writes the call while
+        # the interpreter still imports): warm both workers first.
+        warm = pool.map(["sleep:50"] * 4, progress=False)  # long enough to overlap
         batch = pool.map([f"sleep:{ms}"] * 4, env={"K": "v"}, progress=False)
+    assert warm.df["pid"].nunique() == 2
     df = batch.df
+    assert (df["call_on_worker"] > 1).all()
     assert_schema(df)
     assert set(TIMING_COLUMNS) <= set(df.columns)
     assert not set(RESOURCE_COLUMNS) & set(df.columns)
