@@ -18,8 +18,8 @@ rounds, one batch each per round on the same pool:
 - ``map, monitor=True``: the same batch with the live monitor on (outside a notebook,
   the text monitor, redrawing 10 times a second into a sink that claims to be a
   terminal, as in ``monitor_overhead``);
-- two references on a pool of one worker (whose batch's I/O thread shares the
-  worker's CPU): the same 2 ms handler, and the handler told to sleep 0 ms.  What
+- two references on a pool of one worker, the host and the worker pinned to one CPU
+  for the case: the same 2 ms handler, and the handler told to sleep 0 ms.  What
   separates them is what an idle gap costs on the machine, not the host.
 
 A round's figure is the median ``transport_ms`` of its batch's calls.  Targets: that
@@ -37,7 +37,7 @@ from typing import Any
 from fnrun_nb import Pool
 
 from ._handlers import SLEEPER
-from ._method import interleave, summarize
+from ._method import interleave, pin_cpu, pinned, summarize
 from ._report import row, section, section_main, target
 from .monitor_overhead import Terminal
 
@@ -80,6 +80,16 @@ def _transport_case(
     return case
 
 
+def _on_one_cpu(case: Any) -> Any:
+    """``case`` with this process, its threads and its children pinned to one CPU."""
+
+    def pinned_case(n: int) -> float:
+        with pinned(pin_cpu()):
+            return float(case(n))
+
+    return pinned_case
+
+
 def run(quick: bool, *, rounds: int | None = None) -> dict[str, Any]:
     """Measure the median transport time, plain and monitored; returns a section."""
     rounds = rounds or (3 if quick else 9)
@@ -92,8 +102,8 @@ def run(quick: bool, *, rounds: int | None = None) -> dict[str, Any]:
         cases = {
             PLAIN: _transport_case(pool, False, plain_handler),
             MONITORED: _transport_case(pool, True, handler_ms),
-            ONE_SLEEP: _transport_case(one, False, []),
-            ONE_BUSY: _transport_case(one, False, [], sleep=b"0"),
+            ONE_SLEEP: _on_one_cpu(_transport_case(one, False, [])),
+            ONE_BUSY: _on_one_cpu(_transport_case(one, False, [], sleep=b"0")),
         }
         for case in cases.values():  # imports (pandas, the monitor) and first calls
             case(4 * WORKERS)
@@ -112,7 +122,7 @@ def run(quick: bool, *, rounds: int | None = None) -> dict[str, Any]:
         row(DIFF, diff, "us", note="paired within each round"),
         row(HANDLER, summarize(plain_handler), "ms", note="what the handler reports"),
         row(ONE_SLEEP, summarize(samples[ONE_SLEEP]).scaled(1e6), "us",
-            note=f"{ONE_CALLS} calls a round; the host thread shares the worker's CPU"),
+            note=f"{ONE_CALLS} calls a round; the host and the worker pinned to one CPU"),
         row(ONE_BUSY, summarize(samples[ONE_BUSY]).scaled(1e6), "us",
             note=f"{ONE_CALLS} calls a round; the same handler, told to sleep 0 ms"),
     ]
@@ -127,9 +137,9 @@ def run(quick: bool, *, rounds: int | None = None) -> dict[str, Any]:
         "transport_ms = service_ms - handler_ms; handler_ms is the handler's own report"
         " (FNRUN_NB_HANDLER_NS, handler_timing=True).  A round's figure is its batch's"
         " median; the rows and targets are medians and IQRs of those over rounds.",
-        "The two references bound the target: one worker, whose host thread shares its"
-        " CPU for the batch (no wake-up crosses CPUs), once with the 2 ms sleep and once"
-        " with none.  Their difference is what 2 ms of idleness costs the next call on"
+        "The two references bound the target: one worker, the host and the worker pinned"
+        " to one CPU (no wake-up crosses CPUs), once with the 2 ms sleep and once with"
+        " none.  Their difference is what 2 ms of idleness costs the next call on"
         " this machine (an idle vCPU to wake, cold caches), which a host that sleeps"
         " while it waits cannot avoid.",
     ]

@@ -376,6 +376,23 @@ def test_one_call_in_flight_runs_on_one_cpu_and_gives_the_cpus_back() -> None:
 
 
 @needs_two_cpus
+def test_a_slow_call_gives_the_worker_its_cpus_back_until_calls_are_fast_again() -> None:
+    """Pinned only while calls are fast: a slow call (20 ms, over SLOW_SERVICE) runs
+    pinned, since its speed is known only after it, then releases the worker; the
+    next fast call pins it again from the call after."""
+    host = sorted(os.sched_getaffinity(0))
+    inputs = [b"a", b"a", b"a", b"slow", b"a", b"a", b"slow", b"slow", b"a"]
+    with Pool(AFFINITY, workers=1, timeout=10) as pool:
+        batch = pool.map(inputs, progress=False)
+    seen = [json.loads(d) for d in batch.df["data"]]
+    pinned = [len(cpus) == 1 for cpus in seen]
+    # 1st call: before any pin; 5th: released by the slow 4th; 8th: by the slow 7th;
+    # 9th: the 8th was slow, so not pinned yet.
+    assert pinned == [False, True, True, True, False, True, True, False, False], seen
+    assert all(cpus == host for cpus, p in zip(seen, pinned) if not p)
+
+
+@needs_two_cpus
 def test_a_handler_that_pinned_itself_keeps_its_cpu() -> None:
     mine = max(os.sched_getaffinity(0))
     with Pool(AFFINITY, workers=1, timeout=10,

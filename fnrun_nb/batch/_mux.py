@@ -37,9 +37,11 @@ CPUs, and every call pays two cross-CPU wake-ups (an idle vCPU takes tens of
 microseconds to wake), several times what a fast handler takes.  So for such a batch
 the I/O thread pins itself and each worker it runs a call on to the CPU it is on
 (:class:`_Colocation`), and puts the workers back on their CPUs when the batch ends.
-It costs nothing a handler could notice (the two never compete for that CPU), leaves
-the kernel's other threads where they were, and skips a worker whose CPUs are not
-the host's (a handler that pinned itself keeps its choice).
+Only while calls are fast: a call of :data:`SLOW_SERVICE` or more, where the
+wake-ups no longer matter, gives the workers their CPUs back at once, so a handler
+that computes on several threads is never held to one CPU for more than a call.  It
+leaves the kernel's other threads where they were, and skips a worker whose CPUs are
+not the host's (a handler that pinned itself keeps its choice).
 
 Timing.  A call's ``service`` ends when this thread reads its answer, so when
 several answers arrive together the later ones include the microseconds spent
@@ -161,23 +163,29 @@ def _current_cpu() -> int | None:
 
 
 class _Colocation:
-    """One I/O thread and the workers it calls, pinned to one CPU for a batch.
+    """One I/O thread and the workers it calls, on one CPU while their calls are fast.
 
-    :meth:`start` pins the calling thread to the CPU it is on; :meth:`pin` pins a
-    worker there once it has answered a call (a replacement too), unless the worker's CPUs
-    are not the host's; :meth:`end` gives every worker it pinned and that is still on
-    that CPU, and the thread, the host's CPUs.  Every step is best effort: a failed ``sched_setaffinity`` (a
-    process that just died, a CPU taken offline) leaves things unpinned, never fails
-    a call.  Workers are started by the pool's supervisor thread, never by this one,
-    so none inherits the pinned thread's mask."""
+    :meth:`start` pins the calling thread to the CPU it is on.  :meth:`pin` pins a
+    worker there once it has answered a call (a replacement too), unless the worker's
+    CPUs are not the host's, and only while calls are fast: :meth:`note` sees each
+    call's service time, and one of :data:`SLOW_SERVICE` or more gives every pinned
+    worker the host's CPUs back at once (a handler that computes on several threads is
+    held to one CPU for at most that call); the next fast call pins again.
+    :meth:`end` gives every worker it pinned that is still on that CPU, and the
+    thread, the host's CPUs.  Every step is best effort: a failed
+    ``sched_setaffinity`` (a process that just died, a CPU taken offline) leaves
+    things unpinned and never fails a call.  Workers are started by the pool's
+    supervisor thread, never by this one, so none inherits the pinned thread's mask."""
 
     possible = hasattr(os, "sched_setaffinity") and hasattr(os, "sched_getaffinity")
 
-    def __init__(self) -> None:
+    def __init__(self, fast: bool = True) -> None:
         self.host: set[int] = set()
         self.cpu: set[int] = set()
         self.pinned: list[CmdInvoker] = []
-        self.seen: set[int] = set()  # pids looked at, pinned or not
+        self.seen: set[int] = set()  # pids looked at since the last release
+        self.fast = fast
+        """Pin workers (the last call was fast); starts from the pool's last batch."""
 
     def start(self) -> bool:
         """Pin this thread to its CPU; False (and nothing pinned) when it cannot."""
@@ -193,11 +201,11 @@ class _Colocation:
         return True
 
     def pin(self, worker: CmdInvoker) -> None:
-        """Put ``worker`` on this thread's CPU, once per process, from its second call:
-        by then it has run its start-up code, where a handler that picks its own CPU
-        does so."""
+        """Put ``worker`` on this thread's CPU while calls are fast, once per process,
+        from its second call: by then it has run its start-up code, where a handler
+        that picks its own CPU does so."""
         pid = worker.pid
-        if pid in self.seen or not worker.calls:
+        if not self.fast or pid in self.seen or not worker.calls:
             return
         self.seen.add(pid)
         try:
@@ -208,8 +216,18 @@ class _Colocation:
             return  # gone already: its call fails on its own
         self.pinned.append(worker)
 
-    def end(self) -> None:
-        """Give the pinned workers that still run, and this thread, the host's CPUs."""
+    def note(self, service: float) -> None:
+        """Follow the speed of the calls: a slow one releases the workers.  Not given
+        a process's first call, whose service includes the process's start-up."""
+        if service >= SLOW_SERVICE:
+            if self.fast:
+                self.fast = False
+                self.release()
+        elif not self.fast:
+            self.fast = True
+
+    def release(self) -> None:
+        """Give the pinned workers that still run the host's CPUs."""
         for worker in self.pinned:
             if not worker.alive:  # its pid may already be another process's
                 continue
@@ -221,6 +239,11 @@ class _Colocation:
             except OSError:
                 pass
         self.pinned.clear()
+        self.seen.clear()
+
+    def end(self) -> None:
+        """Give the pinned workers that still run, and this thread, the host's CPUs."""
+        self.release()
         try:
             os.sched_setaffinity(0, self.host)
         except OSError:
@@ -255,7 +278,9 @@ def serve(run: _Run, pool: InvokerPool, width: int) -> None:
     exhausted = False  # ``take`` has run past the last row
     # Calls answered but not yet recorded: (row, slot, worker, wait, Exchange).
     answered: list[tuple[int, Slot, CmdInvoker, float, Exchange]] = []
-    coloc: _Colocation | None = _Colocation() if width == 1 else None
+    coloc: _Colocation | None = None
+    if width == 1:
+        coloc = _Colocation(fast=_last_service.get(pool, 0.0) < SLOW_SERVICE)
     if coloc is not None and not coloc.start():
         coloc = None
 
@@ -343,6 +368,8 @@ def serve(run: _Run, pool: InvokerPool, width: int) -> None:
                         failed(k, slot, worker, exc, t_request, wait)
                         continue
                     answered.append((k, slot, worker, wait, answer))
+                    if coloc is not None and worker.calls > 1:  # not the start-up
+                        coloc.note(answer.service)
                 ready = [fd for fd, _ in poll(0)] if flight else []
             answered.reverse()  # popped in the order they were read
             while answered:
