@@ -2,7 +2,7 @@
 
 Each call answers ``json.dumps(sorted(os.sched_getaffinity(0)))``; the input
 ``crash`` exits 3 instead (a crashed worker, to be replaced), and ``slow`` sleeps
-20 ms before answering (a slow call).  With the process env
+200 ms before answering (a slow call).  With the process env
 ``AFFINITY_PIN=N`` the handler pins itself to CPU ``N`` when it starts, as a handler
 that chooses its own CPU would.
 """
@@ -22,7 +22,7 @@ def handle(data: bytes, ctx: Context) -> Result:
     if data == b"crash":
         sys.exit(3)
     if data == b"slow":
-        time.sleep(0.02)
+        time.sleep(0.2)
     return Result(200, json.dumps(sorted(os.sched_getaffinity(0))).encode())
 
 
