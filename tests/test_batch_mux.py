@@ -283,7 +283,9 @@ def test_multiplexable_needs_command_workers() -> None:
 
     class Echo:
         def invoke(self, input: Any, *, env: Any = None, timeout: Any = None) -> Any:
-            raise NotImplementedError
+            from fnrun_nb.values import Result
+
+            return Result(200, bytes(input.data), dict(env or {}))
 
         def close(self) -> None:
             pass
@@ -298,6 +300,10 @@ def test_multiplexable_needs_command_workers() -> None:
                           keep_data=True, progress=False, workers=2, resources=False,
                           handler_timing=False)
         assert not _mux.multiplexable(pool, plan)
+        assert _mux.io_threads(pool, plan) == []
+        one = plan_batch([b"a", b"b"], env=None, repeat=1, concurrency=1, rate=None,
+                         keep_data=True, progress=False, workers=2)
+        assert _mux.io_threads(pool, one) == []  # nor co-located: not a command
     finally:
         pool.close()
 
