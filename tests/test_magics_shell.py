@@ -296,8 +296,14 @@ def test_handler_that_cannot_start(shell: MagicShell, tmp_path: Path) -> None:
 
 def test_line_magic_stderr_restart_stop(shell: MagicShell) -> None:
     shell.ok(f"%%fnrun {MAGIC} -w 1 -o a\nstderr hello from the handler")
-    reply = shell.ok(f"%fnrun stderr {MAGIC}")
-    text = reply["outputs"][0]["data"]["text/plain"]
+    # The process watcher drains stderr beside the calls: the line can arrive a moment
+    # after the answer, so look again until it is there.
+    for _ in range(50):
+        reply = shell.ok(f"%fnrun stderr {MAGIC}")
+        text = reply["outputs"][0]["data"]["text/plain"]
+        if "hello from the handler" in text:
+            break
+        time.sleep(0.1)
     assert text.startswith(f"stderr of {MAGIC}:\n--- worker 0\n")
     assert "hello from the handler" in text
     assert "<pre" in reply["outputs"][0]["data"]["text/html"]
