@@ -295,6 +295,7 @@ CHILD = textwrap.dedent(
 
     handler, mark = sys.argv[1], sys.argv[2]
     command = ["env", "TUNABLE_HANG_AFTER=2", f"TUNABLE_MARK={mark}", sys.executable, handler]
+    other = [sys.executable, handler]  # a second pool, which must be closed too
 
     def announce():
         while not os.path.exists(mark):
@@ -306,7 +307,7 @@ CHILD = textwrap.dedent(
     report = {}
     try:
         fnrun_nb.experiment(
-            {"v": command}, ["a", "b"], env_grid={"HANG": ["0", "1"]},
+            {"v": command, "w": other}, ["a", "b"], env_grid={"HANG": ["0", "1"]},
             rounds=3, workers=1, seed=int(sys.argv[3]),
         )
         report["raised"] = None
@@ -326,9 +327,15 @@ CHILD = textwrap.dedent(
 
 
 def test_ctrl_c_keeps_the_partial_experiment_and_closes_every_pool(tmp_path: Path) -> None:
-    # A seed whose first round runs HANG=0 first: its calls are kept, then the HANG=1
-    # arm hangs on its first measured call (its two warm-up calls passed).
-    seed = next(s for s in range(100) if shuffled(s)(3, 2)[0] == [0, 1])
+    # Arms: 0 "v HANG=0", 1 "v HANG=1", 2 "w HANG=0", 3 "w HANG=1".  "v HANG=1" hangs
+    # on its first measured call (its two warm-up calls pass).  A seed whose first
+    # round runs an arm of each pool before it: their calls must be kept.
+    names = ["v HANG=0", "v HANG=1", "w HANG=0", "w HANG=1"]
+    seed = next(
+        s for s in range(1000)
+        if (first := shuffled(s)(3, 4)[0]).index(1) == 2 and {first[0], first[1]} & {2, 3}
+    )
+    before = [names[k] for k in shuffled(seed)(3, 4)[0][:2]]
     mark = tmp_path / "hanging"
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, TUNABLE, str(mark), str(seed)],
@@ -350,9 +357,10 @@ def test_ctrl_c_keeps_the_partial_experiment_and_closes_every_pool(tmp_path: Pat
     assert report["raised"] == "ExperimentInterrupted", err
     assert report["is_keyboard_interrupt"] and report["interrupted"]
     assert report["t_back"] - t_sent < 10  # the 60 s call was killed, not awaited
+    # Every row measured before Ctrl-C is kept, and the interrupted arm's calls too.
     assert report["rows"] == [
-        ["v HANG=0", "0", "ok"], ["v HANG=0", "0", "ok"],
+        *([arm, "0", "ok"] for arm in before for _ in range(2)),
         ["v HANG=1", "0", "cancelled"], ["v HANG=1", "0", "cancelled"],
     ]
-    assert report["calls"] == {"v HANG=0": 2, "v HANG=1": 0}
+    assert report["calls"] == {name: 2 if name in before else 0 for name in names}
     assert report["children"] == 0  # every pool closed, every process reaped
