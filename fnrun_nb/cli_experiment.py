@@ -204,6 +204,8 @@ def _run(args: argparse.Namespace) -> int:
     _print(exp, args.json)
     if args.out is not None:
         exp.batch.save(args.out)
-        print(f"record: {args.out} ({len(exp.batch)} rows)", file=sys.stderr if args.json else sys.stdout)
+        # With --json, standard output stays one JSON document.
+        where = sys.stderr if args.json else sys.stdout
+        print(f"record: {args.out} ({len(exp.batch)} rows)", file=where)
     failed = exp.table()["failures"].sum()
     return EXIT_OK if failed == 0 else EXIT_FAILED

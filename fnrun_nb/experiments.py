@@ -99,7 +99,9 @@ def _grid(env_grid: Any) -> dict[str, list[str]]:
     if env_grid is None:
         return {}
     if not isinstance(env_grid, Mapping):
-        raise TypeError(f"env_grid must be a dict of env name -> values, not {type(env_grid).__name__}")
+        raise TypeError(
+            f"env_grid must be a dict of env name -> values, not {type(env_grid).__name__}"
+        )
     out: dict[str, list[str]] = {}
     for name, values in env_grid.items():
         if not isinstance(name, str) or not name or "=" in name or "\0" in name:

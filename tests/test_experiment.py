@@ -24,7 +24,6 @@ from conftest import ROOT, TEST_HANDLERS
 import fnrun_nb
 from fnrun_nb import Batch, Experiment
 from fnrun_nb._rounds import alternate, shuffled
-from fnrun_nb.experiments import ExperimentInterrupted
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

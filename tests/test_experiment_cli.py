@@ -21,7 +21,8 @@ pytestmark = pytest.mark.timeout(120)
 
 def version(base_ms: int, **process_env: str) -> str:
     settings = {"TUNABLE_BASE_MS": str(base_ms), "TUNABLE_MISS_MS": "40", **process_env}
-    return " ".join(["env", *(f"{k}={v}" for k, v in settings.items()), sys.executable, str(TUNABLE)])
+    words = ["env", *(f"{k}={v}" for k, v in settings.items()), sys.executable, str(TUNABLE)]
+    return " ".join(words)
 
 
 @pytest.fixture
@@ -44,7 +45,9 @@ def test_json_table_ranks_the_arms_and_the_record_loads_back(inputs: Path, tmp_p
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     arms = [a["arm"] for a in doc["arms"]]
-    assert arms == [f"{fast} CACHE=on", f"{slow} CACHE=on", f"{fast} CACHE=off", f"{slow} CACHE=off"]
+    assert arms == [
+        f"{fast} CACHE=on", f"{slow} CACHE=on", f"{fast} CACHE=off", f"{slow} CACHE=off"
+    ]
     assert [a["direction"] for a in doc["arms"]] == ["baseline", "slower", "slower", "slower"]
     assert doc["arms"][0]["ci_low"] is None  # NaN in the table is null in JSON
     assert all(a["calls"] == 6 and a["failures"] == 0 for a in doc["arms"])
