@@ -159,7 +159,7 @@ class Experiment:
         self.order = [list(o) for o in order]
         self.confidence = CONFIDENCE
         self.resamples = DEFAULT_RESAMPLES
-        self.baseline = self._check_baseline(baseline)
+        self.baseline = self._arm(baseline)
 
     # --- the design, kept in the batch ---------------------------------------------
 
@@ -201,11 +201,11 @@ class Experiment:
 
     @property
     def interrupted(self) -> bool:
+        """True when Ctrl-C stopped the run (the batch holds what ran)."""
         return self.batch.interrupted
 
-    def _check_baseline(self, name: str | None) -> str:
-        if name is None:
-            return self.baseline
+    def _arm(self, name: str) -> str:
+        """``name`` when it names an arm, else ``ValueError`` listing the arms."""
         names = [a.name for a in self.arms]
         if name not in names:
             raise ValueError(f"no arm named {name!r}; the arms are {', '.join(map(repr, names))}")
@@ -264,7 +264,7 @@ class Experiment:
         experiment's.  Raises ``ValueError`` for an unknown arm and ``KeyError`` when
         the record lacks the metric.
         """
-        base = self._check_baseline(baseline)
+        base = self.baseline if baseline is None else self._arm(baseline)
         stats, reps = self._stats, self._replicates
         b = stats[base]
         rows: list[tuple[tuple[int, float], dict[str, Any]]] = []
