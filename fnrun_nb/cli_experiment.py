@@ -87,7 +87,7 @@ def add_parser(sub: Any) -> None:
         "experiment",
         help="handler versions times an env grid, interleaved, with a verdict per arm",
         description=(
-            "Run every HANDLER with every combination of the --env-grid values over the "
+            "Run every HANDLER with every combination of the --env-grid values over the\n"
             "same inputs, in interleaved rounds, and print one verdict per arm."
         ),
         epilog=_EPILOG,

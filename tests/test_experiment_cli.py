@@ -105,5 +105,9 @@ def test_argument_and_start_errors_exit_2(inputs: Path, capsys: pytest.CaptureFi
     assert "given twice" in capsys.readouterr().err
     assert main(["experiment", "./h", "--inputs", str(inputs.parent / "missing.txt")]) == 2
     assert "cannot read" in capsys.readouterr().err
+    bad_json = inputs.parent / "calls.jsonl"
+    bad_json.write_text('{"data": "a"}\n{"data": 1, "env": {"K": 2}}\n')
+    assert main(["experiment", "./h", "--inputs", str(bad_json), "--json-inputs"]) == 2
+    assert "line 2" in capsys.readouterr().err
     assert main(["experiment", "./no/such/handler", "--inputs", str(inputs), "--rounds", "1"]) == 2
     assert "no/such/handler" in capsys.readouterr().err
