@@ -49,7 +49,7 @@ import pandas as pd
 
 from .analysis import format_percent
 from .comparison import DEFAULT_RESAMPLES, bootstrap_percentile, verdict_phrase
-from .schema import COLUMNS, OPTIONAL_COLUMNS
+from .schema import COLUMNS, OPTIONAL_COLUMNS, OUTCOMES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -223,13 +223,14 @@ class Experiment:
         for arm in self.arms:
             rows = groups.get(arm.name, df.iloc[:0])
             ran = rows[rows["outcome"] != "cancelled"]
-            outcomes = ran["outcome"].astype(str).value_counts()
+            counts = ran["outcome"].astype(str).value_counts()
+            outcomes = {o: int(counts.get(o, 0)) for o in OUTCOMES}  # in OUTCOMES order
             ok = ran[ran["outcome"] == "ok"][self.metric]
             values = ok.to_numpy(dtype=float, na_value=np.nan)
             out[arm.name] = _ArmStats(
                 calls=len(ran),
-                failures=int(len(ran) - outcomes.get("ok", 0)),
-                outcomes={str(k): int(v) for k, v in outcomes.items()},
+                failures=len(ran) - outcomes["ok"],
+                outcomes=outcomes,
                 values=values[~np.isnan(values)],
             )
         return out
