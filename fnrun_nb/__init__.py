@@ -40,6 +40,7 @@ __all__ = [
     "CallInfo",
     "CmdInvoker",
     "CmdInvokerFactory",
+    "Experiment",
     "FnrunError",
     "HandlerCrashed",
     "HandlerStartError",
@@ -60,6 +61,7 @@ __all__ = [
     "WorkerState",
     "__version__",
     "compare",
+    "experiment",
     "load_ipython_extension",
     "unload_ipython_extension",
 ]
@@ -78,10 +80,14 @@ _LAZY = {
     "Pool": ".front",
     "Batch": ".batch",
     "compare": ".versus",
+    "Experiment": ".batch.experiment",
+    "experiment": ".experiments",
 }
 
 if TYPE_CHECKING:
     from .versus import compare
+    from .batch.experiment import Experiment
+    from .experiments import experiment
     from .batch import Batch
     from .front import Pool
     from .invoker import CmdInvoker, CmdInvokerFactory, Invoker, InvokerFactory

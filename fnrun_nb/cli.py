@@ -1,4 +1,5 @@
-"""The command line: ``fnrun-nb run HANDLER [INPUT]`` (also ``python -m fnrun_nb``).
+"""The command line: ``fnrun-nb run HANDLER [INPUT]`` (also ``python -m fnrun_nb``), and
+``fnrun-nb experiment`` (:mod:`fnrun_nb.cli_experiment`).
 
 Thin by design: parse arguments, read the inputs, run one batch through a
 :class:`~fnrun_nb.front.Pool`, print its summary, optionally write the record.  The
@@ -144,6 +145,9 @@ def _parser() -> argparse.ArgumentParser:
         " pool of -w workers on each Dask worker, the same record plus host and"
         " dask_worker columns (needs the dask extra: pip install 'fnrun-nb[dask]')",
     )
+    from .cli_experiment import add_parser as add_experiment
+
+    add_experiment(sub)
     return parser
 
 
@@ -281,6 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2): return, don't exit
         return int(exc.code or 0)
+    if args.command == "experiment":
+        from .cli_experiment import run as run_experiment
+
+        return run_experiment(args)
     try:
         return _run(args)
     except _UsageError as exc:

@@ -1,36 +1,24 @@
 """``fnrun_nb.compare``: two handler commands head to head, the honest way.
 
 It builds two :class:`~fnrun_nb.front.Pool` objects, so it sits above the front
-layer; the statistics are :class:`fnrun_nb.batch.comparison.Comparison`'s.
+layer.  The rounds are :mod:`fnrun_nb._rounds`' (shared with ``experiment``, here with
+the alternating order), the statistics :class:`fnrun_nb.batch.comparison.Comparison`'s.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
 import pandas as pd
 
+from ._rounds import Arm, Run, alternate, run_rounds
 from .batch import Batch
 from .batch.comparison import Comparison, compare_frames
 from .front import Pool
 
 __all__ = ["compare"]
-
-# Warm-up passes tried before giving up on reaching every worker; with a fast handler
-# one worker can take a whole pass, so a pass or two more may be needed.
-_WARMUP_PASSES = 5
-
-
-def _warm(pool: Pool, items: list[Any], env: Mapping[str, str] | None) -> None:
-    """Run passes over ``items`` until every worker process has served a call."""
-    repeat = max(1, math.ceil(pool.workers / len(items)))
-    for _ in range(_WARMUP_PASSES):
-        pool.map(items, env=env, repeat=repeat, progress=False)
-        if all(w.calls > 0 for w in pool.snapshot().workers):
-            return
 
 
 def _joined(pool: Pool, rounds: list[Batch]) -> Batch:
@@ -91,18 +79,16 @@ def compare(
     if not items:
         raise ValueError("compare needs at least one input")
     commands = (command_a, command_b)
-    runs: tuple[list[Batch], list[Batch]] = ([], [])
+    runs: list[Run] = []
     with ExitStack() as stack:
-        pools = tuple(stack.enter_context(Pool(c, **pool_options)) for c in commands)
-        for pool in pools:
-            _warm(pool, items, env)
-        for r in range(rounds):
-            # A B, then B A: a steady drift within a pair of rounds favours neither side.
-            for side in (0, 1) if r % 2 == 0 else (1, 0):
-                runs[side].append(
-                    pools[side].map(items, env=env, concurrency=concurrency, progress=False)
-                )
-        sides = [_joined(pool, batches) for pool, batches in zip(pools, runs)]
+        pools = [stack.enter_context(Pool(c, **pool_options)) for c in commands]
+        arms = [Arm(label, side, items) for side, label in enumerate(labels)]
+        # A B, then B A: a steady drift within a pair of rounds favours neither side.
+        run_rounds(pools, arms, alternate(rounds, 2), runs, env=env, concurrency=concurrency)
+        sides = [
+            _joined(pool, [run.batch for run in runs if run.arm == side])
+            for side, pool in enumerate(pools)
+        ]
     a, b = sides
     return compare_frames(
         a.df, b.df, metric, threshold, labels=labels, seed=seed, batches=(a, b)

@@ -19,6 +19,7 @@ PUBLIC = [
     "CallInfo",
     "CmdInvoker",
     "CmdInvokerFactory",
+    "Experiment",
     "FnrunError",
     "HandlerCrashed",
     "HandlerStartError",
@@ -39,6 +40,7 @@ PUBLIC = [
     "WorkerState",
     "__version__",
     "compare",
+    "experiment",
     "load_ipython_extension",
     "unload_ipython_extension",
 ]

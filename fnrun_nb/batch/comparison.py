@@ -41,7 +41,13 @@ if TYPE_CHECKING:
 
     from .core import Batch
 
-__all__ = ["Comparison", "bootstrap_percentile", "compare_batches", "compare_frames"]
+__all__ = [
+    "Comparison",
+    "bootstrap_percentile",
+    "compare_batches",
+    "compare_frames",
+    "verdict_phrase",
+]
 
 DEFAULT_RESAMPLES = 10_000
 
@@ -77,12 +83,16 @@ def bootstrap_percentile(
     return replicates
 
 
-def _fmt_ratios(x: float, lo: float, hi: float) -> tuple[str, str, str]:
+def _fmt_ratios(
+    x: float, lo: float, hi: float, digits: int | None = None
+) -> tuple[str, str, str]:
     """A ratio and its interval with as few decimals as keep the interval visible:
-    "1.8 (1.6-2.0)", but "2.004 (2.001-2.007)" rather than "2.0 (2.0-2.0)"."""
+    "1.8 (1.6-2.0)", but "2.004 (2.001-2.007)" rather than "2.0 (2.0-2.0)".  ``digits``
+    sets the fewest decimals (default: by size, 0 from 10x, 1 from 1.5x, else 2)."""
     if not all(np.isfinite(v) for v in (x, lo, hi)):
         return str(x), str(lo), str(hi)
-    digits = 0 if x >= 10 else 1 if x >= 1.5 else 2
+    if digits is None:
+        digits = 0 if x >= 10 else 1 if x >= 1.5 else 2
     while True:
         out = (f"{x:.{digits}f}", f"{lo:.{digits}f}", f"{hi:.{digits}f}")
         if out[1] != out[2] or digits >= 3:
@@ -229,26 +239,48 @@ class Comparison:
         )
 
 
+def verdict_phrase(
+    ratio: float, ci: tuple[float, float], threshold: float, confidence: float,
+    *, digits: int | None = None,
+) -> tuple[str, str]:
+    """``(direction, phrase)`` for a ratio of medians (new over reference) and its CI.
+
+    The one reading of a ratio shared by ``compare`` and experiments: ``"slower"`` with
+    "1.8x slower (95% CI 1.6-2.0)" when the whole interval is above ``1 + threshold``,
+    ``"faster"`` with "2.0x faster (95% CI ...)" (said as a speed-up) when it is all
+    below ``1 / (1 + threshold)``, ``"same"`` with "no difference beyond 5%" when it lies
+    inside the band between them, else ``"inconclusive"`` with "inconclusive at 5%".
+    ``digits`` is the fewest decimals of the ratios (see ``_fmt_ratios``).
+    """
+    lo, hi = ci
+    conf = f"{format_percent(confidence)} CI"
+    upper, lower = 1.0 + threshold, 1.0 / (1.0 + threshold)
+    if lo > upper:
+        r, r_lo, r_hi = _fmt_ratios(ratio, lo, hi, digits)
+        return "slower", f"{r}x slower ({conf} {r_lo}-{r_hi})"
+    if hi < lower:
+        # Said as a speed-up: "2.0x faster" reads better than "0.50x slower".
+        r, r_lo, r_hi = _fmt_ratios(1 / ratio, 1 / hi, 1 / lo, digits)
+        return "faster", f"{r}x faster ({conf} {r_lo}-{r_hi})"
+    band = format_percent(threshold)
+    if lo >= lower and hi <= upper:
+        return "same", f"no difference beyond {band}"
+    return "inconclusive", f"inconclusive at {band}"
+
+
 def _verdict(
     ratio: float, ci: tuple[float, float], threshold: float, confidence: float,
     labels: tuple[str, str],
 ) -> tuple[str, str]:
     a, b = labels
-    lo, hi = ci
+    direction, phrase = verdict_phrase(ratio, ci, threshold, confidence)
+    if direction in ("slower", "faster"):
+        return direction, f"{b} is {phrase}"
     conf = f"{format_percent(confidence)} CI"
-    upper, lower = 1.0 + threshold, 1.0 / (1.0 + threshold)
-    if lo > upper:
-        r, r_lo, r_hi = _fmt_ratios(ratio, lo, hi)
-        return "slower", f"{b} is {r}x slower ({conf} {r_lo}-{r_hi})"
-    if hi < lower:
-        # Said as a speed-up: "2.0x faster" reads better than "0.50x slower".
-        r, r_lo, r_hi = _fmt_ratios(1 / ratio, 1 / hi, 1 / lo)
-        return "faster", f"{b} is {r}x faster ({conf} {r_lo}-{r_hi})"
-    detail = f"{b}/{a} = {ratio:.3f}, {conf} {lo:.3f}-{hi:.3f}"
-    band = format_percent(threshold)
-    if lo >= lower and hi <= upper:
-        return "same", f"no difference beyond {band} ({detail})"
-    return "inconclusive", f"inconclusive at {band} ({detail}): more calls would tell"
+    detail = f"{b}/{a} = {ratio:.3f}, {conf} {ci[0]:.3f}-{ci[1]:.3f}"
+    if direction == "same":
+        return direction, f"{phrase} ({detail})"
+    return direction, f"{phrase} ({detail}): more calls would tell"
 
 
 def _sample(df: pd.DataFrame, metric: str, label: str) -> pd.DataFrame:
