@@ -38,6 +38,7 @@ __all__ = [
     "AvailabilityTimeout",
     "Batch",
     "CallInfo",
+    "CheckReport",
     "CmdInvoker",
     "CmdInvokerFactory",
     "FnrunError",
@@ -59,6 +60,7 @@ __all__ = [
     "WorkerSnapshot",
     "WorkerState",
     "__version__",
+    "check",
     "compare",
     "load_ipython_extension",
     "unload_ipython_extension",
@@ -78,10 +80,13 @@ _LAZY = {
     "Pool": ".front",
     "Batch": ".batch",
     "compare": ".versus",
+    "check": ".conformance",
+    "CheckReport": ".conformance",
 }
 
 if TYPE_CHECKING:
     from .versus import compare
+    from .conformance import CheckReport, check
     from .batch import Batch
     from .front import Pool
     from .invoker import CmdInvoker, CmdInvokerFactory, Invoker, InvokerFactory

@@ -144,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
         " pool of -w workers on each Dask worker, the same record plus host and"
         " dask_worker columns (needs the dask extra: pip install 'fnrun-nb[dask]')",
     )
+    from .conformance.cli import add_check_command
+
+    add_check_command(sub)
     return parser
 
 
@@ -281,6 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2): return, don't exit
         return int(exc.code or 0)
+    if args.command == "check":
+        from .conformance.cli import run_check
+
+        return run_check(args)
     try:
         return _run(args)
     except _UsageError as exc:
