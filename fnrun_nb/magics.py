@@ -165,7 +165,8 @@ class FnrunMagics(Magics):
         if line.split(None, 1)[:1] == ["check"]:
             from .conformance.magic import check_line
 
-            return check_line(line.rstrip().removesuffix(";"), self.shell.user_ns)
+            user_ns = self.shell.user_ns if self.shell is not None else None
+            return check_line(line.rstrip().removesuffix(";"), user_ns)
         cmd = parse_line(line.rstrip().removesuffix(";"))
         if cmd.action == "help":
             print(line_help())

@@ -125,13 +125,25 @@ def test_plugin_module_imports_nothing_heavy() -> None:
 
 
 def test_plugin_is_registered_by_the_entry_point(pytester: pytest.Pytester) -> None:
+    from importlib.metadata import entry_points
+
+    assert [(e.name, e.value) for e in entry_points(group="pytest11") if e.name == "fnrun_nb"] == [
+        ("fnrun_nb", "fnrun_nb.pytest_plugin")
+    ]
+    # A run with the installed plugins (in process: the entry points load again).
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--help")
     result.stdout.fnmatch_lines(["*--fnrun-handler=COMMAND*"])
     markers = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--markers")
     markers.stdout.fnmatch_lines(["@pytest.mark.fnrun_handler(command, **pool_options)*"])
 
 
-def test_fnrun_pool_fixture_with_marker_and_option(pytester: pytest.Pytester) -> None:
+def test_fnrun_pool_fixture_with_marker_and_option(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real pytest process.  Only this plugin is loaded in it: the other installed
+    # plugins (nbval, playwright, dask...) cost seconds of start-up and are not
+    # under test; the test above proves the entry point loads it by itself.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     sub = pytester.mkpydir("suite")
     (sub / "handler.py").write_text(Path(ECHO).read_text())
     (sub / "test_handler.py").write_text(
@@ -163,7 +175,8 @@ def test_conforms():
     )
     # run from elsewhere: the marker's relative path is found next to the test file
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", f"--fnrun-handler={ECHO}", str(sub), "-q"
+        "-p", "no:cacheprovider", "-p", "fnrun_nb.pytest_plugin", f"--fnrun-handler={ECHO}",
+        str(sub), "-q",
     )
     result.assert_outcomes(passed=4)
 
