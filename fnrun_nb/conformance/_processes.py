@@ -45,20 +45,22 @@ def _start(ctx: Context) -> Probe | Verdict:
 
 def stray_stdout(ctx: Context) -> Verdict:
     """No bytes on stdout outside Result frames: before the first call, between
-    calls, or after the last one (as stdin closes)."""
+    calls, or after the last one (as stdin closes).  A call that fails for another
+    reason (a crash) is noted and the next input goes to a fresh process."""
     probe = _start(ctx)
     if isinstance(probe, Verdict):
         return probe
-    with probe:
-        answered = 0
-        broke = ""
+    answered = 0
+    broke: list[str] = []
+    prev = b""  # the input of the last call answered
+    try:
         for data in STRAY_INPUTS:
             try:
                 a = probe.call(data, ctx.env(), timeout=ctx.call_timeout())
             except ProbeBroke as exc:
                 if exc.kind == "stray":
-                    where = "before its first Result" if answered == 0 else (
-                        f"before the Result of call {answered + 1}, after call {answered}'s"
+                    where = "before its first Result" if probe.calls == 0 else (
+                        f"between calls, after the Result of {show(prev)}"
                     )
                     return Verdict(
                         "fail",
@@ -66,9 +68,15 @@ def stray_stdout(ctx: Context) -> Verdict:
                         f" {describe_stray(exc.stray)}",
                         _STRAY_HINT,
                     )
-                broke = f"call {answered + 1} ({show(data)}) got no Result: {exc}"
-                break
+                broke.append(f"{show(data)} got no Result ({exc})")
+                probe.kill()
+                fresh = _start(ctx)
+                if isinstance(fresh, Verdict):
+                    return fresh
+                probe = fresh
+                continue
             answered += 1
+            prev = data
             if a.stray_after:
                 return Verdict(
                     "fail",
@@ -79,23 +87,27 @@ def stray_stdout(ctx: Context) -> Verdict:
         if answered == 0:
             return Verdict(
                 "skip",
-                f"no call was answered ({broke}); nothing stray came before the first call",
+                f"no call was answered ({broke[0]}); nothing stray came before the first call",
             )
-        probe.close_stdin()
-        last = probe.read_rest(EXIT_LIMIT)
-        if last:
-            return Verdict(
-                "fail",
-                f"wrote {len(last)} bytes to stdout after its last Result, as its stdin"
-                f" closed: {describe_stray(last)}",
-                _STRAY_HINT + " (an atexit print counts too)",
-            )
-        tail = f"; then {broke}" if broke else ""
-        return Verdict(
-            "pass",
-            f"nothing but {answered} Result frames on stdout over {answered} calls and"
-            f" its exit{tail}",
-        )
+        if probe.calls:
+            probe.close_stdin()
+            last = probe.read_rest(EXIT_LIMIT)
+            if last:
+                return Verdict(
+                    "fail",
+                    f"wrote {len(last)} bytes to stdout after its last Result, as its stdin"
+                    f" closed: {describe_stray(last)}",
+                    _STRAY_HINT + " (an atexit print counts too)",
+                )
+    finally:
+        probe.kill()
+    failed = f"; {len(broke)} failed otherwise (first: {broke[0]})" if broke else ""
+    frames = "frame" if answered == 1 else "frames"
+    return Verdict(
+        "pass",
+        f"nothing but {answered} Result {frames} on stdout over {len(STRAY_INPUTS)} calls"
+        f" and its exit{failed}",
+    )
 
 
 def _warm(probe: Probe, ctx: Context) -> str:

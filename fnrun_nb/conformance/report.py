@@ -166,7 +166,7 @@ class CheckReport:
                 f"<td style='text-align:left;color:{colour};font-weight:bold'>{r.status}</td>"
                 f"<td style='text-align:left'>{html.escape(r.finding)}</td>"
                 f"<td style='text-align:left'>{html.escape(r.hint if r.status != 'pass' else '')}</td>"
-                f"<td style='text-align:right'>{r.seconds:.3f}</td>"
+                f"<td style='text-align:right'>{r.seconds:.3f} s</td>"
                 "</tr>"
             )
         return (
