@@ -168,9 +168,14 @@ def test_each_check_catches_its_fault(fault: str, name: str, status: str, fact: 
     assert got.status == status, report
     assert fact in got.finding, got.finding
     assert got.hint, "a check that does not pass says how to fix it"
-    if name != "basic_call":
-        assert report["basic_call"].status == "pass", report
-    assert report.ok is (status != "fail")
+    if fault != "stray_after_result":
+        # A stray byte right after the Result may reach the pool's invoker in the same
+        # read as the answer (then basic_call fails too) or just after it: a race.
+        # Every other fault leaves a plain call alone.
+        assert report["basic_call"].status == ("fail" if name == "basic_call" else "pass"), report
+        assert report.ok is (status != "fail")
+    else:
+        assert not report.ok
     assert_nothing_left()
 
 
