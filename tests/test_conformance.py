@@ -151,6 +151,8 @@ FAULTS = [
     ("one_read", "large_payload", "fail", "short frame: 65532 of 1048580 bytes"),
     ("stray_after_result", "stray_stdout", "fail",
      "answered b'fnrun check' with 1 stray bytes after the Result: 'x'"),
+    ("log_before_result", "stray_stdout", "fail",
+     "wrote 9 bytes to stdout between calls, after the Result of b'fnrun check': 'handling\\n'"),
     ("stray_at_exit", "stray_stdout", "fail", "after its last Result, as its stdin closed: 'bye\\n'"),
     ("ascii_env", "env_roundtrip", "fail", "UnicodeEncodeError"),
     ("ignore_eof", "stdin_eof", "warn", "still running 1 s after its stdin closed"),

@@ -13,6 +13,8 @@ really write; the check that catches it is named first.
 - ``stray_at_exit`` (stray_stdout): prints ``bye`` to stdout when its input ends
   (an atexit print), after its last Result;
 - ``stray_after_result`` (stray_stdout): prints ``x`` to stdout after every Result;
+- ``log_before_result`` (stray_stdout): from its second call on, prints
+  ``handling`` to stdout before each Result (a debug print);
 - ``ignore_eof`` (stdin_eof): a non-daemon thread keeps the process alive after
   stdin closes;
 - ``ignore_sigterm`` (sigterm): ignores SIGTERM;
@@ -97,6 +99,8 @@ def raw_loop() -> int:
             return 3
         if FAULT == "ascii_env":
             env = {k: v.encode("ascii").decode() for k, v in env.items()}
+        if FAULT == "log_before_result" and answered >= 1:
+            _write_all(b"handling\n")
         if FAULT == "garbage_result":
             _write_all(b"\x00\x00\x00\x01\x0f")  # field 1 with wire type 7: not protobuf
         else:
@@ -104,6 +108,7 @@ def raw_loop() -> int:
         answered += 1
         if FAULT == "stray_after_result":
             _write_all(b"x")
+
         if FAULT == "exit_after_50" and answered == 50:
             return 0
 
