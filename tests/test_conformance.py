@@ -128,7 +128,10 @@ def test_bad_arguments_are_named_errors() -> None:
 
 def test_cwd_and_process_env_are_the_processes(tmp_path: Path) -> None:
     # The handler starts only in its directory and with its gate variable set.
-    gate = f'test "$GATE" = open || {{ echo "gate shut" >&2; exit 4; }}; exec "{sys.executable}" echo.py'
+    gate = (
+        f'test "$GATE" = open || {{ echo "gate shut" >&2; exit 4; }};'
+        f' exec "{sys.executable}" echo.py'
+    )
     command = ["sh", "-c", gate]
     shut = fnrun_nb.check(command, cwd=HANDLERS, process_env={"PATH": os.environ["PATH"]},
                           select=["stdin_eof"])
@@ -153,12 +156,14 @@ FAULTS = [
      "answered b'fnrun check' with 1 stray bytes after the Result: 'x'"),
     ("log_before_result", "stray_stdout", "fail",
      "wrote 9 bytes to stdout between calls, after the Result of b'fnrun check': 'handling\\n'"),
-    ("stray_at_exit", "stray_stdout", "fail", "after its last Result, as its stdin closed: 'bye\\n'"),
+    ("stray_at_exit", "stray_stdout", "fail",
+     "after its last Result, as its stdin closed: 'bye\\n'"),
     ("ascii_env", "env_roundtrip", "fail", "UnicodeEncodeError"),
     ("ignore_eof", "stdin_eof", "warn", "still running 1 s after its stdin closed"),
     ("ignore_sigterm", "sigterm", "warn", "still running 1 s after SIGTERM"),
     ("leak", "memory_growth", "warn", "KiB per call"),
-    ("grandchild", "leftover_processes", "warn", "(sleep 300) still ran 1 s after the handler ended"),
+    ("grandchild", "leftover_processes", "warn",
+     "(sleep 300) still ran 1 s after the handler ended"),
     ("grandchild_setsid", "leftover_processes", "warn", "outside its session and group"),
 ]
 
@@ -241,7 +246,8 @@ def test_handler_that_crashes_on_every_call() -> None:
     # run on processes of their own even though basic_call failed
     assert statuses["stdin_eof"] == "pass" and "never called" in report["stdin_eof"].finding
     assert statuses["sigterm"] == "pass"
-    assert statuses["stray_stdout"] == "skip" and "no call was answered" in report["stray_stdout"].finding
+    assert statuses["stray_stdout"] == "skip"
+    assert "no call was answered" in report["stray_stdout"].finding
     assert statuses["cold_start"] == "skip"
     assert statuses["leftover_processes"] == "pass"
     assert_nothing_left()

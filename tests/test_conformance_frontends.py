@@ -93,7 +93,8 @@ def test_magic_check_shows_the_report_and_stores_it() -> None:
         assert "FAIL  stray_stdout" in text
         assert shell.ok(f"%fnrun check {ECHO} --quick;")["outputs"] == []
         for cell, message in [
-            ("%fnrun check", "%fnrun check HANDLER [--quick] [-t SECONDS] [-o NAME]: a HANDLER is needed"),
+            ("%fnrun check",
+             "%fnrun check HANDLER [--quick] [-t SECONDS] [-o NAME]: a HANDLER is needed"),
             (f"%fnrun check {ECHO} --bogus", "unrecognized arguments: --bogus"),
             (f"%fnrun check {ECHO} -t 0", "timeout must be a positive number"),
         ]:
@@ -185,4 +186,6 @@ def test_fnrun_pool_without_a_handler_is_a_usage_error(pytester: pytest.Pytester
     pytester.makepyfile("def test_x(fnrun_pool):\n    pass\n")
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*the fnrun_pool fixture needs a handler*--fnrun-handler=COMMAND*"])
+    result.stdout.fnmatch_lines(
+        ["*the fnrun_pool fixture needs a handler*--fnrun-handler=COMMAND*"]
+    )

@@ -77,7 +77,9 @@ def basic_call(ctx: Context) -> Verdict:
             cannot_start=f"it did not answer its first call within {ctx.target.timeout:g} s",
         )
     except FnrunError as exc:
-        return Verdict("fail", f"{show(BASIC_INPUT)} failed: {describe_failure(exc)}", failure_hint(exc))
+        return Verdict(
+            "fail", f"{show(BASIC_INPUT)} failed: {describe_failure(exc)}", failure_hint(exc)
+        )
     return _status_verdict(_answered(show(BASIC_INPUT), r, _service(r)), r)
 
 
@@ -122,7 +124,9 @@ def warm_reuse(ctx: Context) -> Verdict:
         f" slowest {slowest * 1000:.1f} ms"
     )
     if errors:
-        return Verdict("warn", f"{finding}; {errors} answered with status >= 500", _SERVER_ERROR_HINT)
+        return Verdict(
+            "warn", f"{finding}; {errors} answered with status >= 500", _SERVER_ERROR_HINT
+        )
     return Verdict("pass", finding)
 
 
@@ -179,8 +183,10 @@ def large_payload(ctx: Context) -> Verdict:
 
 def _unusual_env() -> dict[str, str]:
     """Many env values, most of them not ASCII, and a long one."""
-    samples = ["héllo wörld", "日本語のテキスト", "emoji 🚀✓", "Ωμέγα", "", "a=b=c", "line\nbreak",
-               "tab\tand space ", "ключ-значение", "\u00a0nbsp\u2028sep"]
+    samples = [
+        "héllo wörld", "日本語のテキスト", "emoji 🚀✓", "Ωμέγα", "", "a=b=c", "line\nbreak",
+        "tab\tand space ", "ключ-значение", "\u00a0nbsp\u2028sep",
+    ]
     env = {f"FNRUN_CHECK_{i:02d}": samples[i % len(samples)] for i in range(ENV_ENTRIES - 2)}
     env["FNRUN_CHECK_LONG"] = "é" * 2048  # 4 KiB of UTF-8
     env["FNRUN_CHECK_ÜNICODE_NAME"] = "ok"

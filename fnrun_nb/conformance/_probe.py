@@ -2,7 +2,7 @@
 
 ::
 
-    Probe(argv)  ──Popen(setpriv --pdeathsig KILL -- argv, new session)──▶ pid (= pgid = sid)
+    Probe(argv)  ──Popen(setpriv --pdeathsig KILL -- argv, new session)──▶ pid = pgid = sid
         │ call(data, env, timeout)     Event ‖ ExecutionContext in, one Result out, every
         │                              byte on stdout outside that Result kept in ``stray``
         │ members()                    what the handler started: its process tree and

@@ -91,7 +91,11 @@ def check(
     propagates).  Raises ``ValueError`` for a bad ``timeout``, an empty command or an
     unknown name in ``select``; ``TypeError`` for an env that is not str to str.
     """
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 0 < timeout < float("inf")
+    ):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     wanted = _selection(select)
     call_env = _str_env(env, "env")
@@ -126,7 +130,9 @@ def check(
                 continue
             if quick and c.name in QUICK_SKIPS:
                 results.append(
-                    CheckResult(c.name, "skip", "quick mode: run without quick=True (--quick) for it")
+                    CheckResult(
+                        c.name, "skip", "quick mode: run without quick=True (--quick) for it"
+                    )
                 )
                 continue
             t0 = time.monotonic()

@@ -129,7 +129,8 @@ class CheckReport:
             parts.append(f"{c['skip']} skipped")
         mode = "quick" if self.quick else "full"
         verdict = "OK" if self.ok else "FAILED"
-        return f"fnrun check {self.handler}: {verdict}, {', '.join(parts)} ({self.seconds:.2f} s, {mode})"
+        took = f"{self.seconds:.2f} s, {mode}"
+        return f"fnrun check {self.handler}: {verdict}, {', '.join(parts)} ({took})"
 
     def to_text(self) -> str:
         """The report as a linter prints it: a headline, then one line per check
@@ -160,12 +161,13 @@ class CheckReport:
         rows = []
         for r in self.results:
             colour = _COLOURS[r.status]
+            hint = r.hint if r.status != "pass" else ""
             rows.append(
                 "<tr>"
                 f"<td style='text-align:left'><code>{html.escape(r.check)}</code></td>"
                 f"<td style='text-align:left;color:{colour};font-weight:bold'>{r.status}</td>"
                 f"<td style='text-align:left'>{html.escape(r.finding)}</td>"
-                f"<td style='text-align:left'>{html.escape(r.hint if r.status != 'pass' else '')}</td>"
+                f"<td style='text-align:left'>{html.escape(hint)}</td>"
                 f"<td style='text-align:right'>{r.seconds:.3f} s</td>"
                 "</tr>"
             )
