@@ -195,6 +195,25 @@ def test_cold_start_warns_above_its_limit() -> None:
     assert seconds > 2.0, got.finding  # the handler sleeps 2.5 s: a fact, not a speed
 
 
+def test_a_small_answer_to_a_large_input_skips_large_payload_with_a_note() -> None:
+    report = fnrun_nb.check(str(HANDLERS / "context_info.py"), select=["large_payload"])
+    got = report["large_payload"]
+    assert got.status == "skip", report
+    assert got.finding.startswith("answered a 1 MiB input with status 200 and b'{")
+    assert got.finding.endswith(
+        ": it echoes nothing large, so a Result larger than the pipe buffer went untested"
+    )
+
+
+def test_a_server_error_is_a_warning_not_a_protocol_failure() -> None:
+    report = fnrun_nb.check(bad("raises"), select=["empty_input"])
+    for name in ("basic_call", "empty_input"):
+        assert report[name].status == "warn", report
+        assert "with status 500" in report[name].finding
+        assert report[name].hint.startswith("a status of 500 or more")
+    assert report.ok
+
+
 def test_c_handler_with_a_stray_banner_fails(c_faulty: dict[str, str]) -> None:
     report = fnrun_nb.check([c_faulty["FAULT_STRAY_STDOUT"]], quick=True)
     got = report["stray_stdout"]

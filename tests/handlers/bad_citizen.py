@@ -25,7 +25,8 @@ really write; the check that catches it is named first.
 - ``grandchild`` / ``grandchild_setsid`` (leftover_processes): starts ``sleep 300``
   at start-up and leaves it running when it exits (in its process group, or in a
   session of its own);
-- ``crash_on_call``: reads each call, then exits 3 (``boom`` on stderr).
+- ``crash_on_call``: reads each call, then exits 3 (``boom`` on stderr);
+- ``raises``: an SDK handler whose function raises on every input (status 500).
 
 Every other call is answered with its input (status 200).
 """
@@ -121,6 +122,8 @@ def sdk_handler() -> None:
     def handle(data: bytes, ctx: object) -> bytes:
         if FAULT == "leak":
             kept.append(b"\x01" * 16384)
+        if FAULT == "raises":
+            raise ValueError("cannot handle " + repr(data[:20]))
         return data
 
     serve(handle)
@@ -139,7 +142,7 @@ def main() -> int:
             start_new_session=FAULT == "grandchild_setsid",
         )
     if FAULT in ("ignore_sigterm", "ignore_eof", "slow_start", "grandchild",
-                 "grandchild_setsid", "leak"):
+                 "grandchild_setsid", "leak", "raises"):
         sdk_handler()
         return 0
     return raw_loop()
