@@ -77,15 +77,14 @@ class ProbeBroke(Exception):
 @dataclass(frozen=True)
 class Answer:
     """One answered call: the Result's fields, the call's time (seconds, from writing
-    the input to reading the whole Result) and bytes that arrived outside it:
-    ``stray_before`` were waiting before the input was written, ``stray_after``
-    arrived within a short linger after the Result."""
+    the input to reading the whole Result) and ``stray_after``, the bytes that arrived
+    within a short linger after the Result (bytes waiting before the call, or standing
+    where the Result belongs, raise ``ProbeBroke`` instead)."""
 
     status: int
     data: bytes
     env: dict[str, str]
     seconds: float
-    stray_before: bytes
     stray_after: bytes
 
 
@@ -203,7 +202,7 @@ class Probe:
         self.calls += 1
         after = self._drain(linger) if linger > 0 else b""
         self._members.scan(self.pid)
-        return Answer(status, out, env_out, seconds, b"", after)
+        return Answer(status, out, env_out, seconds, after)
 
     def _readable(self, timeout: float) -> bool:
         return bool(select.select([self._rfd], [], [], max(0.0, timeout))[0])

@@ -10,7 +10,7 @@ import time
 
 from ..errors import HandlerStartError
 from ..protocol import describe_stray
-from ._context import BASIC_INPUT, Context, Verdict, describe_failure, failure_hint, show
+from ._context import BASIC_INPUT, Context, Verdict, describe_failure, show
 from ._probe import Member, Probe, ProbeBroke
 
 __all__ = [
