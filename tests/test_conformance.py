@@ -164,7 +164,7 @@ FAULTS = [
     ("leak", "memory_growth", "warn", "KiB per call"),
     ("grandchild", "leftover_processes", "warn",
      "(sleep 300) still ran 1 s after the handler ended"),
-    ("grandchild_setsid", "leftover_processes", "warn", "outside its session and group"),
+    ("grandchild_setsid", "leftover_processes", "warn", "outside its SID and process group"),
 ]
 
 

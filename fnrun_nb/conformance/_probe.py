@@ -2,11 +2,11 @@
 
 ::
 
-    Probe(argv)  ──Popen(setpriv --pdeathsig KILL -- argv, new session)──▶ pid = pgid = sid
+    Probe(argv)  ──Popen(setpriv --pdeathsig KILL -- argv, setsid)──▶ pid = pgid = sid
         │ call(data, env, timeout)     Event ‖ ExecutionContext in, one Result out, every
         │                              byte on stdout outside that Result kept in ``stray``
         │ members()                    what the handler started: its process tree and
-        │                              whatever shares its session or group, each held by a pidfd
+        │                              whatever shares its SID or group, each held by a pidfd
         │ close_stdin() / signal(sig)  then exited_within(seconds): how it ends on its own
         ▼ kill()                       SIGKILL to the group and to every member seen, reap,
                                        release every fd; idempotent
@@ -17,9 +17,10 @@ an error.  The checker needs to *watch* instead: which bytes arrive outside a Re
 whether the process ends by itself on end of input or SIGTERM, and which of its
 children are still alive once it has ended.  So this process is not registered with
 the pool's watcher thread; everything here is driven by the calling thread with
-``poll`` and a pidfd, and bounded by explicit deadlines.  Hygiene matches the pool's:
-own session, parent-death signal, the group listed with the watchdog, and ``kill``
-ends the group and every process seen in it, even ones that left it (``setsid``).
+``poll`` and a pidfd, and bounded by explicit deadlines.  Hygiene matches the
+pool's: its own SID and group (setsid), parent-death signal, the group listed with
+the watchdog, and ``kill`` ends the group and every process seen in it, even ones
+that left it (``setsid``).
 
 stderr goes to an unlinked temporary file, so a handler that floods it never blocks
 and no thread is needed to drain it; ``stderr_tail`` reads its end.
@@ -90,7 +91,7 @@ class Answer:
 
 @dataclass(frozen=True)
 class Member:
-    """A process the handler started (or that shares its session or group)."""
+    """A process the handler started (or that shares its SID or process group)."""
 
     pid: int
     pgid: int
@@ -403,12 +404,12 @@ class Members:
     """The processes a handler started, each held by a pidfd once seen (immune to pid
     reuse), so they can be found and killed after they left the handler's group.
 
-    ``scan`` looks at the handler's descendants, at anything in its session or
+    ``scan`` looks at the handler's descendants, at anything with its SID or
     process group (a daemon that double-forked is reparented away from the tree but
-    stays in the session unless it called ``setsid``), and, given a ``tag``, at every
+    keeps the SID unless it called ``setsid``), and, given a ``tag``, at every
     process whose environment carries it (``TAG_KEY``, set in the handler's process
     env and inherited by what it starts).  Only a process that left the tree, the
-    session and the group and cleared its environment before a scan saw it is missed.
+    SID and the group and cleared its environment before a scan saw it is missed.
     """
 
     def __init__(self, tag: str = "") -> None:

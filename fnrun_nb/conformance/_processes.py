@@ -211,8 +211,8 @@ def _where(m: Member, leader: int) -> str:
     if m.pgid == leader:
         return "in its process group (a pool's group kill ends it; nothing else would)"
     if m.sid == leader:
-        return "in its session but another process group (a pool's group kill misses it)"
-    return "outside its session and group (setsid: nothing would end it)"
+        return "with its SID but in another process group (a pool's group kill misses it)"
+    return "outside its SID and process group (setsid: nothing would end it)"
 
 
 def leftover_processes(ctx: Context) -> Verdict:

@@ -152,7 +152,7 @@ def check(
             shared.close()
         finally:
             # Whatever escaped every other net (a child that left its handler's group
-            # and session before a scan saw it) still carries its run's tag.
+            # and SID before a scan saw it) still carries its run's tag.
             sweep(target.run_id + "-")
     return CheckReport(name, tuple(results), quick, time.monotonic() - started)
 

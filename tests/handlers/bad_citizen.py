@@ -24,7 +24,7 @@ really write; the check that catches it is named first.
   first one that is not;
 - ``grandchild`` / ``grandchild_setsid`` (leftover_processes): starts ``sleep 300``
   at start-up and leaves it running when it exits (in its process group, or in a
-  session of its own);
+  process group and SID of its own, by setsid);
 - ``crash_on_call``: reads each call, then exits 3 (``boom`` on stderr);
 - ``raises``: an SDK handler whose function raises on every input (status 500).
 
