@@ -38,6 +38,7 @@ __all__ = [
     "AvailabilityTimeout",
     "Batch",
     "CallInfo",
+    "CheckReport",
     "CmdInvoker",
     "CmdInvokerFactory",
     "Experiment",
@@ -60,6 +61,7 @@ __all__ = [
     "WorkerSnapshot",
     "WorkerState",
     "__version__",
+    "check",
     "compare",
     "experiment",
     "load_ipython_extension",
@@ -82,12 +84,15 @@ _LAZY = {
     "compare": ".versus",
     "Experiment": ".batch.experiment",
     "experiment": ".experiments",
+    "check": ".conformance",
+    "CheckReport": ".conformance",
 }
 
 if TYPE_CHECKING:
     from .versus import compare
     from .batch.experiment import Experiment
     from .experiments import experiment
+    from .conformance import CheckReport, check
     from .batch import Batch
     from .front import Pool
     from .invoker import CmdInvoker, CmdInvokerFactory, Invoker, InvokerFactory

@@ -148,6 +148,10 @@ def _parser() -> argparse.ArgumentParser:
     from .cli_experiment import add_parser as add_experiment
 
     add_experiment(sub)
+
+    from .conformance.cli import add_check_command
+
+    add_check_command(sub)
     return parser
 
 
@@ -289,6 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .cli_experiment import run as run_experiment
 
         return run_experiment(args)
+    if args.command == "check":
+        from .conformance.cli import run_check
+
+        return run_check(args)
     try:
         return _run(args)
     except _UsageError as exc:

@@ -380,6 +380,7 @@ LINE_SUBCOMMANDS: dict[str, str] = {
     "restart": "restart HANDLER: restart the pool of HANDLER",
     "stderr": "stderr HANDLER: recent stderr of each worker of HANDLER's pool",
     "monitor": "monitor HANDLER: the live worker monitor of HANDLER's pool",
+    "check": "check HANDLER [--quick]: the conformance report of HANDLER (fresh processes)",
 }
 
 

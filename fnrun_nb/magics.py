@@ -159,8 +159,14 @@ class FnrunMagics(Magics):
         ``%fnrun restart HANDLER``        restart a pool with its settings
         ``%fnrun stderr HANDLER``         recent stderr of each worker
         ``%fnrun monitor HANDLER``        the live worker monitor
+        ``%fnrun check HANDLER [--quick]`` the handler conformance report
         ``%fnrun``                        this help; ``%%fnrun?`` documents the cell magic
         """
+        if line.split(None, 1)[:1] == ["check"]:
+            from .conformance.magic import check_line
+
+            user_ns = self.shell.user_ns if self.shell is not None else None
+            return check_line(line.rstrip().removesuffix(";"), user_ns)
         cmd = parse_line(line.rstrip().removesuffix(";"))
         if cmd.action == "help":
             print(line_help())

@@ -7,6 +7,10 @@
  * For each call it reads an Event frame and an ExecutionContext frame from stdin
  * and writes one Result frame to stdout: status 200, the Event's data, and the
  * context's env as the result env.  It exits 0 when stdin closes.
+ *
+ * Built with one of these defined, it has a fault on purpose, for the conformance
+ * checker's tests (fnrun-nb check): -DFAULT_STRAY_STDOUT prints a banner on stdout
+ * before its first Result; -DFAULT_IGNORE_EOF keeps running when stdin closes.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -65,12 +69,23 @@ static size_t put_varint(uint8_t *p, uint64_t v) {
     return n;
 }
 
+static int at_eof(void) {
+#ifdef FAULT_IGNORE_EOF
+    for (;;) pause();
+#endif
+    return 0;
+}
+
 int main(void) {
+#ifdef FAULT_STRAY_STDOUT
+    fputs("echo_c ready\n", stdout);
+    fflush(stdout);
+#endif
     for (;;) {
         uint8_t *event = NULL, *ctx = NULL;
         uint32_t elen = 0, clen = 0;
         int r = read_frame(&event, &elen);
-        if (r == 0) return 0;
+        if (r == 0) return at_eof();
         if (r < 0) return 2;
         r = read_frame(&ctx, &clen);
         if (r == 0) return 0;
