@@ -41,6 +41,8 @@ __all__ = [
     "CmdInvoker",
     "CmdInvokerFactory",
     "FnrunError",
+    "FuzzFailure",
+    "FuzzReport",
     "HandlerCrashed",
     "HandlerStartError",
     "Input",
@@ -55,12 +57,17 @@ __all__ = [
     "PoolClosed",
     "PoolSnapshot",
     "ProtocolError",
+    "Replay",
     "Result",
+    "Shrunk",
     "WorkerSnapshot",
     "WorkerState",
     "__version__",
     "compare",
+    "fuzz",
     "load_ipython_extension",
+    "reproducer",
+    "shrink",
     "unload_ipython_extension",
 ]
 
@@ -78,11 +85,19 @@ _LAZY = {
     "Pool": ".front",
     "Batch": ".batch",
     "compare": ".versus",
+    "FuzzFailure": ".batch.forensics",
+    "FuzzReport": ".batch.forensics",
+    "Replay": ".batch.forensics",
+    "Shrunk": ".batch.forensics",
+    "fuzz": ".batch.forensics",
+    "reproducer": ".batch.forensics",
+    "shrink": ".batch.forensics",
 }
 
 if TYPE_CHECKING:
     from .versus import compare
     from .batch import Batch
+    from .batch.forensics import FuzzFailure, FuzzReport, Replay, Shrunk, fuzz, reproducer, shrink
     from .front import Pool
     from .invoker import CmdInvoker, CmdInvokerFactory, Invoker, InvokerFactory
     from .pool import InvokerPool, InvokerPoolConfig, PoolSnapshot, WorkerSnapshot, WorkerState

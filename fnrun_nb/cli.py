@@ -144,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
         " pool of -w workers on each Dask worker, the same record plus host and"
         " dask_worker columns (needs the dask extra: pip install 'fnrun-nb[dask]')",
     )
+    from .cli_forensics import add_fuzz_parser
+
+    add_fuzz_parser(sub)
     return parser
 
 
@@ -281,6 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2): return, don't exit
         return int(exc.code or 0)
+    if args.command == "fuzz":
+        from .cli_forensics import run_fuzz
+
+        return run_fuzz(args)
     try:
         return _run(args)
     except _UsageError as exc:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from .analysis import DriftReport, WarmupReport
     from .comparison import Comparison
+    from .forensics import Replay, Shrunk
     from .plot import BatchPlot
 
 __all__ = ["Batch", "BatchProgress"]
@@ -388,6 +389,66 @@ class Batch:
         from .storage import load_batch
 
         return load_batch(path)
+
+    # --- forensics: crash forensics in their own package -------------------------------
+
+    def replay(
+        self,
+        rows: Any = None,
+        *,
+        times: int = 3,
+        fresh: bool = True,
+        command: str | Sequence[str] | None = None,
+        workers: int = 2,
+        timeout: float | None = None,
+        progress: bool | str = False,
+    ) -> Replay:
+        """Run rows' exact inputs and env again, ``times`` times each, and say whether
+        each fails the same way every time (``deterministic``), sometimes (``flaky``)
+        or never (``not reproduced``); see :class:`~fnrun_nb.batch.forensics.Replay`.
+
+        ``rows``: row labels, a boolean mask or a slice of ``df`` (default
+        ``self.failed``; none is an empty Replay).  ``fresh=True`` runs each attempt on
+        a new process of the batch's command (same cwd, process env and timeout), so
+        state left by earlier calls cannot explain the result; ``fresh=False`` uses one
+        warm pool of ``workers`` processes.  ``command=`` runs another command (the
+        handler moved), ``timeout=`` another per-call limit.  A batch loaded from disk
+        replays against its saved command, cwd and process env.
+
+        Raises ``ValueError`` when the batch holds no inputs (saved with
+        ``inputs=False``) or for bad arguments, ``KeyError`` for unknown rows,
+        ``HandlerStartError`` when the handler no longer starts.  Ctrl-C stops it and
+        returns the attempts made so far (``interrupted=True``).
+        """
+        from .forensics.replayer import replay
+
+        return replay(
+            self, rows, times=times, fresh=fresh, command=command, workers=workers,
+            timeout=timeout, progress=progress,
+        )
+
+    def shrink(
+        self,
+        row: Any,
+        *,
+        max_calls: int = 1000,
+        command: str | Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> Shrunk:
+        """The smallest input and fewest env keys that still fail the way row ``row``
+        (a label of ``df``) failed, by delta debugging against the batch's handler
+        (its command, cwd, process env and timeout, or ``command=``/``timeout=``); see
+        :func:`fnrun_nb.shrink`.  Raises ``ValueError`` when the row's input does not
+        fail when run again, or the batch holds no inputs."""
+        from .forensics.replayer import row_input, select_rows
+        from .forensics.shrinker import shrink_target
+        from .forensics.target import Target
+
+        (label,) = select_rows(self.df, [row])
+        data, env = row_input(self, label)
+        return shrink_target(
+            Target.of_batch(self, command=command, timeout=timeout), data, env, max_calls
+        )
 
     # --- display ----------------------------------------------------------------------
 
