@@ -28,6 +28,7 @@ Hypothesis is imported here, on first use: ``import fnrun_nb`` stays light.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+from ...errors import HandlerStartError
 from .calls import Call, batch_of, call_once, describe
 from .target import OpenPool, Target, is_open_pool
 
@@ -171,6 +173,14 @@ class FuzzReport:
         }
 
 
+class _CannotStart(BaseException):
+    """The handler never started: ends the Hypothesis run at once."""
+
+    def __init__(self, error: HandlerStartError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class FuzzCallFailed(Exception):
     """Raised inside the Hypothesis test for a failed call; one subclass per
     signature (see the module docstring)."""
@@ -203,8 +213,10 @@ def fuzz(
     mappings (fuzzed and shrunk too).  A call fails when its outcome is not ``ok``,
     or when ``check(result)`` (the :class:`~fnrun_nb.values.Result`) raises or returns
     False.  ``timeout`` is each call's limit; ``max_examples`` Hypothesis's number of
-    examples; ``seed`` makes the run repeatable; ``database`` is a Hypothesis example
-    database (or a directory path) to keep failures across runs, default none.
+    examples; ``seed`` makes the run repeatable (Hypothesis then neither reads nor
+    writes a database); ``database`` is a Hypothesis example database (or a directory
+    path) to keep failures across runs, replayed first the next time; default none,
+    so nothing is written to the working directory.
 
     Raises ``TypeError`` / ``ValueError`` for bad arguments (a strategy that draws
     something other than bytes or str raises ``TypeError`` on its first example),
@@ -290,6 +302,31 @@ def _database(database: Any) -> Any:
     return database
 
 
+def _keyed(database: Any, target: Target) -> Any:
+    """``database`` with every key prefixed by a hash of the handler's command.
+    Hypothesis keys examples by the test function, which is the same function for
+    every handler: without this, a database shared by several handlers would replay
+    one handler's failures on another."""
+    from hypothesis.database import ExampleDatabase
+
+    prefix = hashlib.sha256("\0".join(target.command).encode()).digest()[:8]
+
+    class Keyed(ExampleDatabase):
+        def save(self, key: bytes, value: bytes) -> None:
+            database.save(prefix + key, value)
+
+        def fetch(self, key: bytes) -> Any:
+            return database.fetch(prefix + key)
+
+        def delete(self, key: bytes, value: bytes) -> None:
+            database.delete(prefix + key, value)
+
+        def move(self, src: bytes, dest: bytes, value: bytes) -> None:
+            database.move(prefix + src, prefix + dest, value)
+
+    return Keyed()
+
+
 def _to_bytes(value: Any) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8")
@@ -343,6 +380,12 @@ class _FuzzRun:
         c = call_once(pool, data, _check_env(env), self.target.timeout)
         c.phase = "unknown"
         self.log.append(c)
+        if isinstance(c.error, HandlerStartError) and all(
+            isinstance(prev.error, HandlerStartError) for prev in self.log
+        ):
+            # Nothing has started yet: not a finding about inputs.  A BaseException,
+            # so that Hypothesis stops at once rather than shrinking it.
+            raise _CannotStart(c.error)
         label = self._label(c)
         self.labels.append(label)
         if label:
@@ -363,7 +406,7 @@ class _FuzzRun:
         wrapped = settings(
             max_examples=self.max_examples,
             deadline=None,
-            database=self.database,
+            database=None if self.database is None else _keyed(self.database, self.target),
             derandomize=False,
             report_multiple_bugs=True,
             print_blob=False,
@@ -381,6 +424,8 @@ class _FuzzRun:
                 wrapped()
             except KeyboardInterrupt:
                 interrupted = True
+            except _CannotStart as stop:
+                raise stop.error from None
             except Exception as exc:  # Hypothesis's report of the failures
                 raised = exc
         wall = time.perf_counter() - t0

@@ -145,7 +145,7 @@ Handler: {t.name}
 Handler file: {where or "(none: the command names no file)"} (relative to this file)
 Handler file SHA-256 when written: {sha or "(unknown)"}
 Failure: {failure} on an input of {len(data)} bytes{" and env keys " + ", ".join(sorted(spec["env"])) if spec["env"] else ""}.
-Run it with: pytest {{name}}
+Run it with: pytest {name}
 """
 '''
     body = f'''

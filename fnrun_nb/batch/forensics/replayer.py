@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ...errors import HandlerStartError
 from ..runner import run_batch
 from .calls import batch_of
 from .target import Target
@@ -178,6 +179,7 @@ def replay(
             assert pool.last_batch is not None
             attempts = pool.last_batch
     adf = attempts.df
+    _raise_if_it_cannot_start(target, original, adf)
     adf["replay_of"] = pd.Series(
         np.array(labels, dtype=object)[adf["input_index"].to_numpy()], index=adf.index,
         dtype=object,
@@ -185,6 +187,18 @@ def replay(
     adf["attempt"] = adf["repeat"].to_numpy()
     attempts.config["replay"] = {"times": times, "fresh": fresh}
     return Replay(_summary(original, labels, adf, times), attempts, times, fresh, interrupted)
+
+
+def _raise_if_it_cannot_start(target: Target, original: pd.DataFrame, attempts: pd.DataFrame) -> None:
+    """``HandlerStartError`` when no attempt got a process that started, unless the
+    rows replayed were start failures themselves (then that is the finding)."""
+    ran = attempts[attempts["outcome"] != "cancelled"]
+    if not len(ran) or (original["outcome"] == "start_failed").all():
+        return
+    if (ran["outcome"] == "start_failed").all():
+        raise HandlerStartError(
+            target.command, f"no attempt could start it; the first: {ran['error'].iloc[0]}"
+        )
 
 
 def _summary(

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ...errors import HandlerStartError
 from .calls import Call, Signature, batch_of, call_once, describe
 from .target import OpenPool, Target, is_open_pool
 
@@ -222,6 +223,8 @@ class _Shrinker:
         first = call_once(self.pool, data, env, self.target.timeout)
         first.phase = "original"
         self.log.append(first)
+        if isinstance(first.error, HandlerStartError):
+            raise first.error
         if first.outcome == "ok":
             raise ValueError(
                 "the input does not fail: it ran ok on "
