@@ -86,16 +86,18 @@ class Replay:
 
     def _repr_html_(self) -> str:
         colours = {"deterministic": "#c0392b", "flaky": "#d68910", "not reproduced": "#1e8449"}
-        style = self.df.style.hide(axis="index") if len(self.df) else None
-        if style is not None:
-            style = style.map(
-                lambda v: f"color: {colours.get(v, 'inherit')}; font-weight: bold"
-                if v in colours else "",
-                subset=["verdict"],
-            )
-            table = style.to_html()
-        else:
-            table = ""
+        head = "".join(f"<th>{escape(c)}</th>" for c in self.df.columns)
+        rows = []
+        for rec in self.df.itertuples(index=False):
+            cells = []
+            for name, value in zip(self.df.columns, rec):
+                text = "" if value is None or value is pd.NA else escape(str(value))
+                style = (f" style='color:{colours[text]};font-weight:bold'"
+                         if name == "verdict" and text in colours else "")
+                cells.append(f"<td{style}>{text}</td>")
+            rows.append("<tr>" + "".join(cells) + "</tr>")
+        table = (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+                 if rows else "")
         return f"<div><b>{escape(self._headline())}</b></div>{table}"
 
 
