@@ -173,6 +173,12 @@ class FuzzReport:
         }
 
 
+_SLOW_AND_BIG = (
+    "too_slow", "data_too_large", "large_base_example", "large_initial_test_case",
+    "filter_too_much",
+)
+
+
 class _CannotStart(BaseException):
     """The handler never started: ends the Hypothesis run at once."""
 
@@ -413,7 +419,10 @@ class _FuzzRun:
             verbosity=Verbosity.quiet,
             phases=tuple(Phase) if self.database is not None else tuple(
                 p for p in Phase if p is not Phase.reuse),
-            suppress_health_check=list(HealthCheck),
+            # A handler call is slow by Hypothesis's standards, and inputs may be big.
+            suppress_health_check=[
+                getattr(HealthCheck, name) for name in _SLOW_AND_BIG if hasattr(HealthCheck, name)
+            ],
         )(wrapped)
         started_at = time.time()
         t0 = time.perf_counter()
