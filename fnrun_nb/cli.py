@@ -1,4 +1,5 @@
-"""The command line: ``fnrun-nb run HANDLER [INPUT]`` (also ``python -m fnrun_nb``).
+"""The command line: ``fnrun-nb run HANDLER [INPUT]`` (also ``python -m fnrun_nb``), and
+``fnrun-nb fuzz HANDLER`` (its options and output live in ``cli_forensics``).
 
 Thin by design: parse arguments, read the inputs, run one batch through a
 :class:`~fnrun_nb.front.Pool`, print its summary, optionally write the record.  The

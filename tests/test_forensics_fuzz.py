@@ -167,21 +167,25 @@ def test_ctrl_c_during_fuzz_keeps_what_was_found_and_the_pool() -> None:
                 pass
         return False
 
+    returned = threading.Event()
     with Pool([HANG, "3"], workers=2, timeout=60) as pool:
         def interrupt() -> None:
-            deadline = time.monotonic() + 30
-            # Once a call has been in flight for a while (a long input hangs).
-            while time.monotonic() < deadline:
+            # Ctrl-C once a call has been in flight for a while (a long input hangs);
+            # never after fuzz returned.
+            while not returned.wait(0.01):
                 if pool.snapshot().count(fnrun_nb.WorkerState.BUSY):
                     time.sleep(0.5)
                     if pool.snapshot().count(fnrun_nb.WorkerState.BUSY):
                         break
-                time.sleep(0.01)
-            os.kill(os.getpid(), signal.SIGINT)
+            if not returned.is_set():
+                os.kill(os.getpid(), signal.SIGINT)
 
         threading.Thread(target=interrupt, daemon=True).start()
         t0 = time.monotonic()
-        report = fnrun_nb.fuzz(pool, max_examples=50, seed=10, timeout=60)
+        try:
+            report = fnrun_nb.fuzz(pool, max_examples=50, seed=10, timeout=60)
+        finally:
+            returned.set()
         assert time.monotonic() - t0 < 30
         assert report.interrupted and report.batch.interrupted
         assert report.calls >= 1 and (report.batch.df["outcome"] == "ok").all()

@@ -170,18 +170,23 @@ def test_ctrl_c_during_replay_keeps_the_attempts_made() -> None:
         batch = pool.map([b"short", b"loooong", b"abc"], progress=False)
     assert batch.df["outcome"].tolist() == ["timeout", "timeout", "ok"]
 
+    returned = threading.Event()
+
     def interrupt_when_busy() -> None:
-        # Ctrl-C once an attempt of a hanging row has been in flight a while.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not _hanging_handlers():
-            time.sleep(0.01)
-        time.sleep(0.5)
-        os.kill(os.getpid(), signal.SIGINT)
+        # Ctrl-C once an attempt of a hanging row has been in flight a while; never
+        # after replay returned.
+        while not returned.wait(0.01) and not _hanging_handlers():
+            pass
+        if not returned.wait(0.5):
+            os.kill(os.getpid(), signal.SIGINT)
 
     marker = threading.Thread(target=interrupt_when_busy, daemon=True)
     marker.start()
     t0 = time.monotonic()
-    r = batch.replay(times=3, timeout=60, workers=1)
+    try:
+        r = batch.replay(times=3, timeout=60, workers=1)
+    finally:
+        returned.set()
     marker.join(5)
     assert r.interrupted and r.batch.interrupted
     assert time.monotonic() - t0 < 30  # not the 60 s timeout: the call was killed
