@@ -28,155 +28,18 @@ Hypothesis is imported here, on first use: ``import fnrun_nb`` stays light.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...errors import HandlerStartError
 from .calls import Call, batch_of, call_once, describe
+from .fuzz_report import FuzzFailure, FuzzReport
+from .hypothesis_glue import SLOW_AND_BIG, database_of, keyed, phase_labels, strategy_from
 from .target import OpenPool, Target, is_open_pool
 
-if TYPE_CHECKING:
-    from ..core import Batch
-
 __all__ = ["FuzzFailure", "FuzzReport", "fuzz", "strategy_from"]
-
-
-@dataclass(frozen=True)
-class FuzzFailure:
-    """One distinct way the handler failed under fuzzing.
-
-    ``input`` is the minimal input Hypothesis shrank it to (the bytes sent) and
-    ``env`` its per-call env; ``first_input`` the first input that failed this way;
-    ``count`` the calls that failed this way while generating (shrinking's aside).
-    ``outcome`` and ``exit_code`` (``-N`` for signal N) are the call's; for an ``ok``
-    call that ``check`` rejected, ``check_error`` says how (``"ValueError: ..."`` or
-    ``"check returned False"``).  ``flaky`` is True when Hypothesis could not make it
-    fail again (then ``input`` is the smallest input seen failing this way).
-    ``command``, ``cwd``, ``process_env`` and ``timeout`` say how the handler ran, for
-    :func:`~fnrun_nb.reproducer`.
-    """
-
-    signature: str
-    input: bytes
-    env: dict[str, str]
-    first_input: bytes
-    count: int
-    outcome: str
-    exit_code: int | None
-    flaky: bool
-    check_error: str | None
-    error: str | None
-    command: list[str]
-    handler: str
-    cwd: str | None
-    process_env: dict[str, str] | None
-    timeout: float
-
-    def __repr__(self) -> str:
-        flaky = ", flaky" if self.flaky else ""
-        env = f", env={self.env!r}" if self.env else ""
-        return (
-            f"FuzzFailure({self.signature}: input={self.input!r}{env}, "
-            f"count={self.count}{flaky})"
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able: bytes as latin-1 text and as hex."""
-        return {
-            "signature": self.signature,
-            "outcome": self.outcome,
-            "exit_code": self.exit_code,
-            "check_error": self.check_error,
-            "input_hex": self.input.hex(),
-            "input": self.input.decode("latin-1"),
-            "env": self.env,
-            "first_input_hex": self.first_input.hex(),
-            "count": self.count,
-            "flaky": self.flaky,
-        }
-
-
-@dataclass(frozen=True)
-class FuzzReport:
-    """What ``fuzz`` found: ``failures`` (one :class:`FuzzFailure` per distinct
-    failure, most frequent first), ``batch`` (every call, with a ``phase`` column:
-    ``generate``, ``shrink`` or ``final``), ``calls``, ``seed``.  ``ok`` is True when
-    nothing failed; ``interrupted`` when Ctrl-C stopped it (what was found so far is
-    kept, the pool is intact)."""
-
-    failures: list[FuzzFailure]
-    batch: Batch
-    handler: str
-    seed: int | None
-    max_examples: int
-    interrupted: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    @property
-    def calls(self) -> int:
-        return len(self.batch)
-
-    def _headline(self) -> str:
-        cut = " (interrupted)" if self.interrupted else ""
-        found = (
-            "no failure" if self.ok
-            else f"{len(self.failures)} distinct failure{'s' * (len(self.failures) != 1)}"
-        )
-        return f"fuzz {self.handler!r}: {self.calls} calls, {found}{cut}"
-
-    def __repr__(self) -> str:
-        lines = [self._headline()]
-        for f in self.failures:
-            flaky = "  [flaky]" if f.flaky else ""
-            env = f" env={f.env!r}" if f.env else ""
-            lines.append(
-                f"  {f.signature}: minimal input {f.input!r}{env} "
-                f"({f.count} failing call{'s' * (f.count != 1)} while generating){flaky}"
-            )
-        return "\n".join(lines)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(repr(self))
-
-    def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{escape(f.signature)}</td><td><code>{escape(repr(f.input))}</code></td>"
-            f"<td>{escape(repr(f.env)) if f.env else ''}</td><td>{f.count}</td>"
-            f"<td>{'flaky' if f.flaky else ''}</td></tr>"
-            for f in self.failures
-        )
-        table = (
-            "<table><thead><tr><th>failure</th><th>minimal input</th><th>env</th>"
-            f"<th>count</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
-            if self.failures else ""
-        )
-        return f"<div><b>{escape(self._headline())}</b></div>{table}"
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able summary (what ``fnrun-nb fuzz --json`` prints)."""
-        return {
-            "handler": self.handler,
-            "ok": self.ok,
-            "calls": self.calls,
-            "seed": self.seed,
-            "max_examples": self.max_examples,
-            "interrupted": self.interrupted,
-            "failures": [f.as_dict() for f in self.failures],
-        }
-
-
-_SLOW_AND_BIG = (
-    "too_slow", "data_too_large", "large_base_example", "large_initial_test_case",
-    "filter_too_much",
-)
 
 
 class _CannotStart(BaseException):
@@ -259,32 +122,12 @@ def fuzz(
     else:
         raise TypeError(f"env must be a mapping or a strategy of mappings, not {type(env).__name__}")
     target = Target.of(handler, timeout=timeout, cwd=cwd, process_env=process_env)
-    run = _FuzzRun(target, check, seed, max_examples, _database(database))
+    run = _FuzzRun(target, check, seed, max_examples, database_of(database))
     if is_open_pool(handler):
         pool: Any = handler
         return run.run(pool.invoker_pool, pool_workers(pool), strategy, env_strategy)
     with target.start(workers) as own:
         return run.run(own.invoker_pool, workers, strategy, env_strategy)
-
-
-def strategy_from(expr: str | None, namespace: dict[str, Any] | None = None) -> Any:
-    """The Hypothesis strategy an ``--strategy`` expression names, evaluated with
-    ``st`` (``hypothesis.strategies``) and ``namespace`` in scope; None for None.
-    Raises ``ValueError`` naming the expression when it does not evaluate to a
-    strategy."""
-    if expr is None:
-        return None
-    from hypothesis import strategies as st
-    from hypothesis.strategies import SearchStrategy
-
-    scope = {**(namespace or {}), "st": st}
-    try:
-        value = eval(expr, scope)  # the user's own expression, as %timeit runs its code
-    except Exception as exc:
-        raise ValueError(f"--strategy {expr!r}: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(value, SearchStrategy):
-        raise ValueError(f"--strategy {expr!r} is {type(value).__name__}, not a strategy")
-    return value
 
 
 def pool_workers(pool: Any) -> int:
@@ -296,41 +139,6 @@ def _check_env(env: Mapping[Any, Any]) -> dict[str, str]:
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f"env must map str to str; got {k!r}: {v!r}")
     return dict(env)
-
-
-def _database(database: Any) -> Any:
-    if database is None or database is False:
-        return None
-    if isinstance(database, (str, os.PathLike)):
-        from hypothesis.database import DirectoryBasedExampleDatabase
-
-        return DirectoryBasedExampleDatabase(os.fspath(database))
-    return database
-
-
-def _keyed(database: Any, target: Target) -> Any:
-    """``database`` with every key prefixed by a hash of the handler's command.
-    Hypothesis keys examples by the test function, which is the same function for
-    every handler: without this, a database shared by several handlers would replay
-    one handler's failures on another."""
-    from hypothesis.database import ExampleDatabase
-
-    prefix = hashlib.sha256("\0".join(target.command).encode()).digest()[:8]
-
-    class Keyed(ExampleDatabase):
-        def save(self, key: bytes, value: bytes) -> None:
-            database.save(prefix + key, value)
-
-        def fetch(self, key: bytes) -> Any:
-            return database.fetch(prefix + key)
-
-        def delete(self, key: bytes, value: bytes) -> None:
-            database.delete(prefix + key, value)
-
-        def move(self, src: bytes, dest: bytes, value: bytes) -> None:
-            database.move(prefix + src, prefix + dest, value)
-
-    return Keyed()
 
 
 def _to_bytes(value: Any) -> bytes:
@@ -412,7 +220,7 @@ class _FuzzRun:
         wrapped = settings(
             max_examples=self.max_examples,
             deadline=None,
-            database=None if self.database is None else _keyed(self.database, self.target),
+            database=None if self.database is None else keyed(self.database, self.target.command),
             derandomize=False,
             report_multiple_bugs=True,
             print_blob=False,
@@ -421,14 +229,14 @@ class _FuzzRun:
                 p for p in Phase if p is not Phase.reuse),
             # A handler call is slow by Hypothesis's standards, and inputs may be big.
             suppress_health_check=[
-                getattr(HealthCheck, name) for name in _SLOW_AND_BIG if hasattr(HealthCheck, name)
+                getattr(HealthCheck, name) for name in SLOW_AND_BIG if hasattr(HealthCheck, name)
             ],
         )(wrapped)
         started_at = time.time()
         t0 = time.perf_counter()
         raised: BaseException | None = None
         interrupted = False
-        with _phases(self.log):
+        with phase_labels(self.log):
             try:
                 wrapped()
             except KeyboardInterrupt:
@@ -516,54 +324,3 @@ def _reported(raised: BaseException | None) -> dict[str, tuple[FuzzCallFailed, b
     if raised is not None:
         walk(raised, False)
     return out
-
-
-class _phases:
-    """Labels each logged call with the Hypothesis phase that made it, from
-    Hypothesis's test-case observations (one per test case, delivered right after
-    it ran, on this thread).  A no-op where Hypothesis has no observations."""
-
-    def __init__(self, log: list[Call]) -> None:
-        self.log = log
-        self.done = 0
-        self._remove: Callable[[], None] | None = None
-
-    def __call__(self, observation: Any) -> None:
-        kind = getattr(observation, "type", None)
-        if kind is None and isinstance(observation, dict):
-            kind = observation.get("type")
-        if kind != "test_case":
-            return
-        how = getattr(observation, "how_generated", None)
-        if how is None and isinstance(observation, dict):
-            how = observation.get("how_generated")
-        how = str(how or "")
-        phase = (
-            "final" if "minimal failing" in how
-            else "shrink" if "shrink" in how
-            else "generate"
-        )
-        for c in self.log[self.done:]:
-            if c.phase == "unknown":
-                c.phase = phase
-        self.done = len(self.log)
-
-    def __enter__(self) -> _phases:
-        try:
-            from hypothesis.internal import observability as obs
-        except ImportError:  # pragma: no cover
-            return self
-        add = getattr(obs, "add_observability_callback", None)
-        if add is not None:
-            add(self)
-            self._remove = lambda: obs.remove_observability_callback(self)
-        else:
-            callbacks: Any = getattr(obs, "TESTCASE_CALLBACKS", None)
-            if isinstance(callbacks, list):
-                callbacks.append(self)
-                self._remove = lambda: callbacks.remove(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._remove is not None:
-            self._remove()
