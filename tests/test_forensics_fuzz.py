@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -129,9 +131,17 @@ def test_nothing_failing_is_an_ok_report_and_seed_repeats_the_run() -> None:
 def test_no_database_by_default_and_a_named_one_keeps_failures(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A fresh interpreter, as Hypothesis writes its caches once per process: nothing
+    # lands in the working directory (no example database, no .hypothesis caches).
+    script = (
+        "import fnrun_nb; from hypothesis import strategies as st; "
+        f"r = fnrun_nb.fuzz({PAIR!r}, st.text(), max_examples=20, seed=9); print(r.calls)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and int(done.stdout) > 0, done.stderr
+    assert list(tmp_path.iterdir()) == []
     monkeypatch.chdir(tmp_path)
-    fnrun_nb.fuzz(PAIR, max_examples=40, seed=9)
-    assert list(tmp_path.iterdir()) == []  # nothing written to the working directory
     db = tmp_path / "db"
     ab = st.text(alphabet="ab")
     first = fnrun_nb.fuzz([PAIR, "6261"], ab, max_examples=60, database=str(db))

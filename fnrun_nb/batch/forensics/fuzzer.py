@@ -36,7 +36,14 @@ from typing import Any
 from ...errors import HandlerStartError
 from .calls import Call, batch_of, call_once, describe
 from .fuzz_report import FuzzFailure, FuzzReport
-from .hypothesis_glue import SLOW_AND_BIG, database_of, keyed, phase_labels, strategy_from
+from .hypothesis_glue import (
+    SLOW_AND_BIG,
+    database_of,
+    keyed,
+    out_of_the_working_directory,
+    phase_labels,
+    strategy_from,
+)
 from .target import OpenPool, Target, is_open_pool
 
 __all__ = ["FuzzFailure", "FuzzReport", "fuzz", "strategy_from"]
@@ -236,7 +243,7 @@ class _FuzzRun:
         t0 = time.perf_counter()
         raised: BaseException | None = None
         interrupted = False
-        with phase_labels(self.log):
+        with out_of_the_working_directory(), phase_labels(self.log):
             try:
                 wrapped()
             except KeyboardInterrupt:

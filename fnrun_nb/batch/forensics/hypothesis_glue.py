@@ -9,15 +9,22 @@ ones, and the dict and object forms of an observation).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import os
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .calls import Call
 
-__all__ = ["SLOW_AND_BIG", "database_of", "keyed", "phase_labels", "strategy_from"]
+__all__ = [
+    "SLOW_AND_BIG", "database_of", "keyed", "out_of_the_working_directory", "phase_labels",
+    "strategy_from",
+]
 
 # A handler call is slow by Hypothesis's standards, and inputs may be big (names, since
 # Hypothesis renamed some across versions).
@@ -131,3 +138,29 @@ class phase_labels:
     def __exit__(self, *exc: object) -> None:
         if self._remove is not None:
             self._remove()
+
+
+_scratch: list[str] = []
+
+
+@contextlib.contextmanager
+def out_of_the_working_directory() -> Iterator[None]:
+    """Hypothesis keeps caches (constants found in the code, Unicode tables) under
+    ``./.hypothesis`` unless told otherwise; while this is entered they go to a
+    directory of this process's own, removed at exit, so that fuzzing writes nothing
+    to the working directory.  A home the user chose (``HYPOTHESIS_STORAGE_DIRECTORY``
+    or ``set_hypothesis_home_dir``) is left alone."""
+    from hypothesis import configuration
+
+    chosen = getattr(configuration, "__hypothesis_home_directory", None)
+    if chosen is not None or os.getenv("HYPOTHESIS_STORAGE_DIRECTORY"):
+        yield
+        return
+    if not _scratch:
+        _scratch.append(tempfile.mkdtemp(prefix="fnrun-nb-hypothesis-"))
+        atexit.register(shutil.rmtree, _scratch[0], True)
+    configuration.set_hypothesis_home_dir(_scratch[0])
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(None)
