@@ -7,14 +7,17 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import fnrun_nb
-from fnrun_nb import HandlerStartError, Pool, Shrunk
+from fnrun_nb import HandlerStartError, Pool, Shrunk, WorkerState
 from fnrun_nb.batch.forensics.shrinker import ddmin
 
 from conftest import TEST_HANDLERS
@@ -155,3 +158,28 @@ def test_reproducer_of_a_batch_row_and_with_another_handler(tmp_path: Path) -> N
         fnrun_nb.reproducer((batch, 0), tmp_path / "x.py", expect="maybe")
     with pytest.raises(TypeError, match="failure must be"):
         fnrun_nb.reproducer("nope", tmp_path / "x.py")
+
+
+def test_ctrl_c_during_shrink_returns_the_smallest_failing_input_so_far() -> None:
+    # The pair at the end: the first half ddmin tries has no pair and hangs.
+    data = b"x" * 20 + b"\x00\x00"
+    returned = threading.Event()
+    with Pool([PAIR, "--hang-over", "6"], workers=2, timeout=60) as pool:
+        def interrupt() -> None:
+            while not returned.wait(0.01):
+                if pool.snapshot().count(WorkerState.BUSY):
+                    if not returned.wait(0.5):
+                        os.kill(os.getpid(), signal.SIGINT)
+                    return
+
+        threading.Thread(target=interrupt, daemon=True).start()
+        t0 = time.monotonic()
+        try:
+            s = fnrun_nb.shrink(pool, data, timeout=60)
+        finally:
+            returned.set()
+        assert time.monotonic() - t0 < 30
+        assert s.interrupted and not s.minimal
+        assert s.data == data and (s.outcome, s.exit_code) == ("crashed", 3)
+        assert "interrupted" in repr(s)
+        assert pool.invoke(b"ab", timeout=5).data == b"ab"  # the pool is intact
