@@ -84,7 +84,8 @@ def fuzz(
 
     ``handler`` is a command (a pool of ``workers`` processes is started, with ``cwd``
     and ``process_env``, and closed at the end) or an open ``Pool`` (its processes are
-    used and it stays open).  ``strategy`` produces bytes or str (sent as UTF-8);
+    used and it stays open).  Hypothesis sends one input at a time, each chosen from the
+    last answers; a second worker takes the next call while a crashed one restarts.  ``strategy`` produces bytes or str (sent as UTF-8);
     default ``st.binary()``.  ``env`` is each call's env: a mapping, or a strategy of
     mappings (fuzzed and shrunk too).  A call fails when its outcome is not ``ok``,
     or when ``check(result)`` (the :class:`~fnrun_nb.values.Result`) raises or returns
