@@ -69,6 +69,12 @@ def test_replay_and_fuzz_magics(clean_shell: MagicShell) -> None:
     assert "(a warm pool)" in reply["outputs"][0]["data"]["text/plain"]
     empty = shell.ok("%fnrun replay b")["outputs"][0]["data"]["text/plain"]
     assert empty == "Replay of no rows (nothing to replay)"
+    # A --json cell's batch keeps its inputs too: the bytes sent, JSON-encoded.
+    shell.ok(f'%%fnrun {PAIR} -w 1 --json -q -o jb\n["fine", {{"n": 1}}]')
+    assert shell.out("print(jb.inputs.tolist())") == """[b'"fine"', b'{"n":1}']\n"""
+    assert shell.out("print(jb.replay([1], times=1).df.verdict.tolist())") == (
+        "['deterministic']\n"
+    )
 
     reply = shell.ok(f"%fnrun fuzz {PAIR} --examples 60 --seed 1 -o rep")
     text = reply["outputs"][0]["data"]["text/plain"]
