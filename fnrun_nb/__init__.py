@@ -43,6 +43,8 @@ __all__ = [
     "CmdInvokerFactory",
     "Experiment",
     "FnrunError",
+    "FuzzFailure",
+    "FuzzReport",
     "HandlerCrashed",
     "HandlerStartError",
     "Input",
@@ -57,14 +59,19 @@ __all__ = [
     "PoolClosed",
     "PoolSnapshot",
     "ProtocolError",
+    "Replay",
     "Result",
+    "Shrunk",
     "WorkerSnapshot",
     "WorkerState",
     "__version__",
     "check",
     "compare",
     "experiment",
+    "fuzz",
     "load_ipython_extension",
+    "reproducer",
+    "shrink",
     "unload_ipython_extension",
 ]
 
@@ -86,6 +93,13 @@ _LAZY = {
     "experiment": ".experiments",
     "check": ".conformance",
     "CheckReport": ".conformance",
+    "FuzzFailure": ".batch.forensics",
+    "FuzzReport": ".batch.forensics",
+    "Replay": ".batch.forensics",
+    "Shrunk": ".batch.forensics",
+    "fuzz": ".batch.forensics",
+    "reproducer": ".batch.forensics",
+    "shrink": ".batch.forensics",
 }
 
 if TYPE_CHECKING:
@@ -94,6 +108,7 @@ if TYPE_CHECKING:
     from .experiments import experiment
     from .conformance import CheckReport, check
     from .batch import Batch
+    from .batch.forensics import FuzzFailure, FuzzReport, Replay, Shrunk, fuzz, reproducer, shrink
     from .front import Pool
     from .invoker import CmdInvoker, CmdInvokerFactory, Invoker, InvokerFactory
     from .pool import InvokerPool, InvokerPoolConfig, PoolSnapshot, WorkerSnapshot, WorkerState

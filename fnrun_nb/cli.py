@@ -1,5 +1,7 @@
-"""The command line: ``fnrun-nb run HANDLER [INPUT]`` (also ``python -m fnrun_nb``), and
-``fnrun-nb experiment`` (:mod:`fnrun_nb.cli_experiment`).
+"""The command line: ``fnrun-nb run HANDLER [INPUT]`` (also ``python -m fnrun_nb``);
+``fnrun-nb experiment`` (:mod:`fnrun_nb.cli_experiment`), ``fnrun-nb fuzz``
+(:mod:`fnrun_nb.cli_forensics`) and ``fnrun-nb check`` (:mod:`fnrun_nb.conformance.cli`)
+keep their options and output in modules of their own.
 
 Thin by design: parse arguments, read the inputs, run one batch through a
 :class:`~fnrun_nb.front.Pool`, print its summary, optionally write the record.  The
@@ -152,6 +154,10 @@ def _parser() -> argparse.ArgumentParser:
     from .conformance.cli import add_check_command
 
     add_check_command(sub)
+
+    from .cli_forensics import add_fuzz_parser
+
+    add_fuzz_parser(sub)
     return parser
 
 
@@ -297,6 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .conformance.cli import run_check
 
         return run_check(args)
+    if args.command == "fuzz":
+        from .cli_forensics import run_fuzz
+
+        return run_fuzz(args)
     try:
         return _run(args)
     except _UsageError as exc:

@@ -381,6 +381,9 @@ LINE_SUBCOMMANDS: dict[str, str] = {
     "stderr": "stderr HANDLER: recent stderr of each worker of HANDLER's pool",
     "monitor": "monitor HANDLER: the live worker monitor of HANDLER's pool",
     "check": "check HANDLER [--quick]: the conformance report of HANDLER (fresh processes)",
+    # Crash forensics (parsed and run by magic_forensics).
+    "replay": "replay BATCH_NAME [--times N] [--warm]: replay a batch's failed rows",
+    "fuzz": "fuzz HANDLER [--examples N] [--strategy EXPR] [--seed S]: fuzz a handler",
 }
 
 

@@ -140,7 +140,7 @@ def _json_batch_class() -> Any:
             new = cls.from_frame(
                 batch.df, command=batch.command, handler=batch.handler, config=batch.config,
                 workers=batch.workers, interrupted=batch.interrupted, wall_s=batch.wall_s,
-                started_at=batch.started_at,
+                started_at=batch.started_at, inputs=batch.inputs,
             )
             assert isinstance(new, cls)  # from_frame builds cls
             new.metadata = dict(batch.metadata)

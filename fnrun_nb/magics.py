@@ -26,6 +26,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, output_can_be_silenced
 
 from .errors import FnrunError
+from .magic_forensics import SUBCOMMANDS as FORENSICS
+from .magic_forensics import run_line as run_forensics
 from .magic_args import LINE_SUBCOMMANDS, CellRequest, cell_arguments, parse_cell, parse_line
 from .magic_registry import DaskEntry, PoolEntry, PoolRegistry
 from .magic_views import CallFailed, JsonResult, PoolTable, StderrView, json_batch
@@ -133,6 +135,9 @@ class FnrunMagics(Magics):
         entry.count(batch)
         return json_batch(batch) if opts.json else batch
 
+    def _user_ns(self) -> dict[str, Any]:
+        return self.shell.user_ns if self.shell is not None else {}
+
     # --- the registry, as callers of the magics see it ----------------------------------
 
     def entries(self) -> Iterator[PoolEntry]:
@@ -160,13 +165,17 @@ class FnrunMagics(Magics):
         ``%fnrun stderr HANDLER``         recent stderr of each worker
         ``%fnrun monitor HANDLER``        the live worker monitor
         ``%fnrun check HANDLER [--quick]`` the handler conformance report
+        ``%fnrun replay BATCH [--times N]``  replay a batch's failed rows
+        ``%fnrun fuzz HANDLER [--examples N] [--strategy EXPR]``  fuzz a handler
         ``%fnrun``                        this help; ``%%fnrun?`` documents the cell magic
         """
-        if line.split(None, 1)[:1] == ["check"]:
+        words = line.split(None, 1)
+        if words[:1] == ["check"]:
             from .conformance.magic import check_line
 
-            user_ns = self.shell.user_ns if self.shell is not None else None
-            return check_line(line.rstrip().removesuffix(";"), user_ns)
+            return check_line(line.rstrip().removesuffix(";"), self._user_ns())
+        if words and words[0] in FORENSICS:
+            return run_forensics(line.rstrip().removesuffix(";"), self._user_ns())
         cmd = parse_line(line.rstrip().removesuffix(";"))
         if cmd.action == "help":
             print(line_help())

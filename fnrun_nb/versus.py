@@ -36,6 +36,7 @@ def _joined(pool: Pool, rounds: list[Batch]) -> Batch:
         workers=pool.workers,
         wall_s=sum(b.wall_s or 0.0 for b in rounds),
         started_at=rounds[0].started_at,
+        inputs=rounds[0].inputs,  # every round runs the same inputs
     )
 
 

@@ -9,7 +9,7 @@ Modules: ``schema`` (the column registry every record is built from and held to)
 ``inputs`` (validate inputs, the JSON-lines rule), ``record`` (preallocated
 columns, the DataFrame build), ``runner`` (threads, rate, Ctrl-C), ``core`` (``Batch``,
 ``BatchProgress``), ``summary`` (``Summary``), ``analysis`` (percentiles, per-worker,
-warm-up, drift) and ``comparison``.
+warm-up, drift), ``comparison`` and ``forensics`` (replay, fuzz, shrink, reproducer).
 """
 
 from __future__ import annotations

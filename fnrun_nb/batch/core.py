@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from .analysis import DriftReport, WarmupReport
     from .comparison import Comparison
+    from .forensics import Replay, Shrunk
     from .plot import BatchPlot
 
 __all__ = ["Batch", "BatchProgress"]
@@ -42,7 +43,7 @@ __all__ = ["Batch", "BatchProgress"]
 # stable p99, small enough to sort ten times a second beside the hot path.
 _WINDOW = 4096
 _META = frozenset(
-    {"command", "handler", "config", "interrupted", "wall_s", "workers", "started_at"}
+    {"command", "handler", "config", "interrupted", "wall_s", "workers", "started_at", "inputs"}
 )
 
 
@@ -70,6 +71,22 @@ class BatchProgress:
         return self.done - self.counts.get("ok", 0)
 
 
+def _input_series(datas: Sequence[bytes] | pd.Series) -> pd.Series:
+    """The ``inputs`` Series of a batch's distinct inputs (references, no copy)."""
+    if isinstance(datas, pd.Series):
+        return pd.Series(
+            datas.to_numpy(dtype=object), index=datas.index.rename("input_index"),
+            name="input", dtype=object, copy=False,
+        )
+    # fromiter, not an assignment from the list: numpy would turn equal-length bytes
+    # into a fixed-width array first, and the objects back out of it would be copies.
+    values = np.fromiter(datas, dtype=object, count=len(datas))
+    return pd.Series(
+        values, index=pd.RangeIndex(len(datas), name="input_index"), name="input",
+        dtype=object, copy=False,
+    )
+
+
 def _pq(values: Any) -> tuple[float | None, float | None]:
     q = quantiles(values, (50, 99))
     p50, p99 = q["p50"], q["p99"]
@@ -84,6 +101,7 @@ class Batch:
     ``batch.failed`` the rows whose outcome is not ``ok``.  ``command`` is the
     handler's argv and ``config`` the pool and map options it ran with.
     ``interrupted`` is True when Ctrl-C stopped it (its unrun calls are ``cancelled``).
+    ``inputs`` holds the exact bytes each input sent (see :attr:`inputs`).
     """
 
     def __init__(
@@ -98,6 +116,7 @@ class Batch:
         wall_s: float | None = None,
         started_at: float | None = None,
         handler: str | None = None,
+        inputs: Sequence[bytes] | pd.Series | None = None,
     ) -> None:
         self.command: list[str] | None = (
             shlex.split(command) if isinstance(command, str) else
@@ -114,6 +133,12 @@ class Batch:
         self.started_at = time.time() if started_at is None else started_at
         """Wall-clock (epoch) time the batch started."""
         self._recorder = recorder
+        # The distinct inputs, by input_index: the plan's own list (the caller's bytes
+        # objects, never copied) or what from_frame was given.
+        self._datas: Sequence[bytes] | pd.Series | None = (
+            recorder.plan.datas if recorder is not None else inputs
+        )
+        self._inputs: pd.Series | None = None
         self._df = frame
         self._rows = recorder.rows if recorder is not None else len(frame) if frame is not None else 0
         self._t0 = time.perf_counter()
@@ -137,7 +162,8 @@ class Batch:
         :data:`~fnrun_nb.batch.OPTIONAL_COLUMNS` whose dtype differs is converted
         (see :func:`fnrun_nb.batch.schema.conform`).  Extra columns are kept as they are.
         ``meta`` may give ``command``, ``handler``, ``config``, ``interrupted``, ``wall_s``,
-        ``workers`` and ``started_at``.  Raises ``ValueError`` when a batch column is
+        ``workers``, ``started_at`` and ``inputs`` (the distinct inputs' bytes by
+        ``input_index``: a sequence, or a Series indexed by it).  Raises ``ValueError`` when a batch column is
         missing or cannot be converted, and ``TypeError`` for an unknown meta name.
         """
         unknown = set(meta) - _META
@@ -156,6 +182,7 @@ class Batch:
             interrupted=bool(meta.get("interrupted", False)),
             wall_s=meta.get("wall_s"),
             started_at=meta.get("started_at"),
+            inputs=meta.get("inputs"),
         )
 
     # --- used by the runner -----------------------------------------------------------
@@ -251,6 +278,23 @@ class Batch:
         return self._rows
 
     @property
+    def inputs(self) -> pd.Series | None:
+        """The exact bytes each input sent: a Series of ``bytes`` (object dtype) named
+        ``input`` and indexed by ``input_index`` (the column of ``df`` that says which
+        input a row ran), one entry per distinct input, whatever ``repeat`` was.
+
+        Bytes inputs are the caller's own objects, kept by reference (no copy); a str
+        is its UTF-8 bytes, as sent.  A row's per-call env is its ``env_in``.  ``None``
+        when the record has no inputs: a batch saved with ``save(..., inputs=False)``,
+        or one ``from_frame`` was not given them.  Built once, on first use.
+        """
+        if self._inputs is None and self._datas is not None:
+            with self._lock:
+                if self._inputs is None:
+                    self._inputs = _input_series(self._datas)
+        return self._inputs
+
+    @property
     def failed(self) -> pd.DataFrame:
         """The rows whose outcome is not ``ok``."""
         df = self.df
@@ -328,20 +372,83 @@ class Batch:
 
         return BatchPlot(self.df)
 
-    def save(self, path: str | os.PathLike[str], *, notes: str | None = None) -> Path:
-        """Write the record and its run metadata to a parquet file; see
-        :func:`fnrun_nb.batch.storage.save_batch`."""
+    def save(
+        self, path: str | os.PathLike[str], *, notes: str | None = None, inputs: bool = True
+    ) -> Path:
+        """Write the record, its inputs and its run metadata to a parquet file;
+        ``inputs=False`` leaves the inputs and the handler's process env values out
+        (private data).  See :func:`fnrun_nb.batch.storage.save_batch`."""
         from .storage import save_batch
 
-        return save_batch(self, path, notes=notes)
+        return save_batch(self, path, notes=notes, inputs=inputs)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Batch:
-        """A batch saved by ``save``, dtypes and env columns restored; its
+        """A batch saved by ``save``, dtypes, env columns and ``inputs`` restored; its
         ``metadata`` says how it was run.  See :func:`fnrun_nb.batch.storage.load_batch`."""
         from .storage import load_batch
 
         return load_batch(path)
+
+    # --- forensics: crash forensics in their own package -------------------------------
+
+    def replay(
+        self,
+        rows: Any = None,
+        *,
+        times: int = 3,
+        fresh: bool = True,
+        command: str | Sequence[str] | None = None,
+        workers: int = 2,
+        timeout: float | None = None,
+        progress: bool | str = False,
+    ) -> Replay:
+        """Run rows' exact inputs and env again, ``times`` times each, and say whether
+        each fails the same way every time (``deterministic``), sometimes (``flaky``)
+        or never (``not reproduced``); see :class:`~fnrun_nb.batch.forensics.Replay`.
+
+        ``rows``: row labels, a boolean mask or a slice of ``df`` (default
+        ``self.failed``; none is an empty Replay).  ``fresh=True`` runs each attempt on
+        a new process of the batch's command (same cwd, process env and timeout), so
+        state left by earlier calls cannot explain the result; ``fresh=False`` uses one
+        warm pool of ``workers`` processes.  ``command=`` runs another command (the
+        handler moved), ``timeout=`` another per-call limit.  A batch loaded from disk
+        replays against its saved command, cwd and process env.
+
+        Raises ``ValueError`` when the batch holds no inputs (saved with
+        ``inputs=False``) or for bad arguments, ``KeyError`` for unknown rows,
+        ``HandlerStartError`` when the handler no longer starts.  Ctrl-C stops it and
+        returns the attempts made so far (``interrupted=True``).
+        """
+        from .forensics.replayer import replay
+
+        return replay(
+            self, rows, times=times, fresh=fresh, command=command, workers=workers,
+            timeout=timeout, progress=progress,
+        )
+
+    def shrink(
+        self,
+        row: Any,
+        *,
+        max_calls: int = 1000,
+        command: str | Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> Shrunk:
+        """The smallest input and fewest env keys that still fail the way row ``row``
+        (a label of ``df``) failed, by delta debugging against the batch's handler
+        (its command, cwd, process env and timeout, or ``command=``/``timeout=``); see
+        :func:`fnrun_nb.shrink`.  Raises ``ValueError`` when the row's input does not
+        fail when run again, or the batch holds no inputs."""
+        from .forensics.replayer import row_input, select_rows
+        from .forensics.shrinker import shrink_target
+        from .forensics.target import Target
+
+        (label,) = select_rows(self.df, [row])
+        data, env = row_input(self, label)
+        return shrink_target(
+            Target.of_batch(self, command=command, timeout=timeout), data, env, max_calls
+        )
 
     # --- display ----------------------------------------------------------------------
 

@@ -53,9 +53,10 @@ from .inputs import Plan, plan_batch
 from .record import CANCELLED, Recorder, outcome_of
 
 if TYPE_CHECKING:
-    from ..front import Pool
+    from ..invoker import CmdInvokerFactory
+    from ..settings import PoolSettings
 
-__all__ = ["CallTarget", "run_batch"]
+__all__ = ["BatchPool", "CallTarget", "run_batch"]
 
 _perf_counter = time.perf_counter
 _REFRESH_S = 0.1  # progress bar refresh period
@@ -84,8 +85,31 @@ class CallTarget(Protocol):
     def kill_busy(self) -> int: ...
 
 
+class BatchPool(Protocol):
+    """What ``run_batch`` needs of a pool: :class:`~fnrun_nb.front.Pool` is one, and so
+    is the forensics' own pool (``forensics.target.HandlerPool``), which replays a
+    batch on fresh processes from below the front layer."""
+
+    name: str
+    command: list[str]
+    cwd: str | None
+    factory: CmdInvokerFactory
+    settings: PoolSettings
+    active_batch: Batch | None
+    last_batch: Batch | None
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def workers(self) -> int: ...
+
+    @property
+    def invoker_pool(self) -> InvokerPool: ...
+
+
 def run_batch(
-    pool: Pool,
+    pool: BatchPool,
     inputs: Iterable[Any],
     *,
     env: Mapping[str, str] | None = None,
@@ -161,6 +185,10 @@ def run_batch(
         "resources": plan.resources,
         "handler_timing": plan.handler_timing,
         "env": dict(env) if env else {},
+        # How the handler's processes start (what the pool was given, never the
+        # host's whole environment), so a saved batch can be replayed elsewhere.
+        "cwd": pool.cwd,
+        "process_env": None if pool.factory.env is None else dict(pool.factory.env),
     }
     batch = Batch(
         command=pool.command,

@@ -1,0 +1,146 @@
+"""Crash forensics from the front-ends: ``%fnrun replay`` / ``%fnrun fuzz`` in a real
+IPython shell, and ``fnrun-nb fuzz`` with its exit statuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from _magic_client import MagicShell
+from conftest import HANDLERS, ROOT, TEST_HANDLERS
+
+from fnrun_nb.cli import main
+
+PAIR = os.path.relpath(TEST_HANDLERS / "planted_pair.py", ROOT)
+ECHO = os.path.relpath(HANDLERS / "echo.py", ROOT)
+
+
+# --- the magics ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shell():
+    """A shell of its own (closed before the leak check looks)."""
+    sh = MagicShell(ROOT)
+    try:
+        sh.ok("%load_ext fnrun_nb")
+        yield sh
+    finally:
+        left = sh.close()
+    assert left == [], f"processes left after the shell exited: {left}"
+
+
+@pytest.fixture
+def clean_shell(shell: MagicShell):
+    yield shell
+    shell.ok("%fnrun stop all")
+    deadline = time.monotonic() + 10
+    while shell.children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert shell.children() == [], "a handler process outlived the cell"
+
+
+def _usage_error(reply: dict) -> str:
+    assert not reply["ok"]
+    err = reply["error"]
+    assert (err["module"], err["type"]) == ("IPython.core.error", "UsageError"), err
+    return str(err["message"])
+
+
+@pytest.mark.timeout(120)
+def test_replay_and_fuzz_magics(clean_shell: MagicShell) -> None:
+    shell = clean_shell
+    # A batch without failures, from the cell magic.
+    shell.ok(f"%%fnrun {PAIR} -w 2 --lines -o b -q\nfine\nok")
+    # A batch with a crash: made in Python, replayed by the magic.
+    shell.ok(
+        "from fnrun_nb import Pool\n"
+        f"with Pool({PAIR!r}, workers=2) as p:\n"
+        "    crashy = p.map([b'fine', b'a\\x00\\x00b', b'ok'], progress=False)"
+    )
+    reply = shell.ok("%fnrun replay crashy --times 2 -o r")
+    text = reply["outputs"][0]["data"]["text/plain"]
+    assert text.startswith("Replay of 1 row x 2 (a fresh process per attempt): 1 deterministic")
+    assert "text/html" in reply["outputs"][0]["data"]
+    assert shell.out("print(r.df['verdict'].tolist(), len(r.batch))") == "['deterministic'] 2\n"
+    reply = shell.ok("%fnrun replay crashy --warm -o w")
+    assert "(a warm pool)" in reply["outputs"][0]["data"]["text/plain"]
+    empty = shell.ok("%fnrun replay b")["outputs"][0]["data"]["text/plain"]
+    assert empty == "Replay of no rows (nothing to replay)"
+    # A --json cell's batch keeps its inputs too: the bytes sent, JSON-encoded.
+    shell.ok(f'%%fnrun {PAIR} -w 1 --json -q -o jb\n["fine", {{"n": 1}}]')
+    assert shell.out("print(jb.inputs.tolist())") == """[b'"fine"', b'{"n":1}']\n"""
+    assert shell.out("print(jb.replay([1], times=1).df.verdict.tolist())") == (
+        "['deterministic']\n"
+    )
+
+    reply = shell.ok(f"%fnrun fuzz {PAIR} --examples 60 --seed 1 -o rep")
+    text = reply["outputs"][0]["data"]["text/plain"]
+    assert "1 distinct failure" in text and "minimal input b'\\x00\\x00'" in text
+    reply = shell.ok(
+        f"%fnrun fuzz '{PAIR} 6261' --examples 80 --seed 2 --strategy \"st.text(alphabet='ab')\""
+    )
+    assert "minimal input b'ba'" in reply["outputs"][0]["data"]["text/plain"]
+    # The strategy expression sees the user's names.
+    shell.ok("import hypothesis.strategies as hs\nmine = hs.just(b'fine')")
+    reply = shell.ok(f"%fnrun fuzz {PAIR} --examples 3 --seed 3 --strategy mine -o clean")
+    assert shell.out("print(clean.ok, clean.calls >= 1)") == "True True\n"
+
+    # Usage errors are IPython's UsageError, with the reason.
+    shell.ok("x = 3")
+    assert "'x' is int, not a Batch" in _usage_error(shell.run("%fnrun replay x"))
+    assert "NameError" in _usage_error(shell.run("%fnrun replay nowhere"))
+    assert "--times must be at least 1" in _usage_error(shell.run("%fnrun replay crashy --times 0"))
+    assert "the following arguments are required" in _usage_error(shell.run("%fnrun fuzz"))
+    assert "--strategy" in _usage_error(shell.run(f"%fnrun fuzz {PAIR} --strategy 'st.nope()'"))
+    err = _usage_error(shell.run(f"%fnrun fuzz {os.path.relpath(TEST_HANDLERS / 'syntax_error.py', ROOT)}"))
+    assert "cannot start handler" in err
+    help_text = shell.out("%fnrun")
+    assert "%fnrun replay" in help_text and "%fnrun fuzz" in help_text
+
+
+# --- the command line ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_cli_fuzz_exit_statuses_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fuzz", str(ROOT / PAIR), "--examples", "60", "--seed", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "crashed (exit code 3): minimal input b'\\x00\\x00'" in out
+    assert main(["fuzz", str(ROOT / ECHO), "--examples", "10", "--seed", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is True and doc["failures"] == [] and doc["calls"] >= 10
+    assert main([
+        "fuzz", f"{ROOT / PAIR} 6261", "--examples", "60", "--seed", "2", "--json",
+        "--strategy", "st.text(alphabet='ab')",
+    ]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    (failure,) = doc["failures"]
+    assert failure["input_hex"] == "6261" and failure["exit_code"] == 3
+    assert failure["outcome"] == "crashed" and failure["flaky"] is False
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["fuzz"],
+        ["fuzz", "x.py", "--examples", "0"],
+        ["fuzz", "x.py", "--seed", "one"],
+        ["fuzz", "x.py", "--strategy", "st.nope()"],
+        ["fuzz", "x.py", "--strategy", "42"],
+    ],
+)
+def test_cli_fuzz_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_cli_fuzz_of_a_handler_that_cannot_start_exits_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["fuzz", str(TEST_HANDLERS / "syntax_error.py"), "--examples", "5"]) == 2
+    assert "cannot start handler" in capsys.readouterr().err
+    assert main(["fuzz", "--help"]) == 0
+    assert "exit status" in capsys.readouterr().out
