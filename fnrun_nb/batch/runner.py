@@ -341,7 +341,7 @@ class _Run:
         rate = plan.rate
         lag = rec.lag
         # Chosen once: a batch without handler timing pays nothing for it per call.
-        record_ok = rec.record_ok_timed if plan.handler_timing else rec.record_ok
+        record_ok = rec.ok_writer()
         record_usage = rec.record_usage
         usage: list[float] | None = [0.0, 0.0, 0.0] if plan.resources else None
         call = self.target.call
