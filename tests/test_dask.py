@@ -494,3 +494,14 @@ def test_rows_without_a_result_carry_the_optional_columns(client: distributed.Cl
     assert_schema(df)
     for name in ("handler_ms", "transport_ms", "cpu_ms", "rss_mib", "peak_rss_mib"):
         assert df[name].isna().all(), name
+
+
+def test_a_dask_batch_keeps_its_inputs_and_saves_them(dpool: DaskPool, tmp_path: Path) -> None:
+    inputs = [b"in-0", "in-1", (b"in-2", {"K": "v"})]
+    batch = dpool.map(inputs, repeat=2, chunk_size=2, progress=False)
+    assert batch.inputs is not None
+    assert batch.inputs.tolist() == [b"in-0", b"in-1", b"in-2"]
+    assert batch.inputs[0] is inputs[0]  # bytes kept by reference
+    assert batch.config["process_env"] is None
+    back = type(batch).load(batch.save(tmp_path / "dask.parquet"))
+    assert back.inputs is not None and back.inputs.tolist() == batch.inputs.tolist()

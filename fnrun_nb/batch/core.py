@@ -42,7 +42,7 @@ __all__ = ["Batch", "BatchProgress"]
 # stable p99, small enough to sort ten times a second beside the hot path.
 _WINDOW = 4096
 _META = frozenset(
-    {"command", "handler", "config", "interrupted", "wall_s", "workers", "started_at"}
+    {"command", "handler", "config", "interrupted", "wall_s", "workers", "started_at", "inputs"}
 )
 
 
@@ -70,6 +70,22 @@ class BatchProgress:
         return self.done - self.counts.get("ok", 0)
 
 
+def _input_series(datas: Sequence[bytes] | pd.Series) -> pd.Series:
+    """The ``inputs`` Series of a batch's distinct inputs (references, no copy)."""
+    if isinstance(datas, pd.Series):
+        return pd.Series(
+            datas.to_numpy(dtype=object), index=datas.index.rename("input_index"),
+            name="input", dtype=object, copy=False,
+        )
+    # fromiter, not an assignment from the list: numpy would turn equal-length bytes
+    # into a fixed-width array first, and the objects back out of it would be copies.
+    values = np.fromiter(datas, dtype=object, count=len(datas))
+    return pd.Series(
+        values, index=pd.RangeIndex(len(datas), name="input_index"), name="input",
+        dtype=object, copy=False,
+    )
+
+
 def _pq(values: Any) -> tuple[float | None, float | None]:
     q = quantiles(values, (50, 99))
     p50, p99 = q["p50"], q["p99"]
@@ -84,6 +100,7 @@ class Batch:
     ``batch.failed`` the rows whose outcome is not ``ok``.  ``command`` is the
     handler's argv and ``config`` the pool and map options it ran with.
     ``interrupted`` is True when Ctrl-C stopped it (its unrun calls are ``cancelled``).
+    ``inputs`` holds the exact bytes each input sent (see :attr:`inputs`).
     """
 
     def __init__(
@@ -98,6 +115,7 @@ class Batch:
         wall_s: float | None = None,
         started_at: float | None = None,
         handler: str | None = None,
+        inputs: Sequence[bytes] | pd.Series | None = None,
     ) -> None:
         self.command: list[str] | None = (
             shlex.split(command) if isinstance(command, str) else
@@ -114,6 +132,12 @@ class Batch:
         self.started_at = time.time() if started_at is None else started_at
         """Wall-clock (epoch) time the batch started."""
         self._recorder = recorder
+        # The distinct inputs, by input_index: the plan's own list (the caller's bytes
+        # objects, never copied) or what from_frame was given.
+        self._datas: Sequence[bytes] | pd.Series | None = (
+            recorder.plan.datas if recorder is not None else inputs
+        )
+        self._inputs: pd.Series | None = None
         self._df = frame
         self._rows = recorder.rows if recorder is not None else len(frame) if frame is not None else 0
         self._t0 = time.perf_counter()
@@ -137,7 +161,8 @@ class Batch:
         :data:`~fnrun_nb.batch.OPTIONAL_COLUMNS` whose dtype differs is converted
         (see :func:`fnrun_nb.batch.schema.conform`).  Extra columns are kept as they are.
         ``meta`` may give ``command``, ``handler``, ``config``, ``interrupted``, ``wall_s``,
-        ``workers`` and ``started_at``.  Raises ``ValueError`` when a batch column is
+        ``workers``, ``started_at`` and ``inputs`` (the distinct inputs' bytes by
+        ``input_index``: a sequence, or a Series indexed by it).  Raises ``ValueError`` when a batch column is
         missing or cannot be converted, and ``TypeError`` for an unknown meta name.
         """
         unknown = set(meta) - _META
@@ -156,6 +181,7 @@ class Batch:
             interrupted=bool(meta.get("interrupted", False)),
             wall_s=meta.get("wall_s"),
             started_at=meta.get("started_at"),
+            inputs=meta.get("inputs"),
         )
 
     # --- used by the runner -----------------------------------------------------------
@@ -251,6 +277,23 @@ class Batch:
         return self._rows
 
     @property
+    def inputs(self) -> pd.Series | None:
+        """The exact bytes each input sent: a Series of ``bytes`` (object dtype) named
+        ``input`` and indexed by ``input_index`` (the column of ``df`` that says which
+        input a row ran), one entry per distinct input, whatever ``repeat`` was.
+
+        Bytes inputs are the caller's own objects, kept by reference (no copy); a str
+        is its UTF-8 bytes, as sent.  A row's per-call env is its ``env_in``.  ``None``
+        when the record has no inputs: a batch saved with ``save(..., inputs=False)``,
+        or one ``from_frame`` was not given them.  Built once, on first use.
+        """
+        if self._inputs is None and self._datas is not None:
+            with self._lock:
+                if self._inputs is None:
+                    self._inputs = _input_series(self._datas)
+        return self._inputs
+
+    @property
     def failed(self) -> pd.DataFrame:
         """The rows whose outcome is not ``ok``."""
         df = self.df
@@ -328,16 +371,19 @@ class Batch:
 
         return BatchPlot(self.df)
 
-    def save(self, path: str | os.PathLike[str], *, notes: str | None = None) -> Path:
-        """Write the record and its run metadata to a parquet file; see
-        :func:`fnrun_nb.batch.storage.save_batch`."""
+    def save(
+        self, path: str | os.PathLike[str], *, notes: str | None = None, inputs: bool = True
+    ) -> Path:
+        """Write the record, its inputs and its run metadata to a parquet file;
+        ``inputs=False`` leaves the inputs and the handler's process env values out
+        (private data).  See :func:`fnrun_nb.batch.storage.save_batch`."""
         from .storage import save_batch
 
-        return save_batch(self, path, notes=notes)
+        return save_batch(self, path, notes=notes, inputs=inputs)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Batch:
-        """A batch saved by ``save``, dtypes and env columns restored; its
+        """A batch saved by ``save``, dtypes, env columns and ``inputs`` restored; its
         ``metadata`` says how it was run.  See :func:`fnrun_nb.batch.storage.load_batch`."""
         from .storage import load_batch
 

@@ -161,6 +161,10 @@ def run_batch(
         "resources": plan.resources,
         "handler_timing": plan.handler_timing,
         "env": dict(env) if env else {},
+        # How the handler's processes start (what the pool was given, never the
+        # host's whole environment), so a saved batch can be replayed elsewhere.
+        "cwd": pool.cwd,
+        "process_env": None if pool.factory.env is None else dict(pool.factory.env),
     }
     batch = Batch(
         command=pool.command,

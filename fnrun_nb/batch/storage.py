@@ -9,6 +9,14 @@ dtypes (categorical ``outcome`` with all its categories, nullable integers,
 tz-aware times) and the env columns, stored as parquet ``map<string, string>`` so
 other tools see them as maps rather than JSON text.
 
+The inputs (``batch.inputs``) are one more column, ``input`` (parquet ``BYTE_ARRAY``,
+arrow ``large_binary``), outside the record's own columns: each distinct input's
+bytes sit on the first row that ran it and every other row holds a null, so a batch
+run with ``repeat`` stores each input once, nulls cost a bit each, and the inputs are
+written as they are (no dictionary, no copy beyond arrow's buffer).  ``save(...,
+inputs=False)`` writes no ``input`` column and keeps only the names of the
+handler's process env (``config["process_env_names"]``), not their values.
+
 pyarrow is the optional ``parquet`` extra; without it ``save``/``load`` raise
 ``ImportError`` naming it.
 """
@@ -22,7 +30,7 @@ import os
 import platform
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +55,8 @@ __all__ = [
 METADATA_KEY = b"fnrun_nb"
 FORMAT_VERSION = 1
 MAP_COLUMNS = ("env", "env_in")
+INPUT_COLUMN = "input"
+"""The file column holding ``batch.inputs`` (not a column of ``batch.df``)."""
 SCHEMA_DTYPES = {**COLUMNS, **OPTIONAL_COLUMNS}
 
 
@@ -202,8 +212,18 @@ def _dtype_spec(dtype: Any) -> Any:
     return str(dtype)
 
 
-def save_frame(df: pd.DataFrame, path: str | os.PathLike[str], metadata: dict[str, Any]) -> Path:
+def save_frame(
+    df: pd.DataFrame,
+    path: str | os.PathLike[str],
+    metadata: dict[str, Any],
+    *,
+    binary: Mapping[str, Sequence[bytes | None]] | None = None,
+) -> Path:
     """Write ``df`` and ``metadata`` (JSON-able) to a parquet file; returns its path.
+
+    ``binary`` adds columns of bytes (or None) one value per row, stored as they are
+    (no dictionary encoding) and outside ``df``'s own columns: :func:`load_frame`
+    leaves them out of the frame.
 
     Raises ``ImportError`` without pyarrow, ``TypeError`` when an env column holds
     something other than a dict of strings (or None), and ``OSError`` from the file
@@ -224,6 +244,8 @@ def save_frame(df: pd.DataFrame, path: str | os.PathLike[str], metadata: dict[st
             else:
                 raise TypeError(f"column {name!r} holds {type(v).__name__}, not a dict")
         table = table.append_column(name, pa.array(values, type=map_type))
+    for name, column in (binary or {}).items():
+        table = table.append_column(name, pa.array(column, type=pa.large_binary()))
     doc = {
         **metadata,
         "columns": list(map(str, df.columns)),
@@ -231,7 +253,12 @@ def save_frame(df: pd.DataFrame, path: str | os.PathLike[str], metadata: dict[st
     }
     schema_meta = dict(table.schema.metadata or {})
     schema_meta[METADATA_KEY] = json.dumps(doc).encode()
-    pq.write_table(table.replace_schema_metadata(schema_meta), target)
+    # Dictionary pages suit the record's repetitive columns, not the bytes columns:
+    # distinct inputs would fill a dictionary page and fall back to plain anyway.
+    dictionary = [c for c in table.column_names if c not in (binary or {})]
+    pq.write_table(
+        table.replace_schema_metadata(schema_meta), target, use_dictionary=dictionary
+    )
     return target
 
 
@@ -244,6 +271,14 @@ def load_frame(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, An
     Raises ``ImportError`` without pyarrow, ``FileNotFoundError`` for a missing file
     and ``ValueError`` for a parquet file fnrun_nb did not write.
     """
+    df, meta, _ = _load(path)
+    return df, meta
+
+
+def _load(
+    path: str | os.PathLike[str], binary: str | None = None
+) -> tuple[pd.DataFrame, dict[str, Any], list[bytes | None] | None]:
+    """``load_frame``, and the ``binary`` column's values (None without one)."""
     pa, pq = _pyarrow()
     source = Path(path)
     if not source.exists():
@@ -253,6 +288,10 @@ def load_frame(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, An
     if raw is None:
         raise ValueError(f"{source} is a parquet file but not a saved fnrun_nb batch")
     meta: dict[str, Any] = json.loads(raw)
+    extra: list[bytes | None] | None = None
+    if binary is not None and binary in table.column_names:
+        extra = table.column(binary).to_pylist()
+        table = table.drop_columns([binary])
     df = table.to_pandas()
     for name in MAP_COLUMNS:
         if name in df.columns:
@@ -274,28 +313,58 @@ def load_frame(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, An
         if df[name].dtype != target:
             df[name] = df[name].astype(target)
     conform(df)
-    return df[columns], meta
+    return df[columns], meta, extra
 
 
 # --- Batch-level entry points (``batch.save`` / ``Batch.load``) ------------------------
 
 
-def save_batch(batch: Batch, path: str | os.PathLike[str], *, notes: str | None = None) -> Path:
-    """Write a finished batch to ``path`` (parquet) with its run metadata.
+def save_batch(
+    batch: Batch,
+    path: str | os.PathLike[str],
+    *,
+    notes: str | None = None,
+    inputs: bool = True,
+) -> Path:
+    """Write a finished batch to ``path`` (parquet) with its run metadata and, unless
+    ``inputs=False``, its inputs (see the module docstring for the layout).
 
-    Raises ``RuntimeError`` while the batch runs, and what :func:`save_frame` raises.
+    ``inputs=False`` is for private data: no input bytes, and of the process env only
+    its names.  Raises ``RuntimeError`` while the batch runs, ``TypeError`` for an
+    ``inputs`` that is not a bool, and what :func:`save_frame` raises.
     """
+    if not isinstance(inputs, bool):
+        raise TypeError(f"inputs must be True or False, not {inputs!r}")
     df = batch.df  # RuntimeError while running
     started = pd.Timestamp(batch.started_at, unit="s", tz="UTC")
-    meta = run_metadata(command=batch.command, config=batch.config, started=started, notes=notes)
+    config = dict(batch.config)
+    stored = inputs and batch.inputs is not None
+    if not inputs and config.get("process_env") is not None:
+        config["process_env_names"] = sorted(config["process_env"])
+        config["process_env"] = None
+    meta = run_metadata(command=batch.command, config=config, started=started, notes=notes)
     meta["batch"] = {
         "workers": batch.workers,
         "wall_s": batch.wall_s,
         "interrupted": batch.interrupted,
         "started_at": batch.started_at,
         "handler": batch.handler,
+        "inputs": stored,
     }
-    return save_frame(df, path, meta)
+    binary = {INPUT_COLUMN: _input_column(df, batch.inputs)} if stored else None
+    return save_frame(df, path, meta, binary=binary)
+
+
+def _input_column(df: pd.DataFrame, inputs: pd.Series | None) -> list[bytes | None]:
+    """One value per row: the input's bytes on the first row that ran it, else None."""
+    assert inputs is not None
+    index = df["input_index"].to_numpy()
+    column: list[bytes | None] = [None] * len(df)
+    by_index = dict(zip(inputs.index.tolist(), inputs.tolist()))
+    first = ~pd.Series(index).duplicated().to_numpy()
+    for k in first.nonzero()[0].tolist():
+        column[k] = by_index.get(int(index[k]))
+    return column
 
 
 def load_batch(path: str | os.PathLike[str]) -> Batch:
@@ -306,8 +375,18 @@ def load_batch(path: str | os.PathLike[str]) -> Batch:
     """
     from .core import Batch
 
-    df, meta = load_frame(path)
+    df, meta, column = _load(path, INPUT_COLUMN)
     facts = meta.get("batch", {})
+    inputs = None
+    if column is not None:
+        index = df["input_index"].to_numpy()
+        first = [k for k, v in enumerate(column) if v is not None]
+        inputs = pd.Series(
+            [column[k] for k in first],
+            index=pd.Index(index[first], name="input_index"),
+            name="input",
+            dtype=object,
+        ).sort_index()
     batch = Batch.from_frame(
         df,
         command=meta.get("command"),
@@ -317,6 +396,7 @@ def load_batch(path: str | os.PathLike[str]) -> Batch:
         wall_s=facts.get("wall_s"),
         interrupted=bool(facts.get("interrupted", False)),
         started_at=facts.get("started_at"),
+        inputs=inputs,
     )
     batch.metadata = meta
     return batch

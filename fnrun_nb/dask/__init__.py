@@ -281,7 +281,9 @@ class DaskPool:
         }
         total = plan.rows
         chunks = self._chunks(items, repeat, rate, chunk_size or self.chunk_size_for(total))
-        return Run(self, chunks, total, options, True if monitor else progress).run()
+        return Run(
+            self, chunks, total, options, True if monitor else progress, plan.datas
+        ).run()
 
     def _chunks(
         self,

@@ -51,8 +51,11 @@ class Run:
         total: int,
         options: dict[str, Any],
         progress: bool | str,
+        inputs: list[bytes] | None = None,
     ) -> None:
         self.dpool = dpool
+        self.inputs = inputs
+        """The distinct inputs (the plan's bytes, by input_index): ``batch.inputs``."""
         self.chunks = chunks
         self.total = total
         self.options = options
@@ -154,6 +157,7 @@ class Run:
             # Handler processes across the cluster, for the summary's utilisation.
             workers=self.dpool.workers * n_dask_workers,
             started_at=started_at,
+            inputs=self.inputs,
         )
 
 
