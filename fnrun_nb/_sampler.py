@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import re
+import shlex
 import sys
 import threading
 import time
@@ -46,6 +47,7 @@ __all__ = [
     "decode_payload",
     "encode_payload",
     "parse_frame",
+    "parse_profiler",
 ]
 
 DEFAULT_INTERVAL = 0.001
@@ -56,6 +58,7 @@ OTHER_FRAME = "[other stacks] (:0)"
 """The frame the rarest stacks are merged into when a profile exceeds the cap."""
 _HEADER = "fnrun-profile 1"
 _FRAME = re.compile(r"(.*) \((.*):(\d+)\)")
+_PY_SPY_OPTIONS = {"--native", "--nonblocking", "--rate", "-r", "--gil", "-g"}
 
 
 def parse_frame(frame: str) -> tuple[str, str, int]:
@@ -65,6 +68,39 @@ def parse_frame(frame: str) -> tuple[str, str, int]:
     if m is None:
         return frame, "", 0
     return m.group(1), m.group(2), int(m.group(3))
+
+
+# The host's choice of profiler lives here, beside the wire format, so that a Pool
+# validates it without importing the batch layer.
+def parse_profiler(profiler: str) -> tuple[str, list[str]]:
+    """``(kind, py-spy options)`` of a ``profiler`` setting: ``"auto"``, ``"py-spy"``,
+    or ``"py-spy --native"`` (and ``--rate N``, ``--nonblocking``, ``--gil``).
+
+    Raises ``ValueError`` for anything else, saying what works."""
+    if not isinstance(profiler, str):
+        raise TypeError(f"profiler must be a str, not {type(profiler).__name__}")
+    words = shlex.split(profiler)
+    if words == ["auto"]:
+        return "auto", []
+    if words and words[0] == "py-spy":
+        options = words[1:]
+        for i, word in enumerate(options):
+            if word.startswith("-") and word not in _PY_SPY_OPTIONS:
+                raise ValueError(
+                    f"profiler {profiler!r}: py-spy option {word!r} is not one fnrun_nb passes "
+                    "on; use --native, --rate N, --nonblocking or --gil"
+                )
+            if not word.startswith("-") and (i == 0 or options[i - 1] not in ("--rate", "-r")):
+                raise ValueError(f"profiler {profiler!r}: unexpected {word!r}")
+        return "py-spy", options
+    hint = ""
+    if words and words[0] == "perf":
+        hint = (" (Linux perf is not supported: for a native handler in C, Go or Rust, "
+                "profile it with perf yourself)")
+    raise ValueError(
+        f"profiler must be 'auto' (handlers written with fnrun_nb.handler) or 'py-spy' "
+        f"(any Python handler), not {profiler!r}{hint}"
+    )
 
 
 def _frame_name(code: CodeType) -> str:

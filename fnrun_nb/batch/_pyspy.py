@@ -23,7 +23,6 @@ can show it a process without the capability and a stricter scope.
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -34,47 +33,17 @@ from collections.abc import Sequence
 
 from .profile import Profile, ProfilerUnavailable
 
-__all__ = ["PROC_STATUS", "YAMA_SCOPE", "PySpy", "check_ptrace", "parse_profiler"]
+__all__ = ["PROC_STATUS", "YAMA_SCOPE", "PySpy", "check_ptrace"]
 
 PROC_STATUS = "/proc/self/status"
 """Where this process's capabilities are read (``CapEff``)."""
 YAMA_SCOPE = "/proc/sys/kernel/yama/ptrace_scope"
 """Where the Yama ptrace scope is read (absent: no Yama, attaching is allowed)."""
+DEFAULT_RATE = 1000
+"""Samples per second py-spy takes unless the profiler setting gives ``--rate``."""
 _CAP_SYS_PTRACE = 19
 _ATTACH_TIMEOUT_S = 30.0
 _STOP_TIMEOUT_S = 30.0
-_ALLOWED_OPTIONS = {"--native", "--nonblocking", "--rate", "-r", "--gil", "-g"}
-
-
-def parse_profiler(profiler: str) -> tuple[str, list[str]]:
-    """``(kind, py-spy options)`` of a ``profiler`` setting: ``"auto"``, ``"py-spy"``,
-    or ``"py-spy --native"`` (and ``--rate N``, ``--nonblocking``, ``--gil``).
-
-    Raises ``ValueError`` for anything else, saying what works."""
-    if not isinstance(profiler, str):
-        raise TypeError(f"profiler must be a str, not {type(profiler).__name__}")
-    words = shlex.split(profiler)
-    if words == ["auto"]:
-        return "auto", []
-    if words and words[0] == "py-spy":
-        options = words[1:]
-        for i, word in enumerate(options):
-            if word.startswith("-") and word not in _ALLOWED_OPTIONS:
-                raise ValueError(
-                    f"profiler {profiler!r}: py-spy option {word!r} is not one fnrun_nb passes "
-                    "on; use --native, --rate N, --nonblocking or --gil"
-                )
-            if not word.startswith("-") and (i == 0 or options[i - 1] not in ("--rate", "-r")):
-                raise ValueError(f"profiler {profiler!r}: unexpected {word!r}")
-        return "py-spy", options
-    hint = ""
-    if words and words[0] == "perf":
-        hint = (" (Linux perf is not supported: for a native handler in C, Go or Rust, "
-                "profile it with perf yourself)")
-    raise ValueError(
-        f"profiler must be 'auto' (handlers written with fnrun_nb.handler) or 'py-spy' "
-        f"(any Python handler), not {profiler!r}{hint}"
-    )
 
 
 def _read(path: str) -> str | None:
@@ -138,6 +107,10 @@ class PySpy:
         exe = _py_spy()
         self._dir = tempfile.TemporaryDirectory(prefix="fnrun-pyspy-")
         self._procs: list[tuple[int, subprocess.Popen[bytes], str]] = []
+        options = list(options)
+        if "--rate" not in options and "-r" not in options:
+            options += ["--rate", str(DEFAULT_RATE)]  # as often as the SDK's sampler
+        self.rate = float(options[options.index("--rate" if "--rate" in options else "-r") + 1])
         try:
             for pid in pids:
                 out = os.path.join(self._dir.name, f"{pid}.txt")
@@ -189,7 +162,6 @@ class PySpy:
                     proc.send_signal(signal.SIGINT)
             texts = []
             problems = []
-            rate = 100.0
             for pid, proc, out in self._procs:
                 try:
                     _, err = proc.communicate(timeout=_STOP_TIMEOUT_S)
@@ -206,13 +178,8 @@ class PySpy:
                 texts.append(text)
             if problems and not texts:
                 raise ProfilerUnavailable("py-spy wrote no profile: " + "; ".join(problems))
-            options = self._procs[0][1].args if self._procs else []
-            args = list(options) if isinstance(options, list) else []
-            for flag in ("--rate", "-r"):
-                if flag in args:
-                    rate = float(args[args.index(flag) + 1])
             return Profile.from_collapsed(
-                "\n".join(texts), calls=calls, profiler="py-spy", interval_s=1 / rate
+                "\n".join(texts), calls=calls, profiler="py-spy", interval_s=1 / self.rate
             )
         finally:
             self._kill_all()
