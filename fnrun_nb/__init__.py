@@ -54,6 +54,8 @@ __all__ = [
     "Pool",
     "PoolClosed",
     "PoolSnapshot",
+    "Profile",
+    "ProfilerUnavailable",
     "ProtocolError",
     "Result",
     "WorkerSnapshot",
@@ -77,12 +79,14 @@ _LAZY = {
     "WorkerState": ".pool",
     "Pool": ".front",
     "Batch": ".batch",
+    "Profile": ".batch",
+    "ProfilerUnavailable": ".batch",
     "compare": ".versus",
 }
 
 if TYPE_CHECKING:
     from .versus import compare
-    from .batch import Batch
+    from .batch import Batch, Profile, ProfilerUnavailable
     from .front import Pool
     from .invoker import CmdInvoker, CmdInvokerFactory, Invoker, InvokerFactory
     from .pool import InvokerPool, InvokerPoolConfig, PoolSnapshot, WorkerSnapshot, WorkerState

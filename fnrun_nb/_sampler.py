@@ -226,6 +226,11 @@ class CallSampler:
             frame = frame.f_back
         else:
             return  # not inside the handler (between calls): not the handler's time
-        if codes:
+        # The serving thread already in end() (it stops sampling after the handler
+        # returned): the SDK's time, not the handler's.
+        if codes and codes[-1] not in _OWN_CODES:
             key = tuple(reversed(codes))
             self._counts[key] = self._counts.get(key, 0) + 1
+
+
+_OWN_CODES = frozenset({CallSampler.begin.__code__, CallSampler.end.__code__})

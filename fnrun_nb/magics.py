@@ -27,6 +27,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, out
 
 from .errors import FnrunError
 from .magic_args import LINE_SUBCOMMANDS, CellRequest, cell_arguments, parse_cell, parse_line
+from .magic_profile import profile_batch, show_cell_profile
 from .magic_registry import DaskEntry, PoolEntry, PoolRegistry
 from .magic_views import CallFailed, JsonResult, PoolTable, StderrView, json_batch
 
@@ -71,6 +72,8 @@ class FnrunMagics(Magics):
             value = self._run(entry, req)
         if opts.output is not None:
             user_ns[opts.output] = value
+        if opts.profile and not opts.quiet and not opts.json:
+            show_cell_profile(value)
         return None if opts.quiet else value
 
     def _run(self, entry: PoolEntry, req: CellRequest) -> Any:
@@ -159,9 +162,13 @@ class FnrunMagics(Magics):
         ``%fnrun restart HANDLER``        restart a pool with its settings
         ``%fnrun stderr HANDLER``         recent stderr of each worker
         ``%fnrun monitor HANDLER``        the live worker monitor
+        ``%fnrun profile BATCH [--slowest N]``  profile a batch's N slowest calls again
         ``%fnrun``                        this help; ``%%fnrun?`` documents the cell magic
         """
-        cmd = parse_line(line.rstrip().removesuffix(";"))
+        line = line.rstrip().removesuffix(";")
+        if line.split()[:1] == ["profile"]:  # its own arguments: see magic_profile
+            return profile_batch(self.shell.user_ns if self.shell else {}, line.split()[1:])
+        cmd = parse_line(line)
         if cmd.action == "help":
             print(line_help())
             return None
@@ -196,10 +203,13 @@ class FnrunMagics(Magics):
 
 
 def _profiling(req: CellRequest) -> dict[str, bool]:
-    """``resources`` / ``handler_timing`` for ``map``: only those the cell asked for, so
+    """``resources`` / ``handler_timing`` / ``profile`` for ``map``: only those the cell asked for, so
     a pool started with them on (``Pool(resources=True)``) keeps its default."""
     opts = req.options
-    asked = {"resources": opts.resources, "handler_timing": opts.handler_timing}
+    asked = {
+        "resources": opts.resources, "handler_timing": opts.handler_timing,
+        "profile": opts.profile,
+    }
     return {name: True for name, on in asked.items() if on}
 
 

@@ -33,6 +33,8 @@ PUBLIC = [
     "Pool",
     "PoolClosed",
     "PoolSnapshot",
+    "Profile",
+    "ProfilerUnavailable",
     "ProtocolError",
     "Result",
     "WorkerSnapshot",

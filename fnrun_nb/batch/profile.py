@@ -253,7 +253,9 @@ class Profile:
     def _repr_html_(self) -> str:
         body = ""
         if self.samples:
-            body = self.top(10).to_html(index=False, float_format=lambda v: f"{v:.1f}")
+            body = self.flamegraph().svg() + self.top(10).to_html(
+                index=False, float_format=lambda v: f"{v:.1f}"
+            )
         return f"<div><b>{escape(self._headline())}</b>{body}</div>"
 
 
