@@ -23,8 +23,8 @@ process exits 0).  A handler built on it runs unchanged under the Go fnrun host.
   which the SDK removes from ``ctx.env``), the Result env gets ``FNRUN_NB_HANDLER_NS``,
   the nanoseconds from having read the call to writing its Result (see ``protocol``).
 - Call profiling: when the host asks for it (``FNRUN_NB_PROFILE=1``, removed from
-  ``ctx.env`` likewise), the call is sampled by a thread of the SDK (1 kHz, the
-  handler's frames only) and the Result env gets ``FNRUN_NB_PROFILE_DATA``, its
+  ``ctx.env`` likewise), the call is sampled by a thread of the SDK (about every
+  2 ms, the handler's frames only) and the Result env gets ``FNRUN_NB_PROFILE_DATA``, its
   collapsed stacks (see ``_sampler``).  Calls without the key are not sampled.
 - ``print()`` and C-level writes to fd 1 cannot corrupt the channel: frames go to a
   private duplicate of the real stdout, and fd 1 is pointed at stderr.  fd 0 is
@@ -204,13 +204,20 @@ def serve(fn: HandlerFunction, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) 
             if env and env.pop(PROFILE_KEY, None) == "1":
                 if sampler is None:
                     sampler = CallSampler(serve.__code__)
+                # Only the handler function is sampled: the SDK's encoding of its
+                # answer (or of its exception) comes after end().
                 sampler.begin()
                 try:
-                    parts = _to_parts(fn(data, Context(env, deadline_ns)))
+                    value: Returned = fn(data, Context(env, deadline_ns))
+                    error: Exception | None = None
                 except Exception as exc:
-                    parts = _error_parts(exc)
+                    error = exc
                 finally:
                     profile = sampler.end()
+                try:
+                    parts = _to_parts(value) if error is None else _error_parts(error)
+                except Exception as exc:
+                    parts = _error_parts(exc)
                 parts = _with_env(parts, PROFILE_DATA_KEY, profile)
             else:
                 try:

@@ -30,7 +30,7 @@ DEFAULT_SLOWEST = 20
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise UsageError(f"{PROFILE_USAGE}: {message}")
 
 
@@ -76,4 +76,4 @@ def show_cell_profile(batch: Batch) -> None:
 
     profile = batch.profile
     if profile is not None:
-        display(profile)
+        display(profile)  # type: ignore[no-untyped-call]
