@@ -253,7 +253,7 @@ class Profile:
     def _repr_html_(self) -> str:
         body = ""
         if self.samples:
-            body = self.flamegraph().svg() + self.top(10).to_html(
+            body = self.flamegraph().svg(title=False) + self.top(10).to_html(
                 index=False, float_format=lambda v: f"{v:.1f}"
             )
         return f"<div><b>{escape(self._headline())}</b>{body}</div>"
@@ -336,9 +336,10 @@ class FlameGraph:
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(self.text())
 
-    def svg(self) -> str:
+    def svg(self, *, title: bool = True) -> str:
         """The flame graph as one self-contained SVG document (no script, no fetch):
-        root at the bottom, a box's width its share of samples, hover for details."""
+        root at the bottom, a box's width its share of samples, hover for details;
+        ``title`` puts the profile's headline above it."""
         root = self._root
         total = max(root.count, 1)
         boxes: list[tuple[int, float, float, _Node]] = []
@@ -353,12 +354,15 @@ class FlameGraph:
 
         place(root, 0, 0.0)
         depth_max = max(d for d, *_ in boxes)
-        height = (depth_max + 1) * self.ROW + 24
+        height = (depth_max + 1) * self.ROW + (24 if title else 4)
         parts = [
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.width}" height="{height}" '
             f'viewBox="0 0 {self.width} {height}" font-family="monospace" font-size="11">',
-            f'<text x="4" y="14" font-size="12">{escape(self.profile._headline())}</text>',
         ]
+        if title:
+            parts.append(
+                f'<text x="4" y="14" font-size="12">{escape(self.profile._headline())}</text>'
+            )
         for depth, x, w, node in boxes:
             y = height - (depth + 1) * self.ROW
             function, file, line = parse_frame(node.name)
