@@ -212,8 +212,9 @@ class CallSampler:
         lock = self._lock
         while True:
             self._go.wait()
+            # The first sample as soon as this thread runs (it waited for the GIL to
+            # wake up already): a call of a few milliseconds still gets one.
             while self._active:
-                sleep(self.interval / 2)
                 with lock:
                     if not self._active:
                         break
@@ -221,6 +222,7 @@ class CallSampler:
                     if frame is not None:
                         self._sample(frame)
                     del frame  # holds the handler's locals alive otherwise
+                sleep(self.interval / 2)
 
     def _sample(self, frame: FrameType | None) -> None:
         stop = self._stop_code

@@ -9,8 +9,12 @@ turns, so which function holds the samples does not depend on the machine's load
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -213,13 +217,15 @@ def test_py_spy_profiles_a_handler_that_speaks_the_protocol_by_hand() -> None:
     with Pool(RAW, workers=2, profiler="py-spy") as pool:
         batch = pool.map(INPUTS, env={"K": "v"}, progress=False)
         slow = batch.profile_rows([0, 2, 4])
-        fast = batch.profile_rows([1, 3, 5])
+        fast = batch.profile_rows([1, 3, 5], times=10)
+        # --gil: only samples holding the GIL, so none of the handler's waits in read.
+        fast_gil = batch.profile_rows([1, 3, 5], times=10, profiler="py-spy --gil")
         profiled = pool.map([b"fast", b"echo"], profile=True, progress=False)
     assert slow.profiler == "py-spy" and slow.calls == 3 and slow.by_call is None
     assert slow.samples > 0
     assert _functions(slow)[0] == "slow_part" and "fast_part" not in _functions(slow)
-    assert _functions(fast)[0] in ("fast_part", "read_exactly", "read_frame")
     assert "fast_part" in _functions(fast) and "slow_part" not in _functions(fast)
+    assert _functions(fast_gil)[0] == "fast_part" and "slow_part" not in _functions(fast_gil)
     # py-spy never sends the key: the handler echoes the env it got.
     assert all(e == {} for e in profiled.df["env"]) and "profile" not in profiled.df.columns
     assert profiled.profile is not None and profiled.profile.profiler == "py-spy"
@@ -278,3 +284,73 @@ def test_top_counts_recursion_once_per_sample() -> None:
     assert top.loc["a", "samples"] == 4 and top.loc["a", "total_pct"] == 100.0
     assert top.loc["a", "self_pct"] == 100.0 and top.loc["b", "self_pct"] == 0.0
     assert isinstance(top, pd.DataFrame)
+
+
+def test_a_saved_batch_keeps_its_profile(tmp_path: Path) -> None:
+    with Pool(HOT, workers=1) as pool:
+        batch = pool.map([b"slow", b"fast"], profile=True, progress=False)
+    back = type(batch).load(batch.save(tmp_path / "b.parquet"))
+    assert back.profile is not None and batch.profile is not None
+    assert dict(back.profile.stacks) == dict(batch.profile.stacks)
+    assert back.profile.calls == 2 and sorted(back.profile.by_call or {}) == [0, 1]
+
+
+CTRL_C_CHILD = textwrap.dedent(
+    """
+    import json, signal, sys, threading, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if inherited ignored
+    import psutil
+    from fnrun_nb import Pool
+
+    pool = Pool(sys.argv[1:], workers=2, timeout=60, profiler="py-spy")
+    pool.invoke(b"fast")
+
+    def announce():
+        while True:
+            b = pool.active_batch
+            if b is not None and b.progress().done >= 2:
+                time.sleep(0.3)  # the sleeping calls are in flight now
+                print("READY", flush=True)
+                return
+            time.sleep(0.01)
+
+    threading.Thread(target=announce, daemon=True).start()
+    report = {}
+    try:
+        pool.map([b"slow", b"fast", b"sleep", b"sleep", b"fast"], profile=True, progress=False)
+        report["raised"] = None
+    except KeyboardInterrupt:
+        report["raised"] = "KeyboardInterrupt"
+    df = pool.last_batch.df
+    report["outcomes"] = df["outcome"].astype(str).tolist()
+    report["spies"] = [p.name() for p in psutil.Process().children(recursive=True)
+                       if p.name() == "py-spy"]
+    report["after"] = pool.invoke(b"fast").data.decode()
+    pool.close()
+    report["children"] = len(psutil.Process().children(recursive=True))
+    print(json.dumps(report), flush=True)
+    """
+)
+
+
+def test_ctrl_c_during_a_py_spy_batch_leaves_no_py_spy_and_keeps_the_rows() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_CHILD, *RAW], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "READY", line + proc.stderr.read()
+        os.killpg(proc.pid, signal.SIGINT)  # the whole group, py-spy too, as Ctrl-C does
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["raised"] == "KeyboardInterrupt", err
+    assert report["outcomes"][:2] == ["ok", "ok"]
+    assert report["outcomes"][2:] == ["cancelled"] * 3
+    assert report["spies"] == [] and report["children"] == 0
+    assert report["after"] == "fast_part"

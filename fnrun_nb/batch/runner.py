@@ -38,6 +38,7 @@ cannot hide its queueing (no coordinated omission).
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 import weakref
@@ -53,7 +54,7 @@ from ._mux import serve as serve_mux
 from .._sampler import parse_profiler
 from ._pyspy import PySpy
 from .inputs import Plan, plan_batch
-from .profile import Profile
+from .profile import Profile, ProfilerUnavailable
 from .profiling import attach_pyspy
 from .record import CANCELLED, Recorder, outcome_of
 
@@ -212,16 +213,23 @@ def run_batch(
         pool.last_batch = batch
         remember(target, recorder)
         if spy is not None:
-            _stop_pyspy(spy, batch)
+            _stop_pyspy(spy, batch, quiet=sys.exc_info()[0] is not None)
 
 
-def _stop_pyspy(spy: PySpy, batch: Batch) -> None:
+def _stop_pyspy(spy: PySpy, batch: Batch, *, quiet: bool) -> None:
     """Stop py-spy and keep its profile as ``batch.profile`` (of the ok calls; the
-    failed ones, cancelled aside, are counted)."""
+    failed ones, cancelled aside, are counted).  ``quiet`` (the batch is already
+    raising, Ctrl-C say): a py-spy that wrote nothing leaves no profile rather than
+    replacing the exception on its way."""
     counts = batch.progress().counts
     ok = counts.get("ok", 0)
     failed = sum(counts.values()) - ok - counts.get("cancelled", 0)
-    found = spy.stop(ok)
+    try:
+        found = spy.stop(ok)
+    except ProfilerUnavailable:
+        if quiet:
+            return
+        raise
     batch._profile = Profile(found.stacks, ok, found.profiler, found.interval_s, 0, failed)
 
 

@@ -3,7 +3,7 @@
 It reads ``Event`` + ``ExecutionContext`` frames with the generated protobuf classes
 and answers each with a ``Result``, like ``hot_parts.py``: ``slow`` spends its time in
 ``slow_part()``, ``fast`` in ``fast_part()``, anything else is echoed.  The answer's
-env is the call's env, so a test can see what the host sent.
+env is the call's env, so a test can see what the host sent; ``sleep`` sleeps 30 s.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
+import time
 
 from fnrun_nb._proto import fnrun_pb2 as pb
 
@@ -59,6 +60,9 @@ def main() -> int:
             out = slow_part()
         elif event.data == b"fast":
             out = fast_part()
+        elif event.data == b"sleep":
+            time.sleep(30)  # a call that is in flight for long (Ctrl-C tests)
+            out = b"slept"
         else:
             out = event.data
         result = pb.Result(status=200, data=out)
