@@ -19,8 +19,8 @@ wait is short even while the handler runs pure Python (at the default 5 ms a
 CPU-bound call would be sampled at 200 Hz whatever was asked); it is restored when
 the call ends.  So a sample is taken about once per interval (2 ms by default, less
 often on a loaded machine).  Measured (``python -m benchmarks --only profiling``):
-profiling adds about 10% to a CPU-bound call, and about 0.1 to 0.2 ms to a call of
-any size (waking the sampler, the payload).
+profiling adds about 10% (9% and 13% in two runs) to a CPU-bound call, and about
+0.2 ms to a call of any size (waking the sampler, the payload).
 
 The payload (``FNRUN_NB_PROFILE_DATA``, see ``proto/fnrun.proto``): base64 of the
 zlib-compressed text ``"fnrun-profile 1 <samples> <interval_us>\\n"`` and Brendan

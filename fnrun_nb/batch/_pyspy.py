@@ -129,10 +129,11 @@ class PySpy:
     @staticmethod
     def _wait_sampling(pid: int, proc: subprocess.Popen[bytes], command: str) -> None:
         """Return once py-spy prints that it samples ``pid``; raise if it exits first."""
-        assert proc.stdout is not None
+        stdout = proc.stdout
+        assert stdout is not None
         line: list[bytes] = []
-        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()),  # type: ignore[union-attr]
-                                  daemon=True)
+        # A thread, so that a py-spy that neither prints nor exits cannot hang us.
+        reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
         reader.start()
         reader.join(_ATTACH_TIMEOUT_S)
         if line and b"Sampling process" in line[0]:
@@ -142,7 +143,8 @@ class PySpy:
         except subprocess.TimeoutExpired:
             err = b""
         text = err.decode("utf-8", "replace").strip()
-        if "python" in text.lower() and ("version" in text.lower() or "interpreter" in text.lower()):
+        lower = text.lower()
+        if "python" in lower and ("version" in lower or "interpreter" in lower):
             raise ProfilerUnavailable(
                 f"py-spy cannot read process {pid} ({command or 'the handler'}): it is not a "
                 "Python process, and py-spy reads CPython only.  For a handler in C, Go or "

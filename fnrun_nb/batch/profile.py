@@ -236,7 +236,8 @@ class Profile:
             extra += f", {self.no_profile} calls returned no profile"
         if self.failed:
             extra += f", {self.failed} failed calls"
-        return f"Profile of {self.calls} calls ({self.profiler}): {self.samples} samples{rate}{extra}"
+        head = f"Profile of {self.calls} calls ({self.profiler})"
+        return f"{head}: {self.samples} samples{rate}{extra}"
 
     def __repr__(self) -> str:
         return f"<{self._headline()}>"
@@ -372,10 +373,13 @@ class FlameGraph:
             fill = "rgb(200,200,200)" if node is root else _colour(function + file)
             label = function if node is not root else "all calls"
             chars = int((w - 6) / 6.6)
-            shown = label if len(label) <= chars else (label[: chars - 2] + ".." if chars > 3 else "")
+            if len(label) <= chars:
+                shown = label
+            else:
+                shown = label[: chars - 2] + ".." if chars > 3 else ""
             parts.append(
-                f'<g><title>{escape(tip)}</title><rect x="{x:.2f}" y="{y}" width="{max(w - 0.5, 0.1):.2f}" '
-                f'height="{self.ROW - 1}" rx="2" fill="{fill}"/>'
+                f'<g><title>{escape(tip)}</title><rect x="{x:.2f}" y="{y}" '
+                f'width="{max(w - 0.5, 0.1):.2f}" height="{self.ROW - 1}" rx="2" fill="{fill}"/>'
                 + (f'<text x="{x + 3:.2f}" y="{y + 12}">{escape(shown)}</text>' if shown else "")
                 + "</g>"
             )

@@ -122,7 +122,8 @@ def profile_rows(
     labels in ``batch.df`` (with ``times > 1``, the last run of each row).
 
     Raises ``ValueError`` when the batch has no inputs (saved with
-    ``inputs=False``) or no pool can be found (a loaded or Dask batch: pass ``pool=``), ``KeyError`` for a row not in the batch, and
+    ``inputs=False``) or no pool can be found (a loaded or Dask batch: pass
+    ``pool=``), ``KeyError`` for a row not in the batch, and
     :class:`ProfilerUnavailable` when the profiler cannot run.
     """
     if isinstance(times, bool) or not isinstance(times, int) or times < 1:
