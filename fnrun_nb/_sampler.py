@@ -46,6 +46,7 @@ from types import CodeType, FrameType
 __all__ = [
     "DEFAULT_INTERVAL",
     "MAX_PAYLOAD",
+    "MAX_TEXT",
     "OTHER_FRAME",
     "CallSampler",
     "decode_payload",
@@ -60,6 +61,8 @@ handler a GIL hand-over, and at 1 ms the overhead on a CPU-bound call was 35%
 (pinned, loaded machine) against about 10-18% at 2 ms."""
 MAX_PAYLOAD = 65536
 """Characters of base64 a call's profile may take in the Result env, at most."""
+MAX_TEXT = 16 * 1024 * 1024
+"""Bytes a payload may inflate to on the host (more is not a call profile)."""
 OTHER_FRAME = "[other stacks] (:0)"
 """The frame the rarest stacks are merged into when a profile exceeds the cap."""
 _HEADER = "fnrun-profile 1"
@@ -139,7 +142,12 @@ def decode_payload(payload: str) -> tuple[dict[str, int], float]:
     Raises ``ValueError`` for anything else (bad base64, zlib or header, a line
     without a count)."""
     try:
-        text = zlib.decompress(base64.b64decode(payload, validate=True)).decode("utf-8")
+        inflate = zlib.decompressobj()
+        # A payload comes from a handler: bound what it may inflate to.
+        raw = inflate.decompress(base64.b64decode(payload, validate=True), MAX_TEXT)
+        if inflate.unconsumed_tail:
+            raise ValueError(f"it inflates to more than {MAX_TEXT} bytes")
+        text = raw.decode("utf-8")
     except (ValueError, zlib.error) as exc:
         raise ValueError(f"not a call profile: {exc}") from exc
     head, _, body = text.partition("\n")

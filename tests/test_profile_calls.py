@@ -8,6 +8,7 @@ turns, so which function holds the samples does not depend on the machine's load
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -354,3 +356,25 @@ def test_ctrl_c_during_a_py_spy_batch_leaves_no_py_spy_and_keeps_the_rows() -> N
     assert report["outcomes"][2:] == ["cancelled"] * 3
     assert report["spies"] == [] and report["children"] == 0
     assert report["after"] == "fast_part"
+
+
+def test_a_payload_that_is_not_a_profile_counts_as_none() -> None:
+    bomb = base64.b64encode(zlib.compress(b"fnrun-profile 1 1 2000\n" + b"a" * (20 << 20)))
+    profile = Profile.from_payloads(
+        [(0, "garbage!"), (1, None), (2, bomb.decode()), (3, "")]
+    )
+    assert (profile.calls, profile.no_profile, profile.samples) == (0, 4, 0)
+    with pytest.raises(ValueError, match="inflates to more than"):
+        decode_payload(bomb.decode())
+
+
+def test_profiles_are_recorded_when_one_thread_drives_many_calls() -> None:
+    # More calls in flight than CPUs: the batch may be driven by one I/O thread (_mux);
+    # the profile column and the envs are the same either way.
+    n = (os.cpu_count() or 2) + 1
+    with Pool(HOT, workers=n) as pool:
+        batch = pool.map([b"slow", b"fast"] * n, concurrency=n, profile=True, progress=False)
+    df = batch.df
+    assert (df["outcome"] == "ok").all() and df["profile"].notna().all()
+    assert all(e == {} for e in df["env"]) and all(e == {} for e in df["env_in"])
+    assert batch.profile is not None and batch.profile.calls == 2 * n
