@@ -120,8 +120,11 @@ def test_saved_speedscope_and_collapsed_stacks_load(hot_batch, tmp_path: Path) -
         profile.save(tmp_path / "p.svg", format="svg")
 
 
-def test_flamegraph_is_svg_in_a_notebook_and_a_text_tree_elsewhere(hot_batch) -> None:
+def test_flamegraph_is_svg_in_a_notebook_and_a_text_tree_elsewhere(
+    hot_batch, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, batch = hot_batch
+    monkeypatch.chdir(TEST_HANDLERS.parent)
     profile = batch.profile_rows([0, 2])
     graph = profile.flamegraph()
     svg = graph.svg()
@@ -133,6 +136,10 @@ def test_flamegraph_is_svg_in_a_notebook_and_a_text_tree_elsewhere(hot_batch) ->
     assert tree[0].startswith("Profile of 2 calls (sdk): ")
     rows = [line for line in tree[2:] if "slow_part" in line]
     assert len(rows) == 1 and rows[0].split()[0] != "0.0%"
+    # Displays show a file under the working directory relative to it; top() in full.
+    assert "slow_part (handlers/hot_parts.py:" in rows[0]
+    assert "(handlers/hot_parts.py:" in svg and str(TEST_HANDLERS) not in svg
+    assert profile.top()["file"].iloc[0] == str(TEST_HANDLERS / "hot_parts.py")
 
 
 def test_map_profile_keeps_the_key_out_of_env_in_and_changes_no_outcome() -> None:

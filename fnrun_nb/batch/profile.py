@@ -47,6 +47,16 @@ class ProfilerUnavailable(RuntimeError):
     cannot read this kind of handler); the message says why and what works."""
 
 
+def _shown(frame: str) -> str:
+    """``frame`` as displays show it: a file under the working directory relative to
+    it (``handlers/pricer.py``), any other as it is.  ``top()`` keeps full paths."""
+    function, file, line = parse_frame(frame)
+    here = os.getcwd() + os.sep
+    if not file.startswith(here):
+        return frame
+    return f"{function} ({file[len(here):]}:{line})"
+
+
 def _strip_sdk(stack: Stack) -> Stack:
     """``stack`` without the frames from the SDK's serve loop down (the loop calls the
     handler; what the handler calls is below it)."""
@@ -153,7 +163,7 @@ class Profile:
             for frame in set(stack):
                 inclusive[frame] = inclusive.get(frame, 0) + count
         rows = []
-        for frame, count in inclusive.items():
+        for frame, count in inclusive.items():  # full paths: this is data, not display
             function, file, line = parse_frame(frame)
             rows.append((function, file, line, 100.0 * own.get(frame, 0) / total,
                          100.0 * count / total, count))
@@ -248,13 +258,21 @@ class Profile:
             return
         lines = [self._headline()]
         if self.samples:
-            lines.append(self.top(10).to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+            table = self._top_shown()
+            lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
         p.text("\n".join(lines))
+
+    def _top_shown(self) -> pd.DataFrame:
+        """``top(10)`` with the files as displays show them (see ``_shown``)."""
+        top = self.top(10)
+        here = os.getcwd() + os.sep
+        top["file"] = [f[len(here):] if f.startswith(here) else f for f in top["file"]]
+        return top
 
     def _repr_html_(self) -> str:
         body = ""
         if self.samples:
-            body = self.flamegraph().svg(title=False) + self.top(10).to_html(
+            body = self.flamegraph().svg(title=False) + self._top_shown().to_html(
                 index=False, float_format=lambda v: f"{v:.1f}"
             )
         return f"<div><b>{escape(self._headline())}</b>{body}</div>"
@@ -320,7 +338,7 @@ class FlameGraph:
                 own = child.count - sum(c.count for c in child.children.values())
                 lines.append(
                     f"{100 * child.count / root.count:6.1f}% {100 * own / root.count:6.1f}%  "
-                    f"{'  ' * depth}{child.name}"
+                    f"{'  ' * depth}{_shown(child.name)}"
                 )
                 walk(child, depth + 1)
 
@@ -366,7 +384,7 @@ class FlameGraph:
             )
         for depth, x, w, node in boxes:
             y = height - (depth + 1) * self.ROW
-            function, file, line = parse_frame(node.name)
+            function, file, line = parse_frame(_shown(node.name))
             pct = 100 * node.count / total
             where = f" ({file}:{line})" if file else ""
             tip = f"{function}{where}: {pct:.1f}% ({node.count} samples)"

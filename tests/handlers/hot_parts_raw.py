@@ -18,7 +18,7 @@ from fnrun_nb._proto import fnrun_pb2 as pb
 
 def slow_part() -> bytes:
     total = 0
-    for i in range(400_000):  # the work is here, not in a helper: slow_part's own time
+    for i in range(400_000):  # the work is here, not in a callee: slow_part's own time
         total += i * i % 7
     return b"slow_part"
 
