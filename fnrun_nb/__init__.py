@@ -58,6 +58,8 @@ __all__ = [
     "Pool",
     "PoolClosed",
     "PoolSnapshot",
+    "Profile",
+    "ProfilerUnavailable",
     "ProtocolError",
     "Replay",
     "Result",
@@ -88,6 +90,8 @@ _LAZY = {
     "WorkerState": ".pool",
     "Pool": ".front",
     "Batch": ".batch",
+    "Profile": ".batch",
+    "ProfilerUnavailable": ".batch",
     "compare": ".versus",
     "Experiment": ".batch.experiment",
     "experiment": ".experiments",
@@ -107,7 +111,7 @@ if TYPE_CHECKING:
     from .batch.experiment import Experiment
     from .experiments import experiment
     from .conformance import CheckReport, check
-    from .batch import Batch
+    from .batch import Batch, Profile, ProfilerUnavailable
     from .batch.forensics import FuzzFailure, FuzzReport, Replay, Shrunk, fuzz, reproducer, shrink
     from .front import Pool
     from .invoker import CmdInvoker, CmdInvokerFactory, Invoker, InvokerFactory

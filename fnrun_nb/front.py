@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union, runtime_checkab
 from .errors import PoolClosed
 from .invoker import CmdInvokerFactory
 from .pool import InvokerPool, InvokerPoolConfig, PoolSnapshot, WorkerState
+from ._sampler import parse_profiler
 from .protocol import DEFAULT_MAX_FRAME_SIZE, encode_env
 from .settings import DEFAULTS, PoolSettings
 from .values import Input, Result, to_bytes
@@ -76,6 +77,7 @@ class Runner(Protocol):
         keep_data: bool = True,
         progress: bool | str = "auto",
         monitor: bool = False,
+        profile: bool = False,
     ) -> Batch: ...
 
     def close(self) -> None: ...
@@ -96,7 +98,8 @@ class Pool:
     ``max_calls_per_worker`` recycles a process after that many calls, ``max_rss_mib``
     one whose resident memory exceeds that many MiB after a call (gently, after the
     call's answer is delivered; never a failed call).  ``resources`` and
-    ``handler_timing`` are the defaults of ``map``'s options of those names.  ``name`` is
+    ``handler_timing`` are the defaults of ``map``'s options of those names;
+    ``profiler`` is how ``map(..., profile=True)`` profiles (``"auto"`` or ``"py-spy"``).  ``name`` is
     how reprs and batches name the handler (default: ``command`` as given); a
     front-end that resolves the command itself passes what the user typed.
 
@@ -120,7 +123,13 @@ class Pool:
         max_rss_mib: float | None = DEFAULTS.max_rss_mib,
         resources: bool = DEFAULTS.resources,
         handler_timing: bool = DEFAULTS.handler_timing,
+        profiler: str = "auto",
     ) -> None:
+        parse_profiler(profiler)  # a bad choice raises before any process starts
+        self.profiler = profiler
+        """How ``map(..., profile=True)`` and ``Batch.profile_rows`` profile calls:
+        ``"auto"`` (the handler SDK's sampler, asked through ``FNRUN_NB_PROFILE``) or
+        ``"py-spy"`` (attached by pid; ``"py-spy --native"`` adds C frames)."""
         self.factory = CmdInvokerFactory(
             command, cwd=cwd, env=process_env, max_frame_size=max_frame_size
         )

@@ -22,6 +22,10 @@ process exits 0).  A handler built on it runs unchanged under the Go fnrun host.
 - Handler timing: when the host asks for it (``FNRUN_NB_TIMING=1`` in the call's env,
   which the SDK removes from ``ctx.env``), the Result env gets ``FNRUN_NB_HANDLER_NS``,
   the nanoseconds from having read the call to writing its Result (see ``protocol``).
+- Call profiling: when the host asks for it (``FNRUN_NB_PROFILE=1``, removed from
+  ``ctx.env`` likewise), the call is sampled by a thread of the SDK (about every
+  2 ms, the handler's frames only) and the Result env gets ``FNRUN_NB_PROFILE_DATA``, its
+  collapsed stacks (see ``_sampler``).  Calls without the key are not sampled.
 - ``print()`` and C-level writes to fd 1 cannot corrupt the channel: frames go to a
   private duplicate of the real stdout, and fd 1 is pointed at stderr.  fd 0 is
   pointed at ``/dev/null`` for the same reason.
@@ -47,6 +51,8 @@ from typing import Any, Union
 from .protocol import (
     DEFAULT_MAX_FRAME_SIZE,
     HANDLER_NS_KEY,
+    PROFILE_DATA_KEY,
+    PROFILE_KEY,
     TIMING_KEY,
     FrameReader,
     decode_context,
@@ -54,6 +60,7 @@ from .protocol import (
     pack_length,
     result_parts,
 )
+from ._sampler import CallSampler
 from .values import Result
 
 __all__ = ["Context", "HandlerFunction", "serve"]
@@ -121,10 +128,16 @@ def _error_parts(exc: BaseException) -> Parts:
 
 def _with_handler_ns(parts: Parts, t0: int) -> Parts:
     """``parts`` with ``FNRUN_NB_HANDLER_NS`` (nanoseconds since ``t0``) added to the
-    Result's env, as one more ``envVars`` field after the others (protobuf decoders
-    accept fields in any order), so the frame is not rebuilt."""
+    Result's env."""
+    return _with_env(parts, HANDLER_NS_KEY, str(time.perf_counter_ns() - t0))
+
+
+def _with_env(parts: Parts, name: str, value: str) -> Parts:
+    """``parts`` with ``name=value`` added to the Result's env, as one more
+    ``envVars`` field after the others (protobuf decoders accept fields in any order,
+    and a later entry wins), so the frame is not rebuilt."""
     head, data, tail = parts
-    entry = result_parts(0, b"", {HANDLER_NS_KEY: str(time.perf_counter_ns() - t0)})[0][4:]
+    entry = result_parts(0, b"", {name: value})[0][4:]
     size = len(head) - 4 + len(data) + len(tail) + len(entry)
     return pack_length(size) + head[4:], data, tail + entry
 
@@ -173,6 +186,7 @@ def serve(fn: HandlerFunction, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) 
     host raises ``ProtocolError`` (the process should then exit non-zero).
     """
     in_fd, out_fd = _claim_stdio()
+    sampler: CallSampler | None = None  # made on the first profiled call
     frames = FrameReader(functools.partial(os.read, in_fd), max_frame_size)
     try:
         while True:
@@ -187,10 +201,29 @@ def serve(fn: HandlerFunction, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) 
             deadline_ns, env = decode_context(context)
             # The host's request for timing is for the SDK, not the handler.
             timed = env.pop(TIMING_KEY, None) == "1"
-            try:
-                parts = _to_parts(fn(data, Context(env, deadline_ns)))
-            except Exception as exc:
-                parts = _error_parts(exc)
+            if env and env.pop(PROFILE_KEY, None) == "1":
+                if sampler is None:
+                    sampler = CallSampler(serve.__code__)
+                # Only the handler function is sampled: the SDK's encoding of its
+                # answer (or of its exception) comes after end().
+                sampler.begin()
+                try:
+                    value: Returned = fn(data, Context(env, deadline_ns))
+                    error: Exception | None = None
+                except Exception as exc:
+                    error = exc
+                finally:
+                    profile = sampler.end()
+                try:
+                    parts = _to_parts(value) if error is None else _error_parts(error)
+                except Exception as exc:
+                    parts = _error_parts(exc)
+                parts = _with_env(parts, PROFILE_DATA_KEY, profile)
+            else:
+                try:
+                    parts = _to_parts(fn(data, Context(env, deadline_ns)))
+                except Exception as exc:
+                    parts = _error_parts(exc)
             if timed:
                 parts = _with_handler_ns(parts, t0)
             _write_parts(out_fd, parts)

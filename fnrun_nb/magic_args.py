@@ -105,6 +105,12 @@ CELL_ARGUMENTS: list[Callable[[_F], _F]] = [
         " batch: one input, a batch of one)",
     ),
     argument(
+        "--profile", action="store_true",
+        help="profile every call (the handler SDK's sampler, or the pool's profiler):"
+        " the profile is shown under the cell and is the batch's .profile (the cell is"
+        " a batch: one input, a batch of one)",
+    ),
+    argument(
         "--max-rss", type=float, metavar="MIB",
         help="recycle a worker whose resident memory exceeds MIB after a call (after"
         " the call's answer; never a failed call)",
@@ -178,6 +184,7 @@ class CellOptions:
     rate: float | None = None
     resources: bool = False
     handler_timing: bool = False
+    profile: bool = False
     max_rss: float | None = _setting("max_rss_mib")
     monitor: bool = False
     dask: str | None = None
@@ -363,7 +370,8 @@ def parse_cell(
     env = parse_env(opts.env, namespace)
     inputs, batch = parse_body(body, lines=opts.lines, json_mode=opts.json)
     # Resource and timing columns are a batch's: one input then is a batch of one.
-    if opts.repeat is not None or opts.dask is not None or opts.resources or opts.handler_timing:
+    if (opts.repeat is not None or opts.dask is not None or opts.resources
+            or opts.handler_timing or opts.profile):
         batch = True
     if opts.rate is not None and not batch:
         raise UsageError("--rate applies to a batch: add --lines, -r/--repeat or a JSON list")
@@ -384,6 +392,7 @@ LINE_SUBCOMMANDS: dict[str, str] = {
     # Crash forensics (parsed and run by magic_forensics).
     "replay": "replay BATCH_NAME [--times N] [--warm]: replay a batch's failed rows",
     "fuzz": "fuzz HANDLER [--examples N] [--strategy EXPR] [--seed S]: fuzz a handler",
+    "profile": "profile BATCH_NAME [--slowest N]: profile the N slowest calls again (20)",
 }
 
 

@@ -29,6 +29,7 @@ from .errors import FnrunError
 from .magic_forensics import SUBCOMMANDS as FORENSICS
 from .magic_forensics import run_line as run_forensics
 from .magic_args import LINE_SUBCOMMANDS, CellRequest, cell_arguments, parse_cell, parse_line
+from .magic_profile import profile_batch, show_cell_profile
 from .magic_registry import DaskEntry, PoolEntry, PoolRegistry
 from .magic_views import CallFailed, JsonResult, PoolTable, StderrView, json_batch
 
@@ -73,6 +74,8 @@ class FnrunMagics(Magics):
             value = self._run(entry, req)
         if opts.output is not None:
             user_ns[opts.output] = value
+        if opts.profile and not opts.quiet and not opts.json:
+            show_cell_profile(value)
         return None if opts.quiet else value
 
     def _run(self, entry: PoolEntry, req: CellRequest) -> Any:
@@ -167,16 +170,20 @@ class FnrunMagics(Magics):
         ``%fnrun check HANDLER [--quick]`` the handler conformance report
         ``%fnrun replay BATCH [--times N]``  replay a batch's failed rows
         ``%fnrun fuzz HANDLER [--examples N] [--strategy EXPR]``  fuzz a handler
+        ``%fnrun profile BATCH [--slowest N]``  profile a batch's N slowest calls again
         ``%fnrun``                        this help; ``%%fnrun?`` documents the cell magic
         """
+        line = line.rstrip().removesuffix(";")
         words = line.split(None, 1)
         if words[:1] == ["check"]:
             from .conformance.magic import check_line
 
-            return check_line(line.rstrip().removesuffix(";"), self._user_ns())
+            return check_line(line, self._user_ns())
         if words and words[0] in FORENSICS:
-            return run_forensics(line.rstrip().removesuffix(";"), self._user_ns())
-        cmd = parse_line(line.rstrip().removesuffix(";"))
+            return run_forensics(line, self._user_ns())
+        if words[:1] == ["profile"]:  # its own arguments: see magic_profile
+            return profile_batch(self._user_ns(), line.split()[1:])
+        cmd = parse_line(line)
         if cmd.action == "help":
             print(line_help())
             return None
@@ -211,10 +218,13 @@ class FnrunMagics(Magics):
 
 
 def _profiling(req: CellRequest) -> dict[str, bool]:
-    """``resources`` / ``handler_timing`` for ``map``: only those the cell asked for, so
+    """``resources`` / ``handler_timing`` / ``profile`` for ``map``: only those the cell asked for, so
     a pool started with them on (``Pool(resources=True)``) keeps its default."""
     opts = req.options
-    asked = {"resources": opts.resources, "handler_timing": opts.handler_timing}
+    asked = {
+        "resources": opts.resources, "handler_timing": opts.handler_timing,
+        "profile": opts.profile,
+    }
     return {name: True for name, on in asked.items() if on}
 
 

@@ -33,6 +33,13 @@ to its ``Result`` env: the nanoseconds, in ASCII decimal, from having read the c
 ``ExecutionContext`` frame to writing its ``Result``, by the handler's own monotonic
 clock.  A handler that does not support it ignores the request, and the host records
 no handler time for that call (see ``proto/fnrun.proto``).
+
+Call profiling, the same kind of convention: when a call's env has
+:data:`PROFILE_KEY` (``FNRUN_NB_PROFILE``) with the value ``1``, a handler that
+supports it profiles that call only and adds :data:`PROFILE_DATA_KEY`
+(``FNRUN_NB_PROFILE_DATA``) to its ``Result`` env: the call's sampled stacks (see
+``fnrun_nb._sampler`` for the encoding).  A handler that does not support it ignores
+the request, and the host counts that call as one that returned no profile.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "FrameReader",
     "HANDLER_NS_KEY",
+    "PROFILE_DATA_KEY",
+    "PROFILE_KEY",
     "TIMING_KEY",
     "decode_context",
     "decode_event",
@@ -72,6 +81,10 @@ TIMING_KEY = "FNRUN_NB_TIMING"
 """Call env key: with the value ``"1"``, the host asks the handler for its own time."""
 HANDLER_NS_KEY = "FNRUN_NB_HANDLER_NS"
 """Result env key: the handler's own time for the call, integer nanoseconds as text."""
+PROFILE_KEY = "FNRUN_NB_PROFILE"
+"""Call env key: with the value ``"1"``, the host asks the handler to profile this call."""
+PROFILE_DATA_KEY = "FNRUN_NB_PROFILE_DATA"
+"""Result env key: the call's profile (collapsed stacks, zlib, base64; see ``_sampler``)."""
 
 _LENGTH = struct.Struct(">i")
 pack_length = _LENGTH.pack

@@ -37,6 +37,8 @@ PUBLIC = [
     "Pool",
     "PoolClosed",
     "PoolSnapshot",
+    "Profile",
+    "ProfilerUnavailable",
     "ProtocolError",
     "Replay",
     "Result",

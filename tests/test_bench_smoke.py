@@ -70,11 +70,16 @@ REQUIRED_CASES = {
         "transport_ms median, map", "transport_ms median, map with monitor=True",
         "transport_ms median, monitored - plain", "handler_ms median, map",
     ],
+    "profiling": [
+        "SDK echo, Pool.invoke", "SDK echo, Pool.invoke, profiled", "CPU-bound call, Pool.invoke",
+        "CPU-bound call, Pool.invoke, profiled", "profiled / plain, CPU-bound call",
+        "SDK test per call when off, one-key env",
+    ],
 }
 # Sections whose results the issue judges against targets.
 WITH_TARGETS = {
     "latency", "throughput", "payload", "recording", "coldstart", "monitor_overhead",
-    "dask_scaling", "resources", "fidelity",
+    "dask_scaling", "resources", "fidelity", "profiling",
 }
 STATUSES = ("PASS", "MISS", "aim met", "aim missed")
 

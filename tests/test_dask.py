@@ -505,3 +505,21 @@ def test_a_dask_batch_keeps_its_inputs_and_saves_them(dpool: DaskPool, tmp_path:
     assert batch.config["process_env"] is None
     back = type(batch).load(batch.save(tmp_path / "dask.parquet"))
     assert back.inputs is not None and back.inputs.tolist() == batch.inputs.tolist()
+
+
+def test_profiles_travel_back_from_dask_workers_in_the_profile_column(
+    client: distributed.Client,
+) -> None:
+    hot = str(Path(__file__).resolve().parent / "handlers" / "hot_parts.py")
+    with DaskPool(client, hot, workers=1, timeout=10.0) as dp:
+        batch = dp.map([b"slow", b"fast", b"crash", b"slow"], chunk_size=2, profile=True,
+                       progress=False)
+    df = batch.df
+    assert df["outcome"].tolist() == ["ok", "ok", "crashed", "ok"]
+    assert_schema(df)
+    assert not any("FNRUN_NB_PROFILE" in k for e in df["env_in"] for k in e)
+    assert not any("FNRUN_NB_PROFILE_DATA" in e for e in df["env"])
+    profile = batch.profile
+    assert profile is not None and (profile.calls, profile.failed) == (3, 1)
+    assert profile.top()["function"].iloc[0] == "slow_part"
+    assert sorted(profile.by_call or {}) == [0, 1, 3]

@@ -168,7 +168,7 @@ def test_usage_errors_are_exact(shell: MagicShell) -> None:
         "%%fnrun ./nope.py\nx": "cannot start handler './nope.py': No such file or directory",
         "%%fnrun no-such-program-xyz\nx": "cannot start handler 'no-such-program-xyz': command not found on PATH",
         "%%fnrun 'no-such-program-xyz --fast'\nx": "cannot start handler 'no-such-program-xyz --fast': no-such-program-xyz: command not found on PATH",
-        "%fnrun frobnicate": "%fnrun: unknown subcommand 'frobnicate'; expected one of: pools, stop, restart, stderr, monitor, check, replay, fuzz (a call is a cell: %%fnrun HANDLER)",
+        "%fnrun frobnicate": "%fnrun: unknown subcommand 'frobnicate'; expected one of: pools, stop, restart, stderr, monitor, check, replay, fuzz, profile (a call is a cell: %%fnrun HANDLER)",
         "%fnrun pools extra": "%fnrun pools takes no argument",
         "%fnrun restart": "%fnrun restart needs a HANDLER",
         "%fnrun stderr all": "%fnrun stderr needs one HANDLER, not 'all'",

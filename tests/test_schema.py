@@ -216,8 +216,8 @@ def test_registry_lines_are_well_formed() -> None:
     assert COLUMNS == {c.name: c.dtype for c in SCHEMA if not c.optional}
     assert OPTIONAL_COLUMNS == {
         "handler_ms": "float64", "transport_ms": "float64", "cpu_ms": "float64",
-        "rss_mib": "float64", "peak_rss_mib": "float64", "host": "object",
-        "dask_worker": "object",
+        "rss_mib": "float64", "peak_rss_mib": "float64", "profile": "object",
+        "host": "object", "dask_worker": "object",
     }
     sources = re.compile(r"info\.\w+|plan|runner|result|error|dask|resources|derived: .+")
     for c in SCHEMA:

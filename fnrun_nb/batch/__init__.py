@@ -9,7 +9,9 @@ Modules: ``schema`` (the column registry every record is built from and held to)
 ``inputs`` (validate inputs, the JSON-lines rule), ``record`` (preallocated
 columns, the DataFrame build), ``runner`` (threads, rate, Ctrl-C), ``core`` (``Batch``,
 ``BatchProgress``), ``summary`` (``Summary``), ``analysis`` (percentiles, per-worker,
-warm-up, drift), ``comparison`` and ``forensics`` (replay, fuzz, shrink, reproducer).
+warm-up, drift), ``comparison``, ``forensics`` (replay, fuzz, shrink, reproducer), and
+``profile`` / ``profiling`` / ``_pyspy`` (``Profile``, ``slowest``, ``profile_rows``, py-spy
+by pid).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from .analysis import DriftReport
 from .core import Batch, BatchProgress
 from .inputs import input_from_json, parse_json_lines
+from .profile import Profile, ProfilerUnavailable
 from .runner import run_batch
 from .schema import COLUMNS, OPTIONAL_COLUMNS, OUTCOMES
 from .summary import Summary
@@ -28,6 +31,8 @@ __all__ = [
     "Batch",
     "BatchProgress",
     "DriftReport",
+    "Profile",
+    "ProfilerUnavailable",
     "Summary",
     "input_from_json",
     "parse_json_lines",

@@ -264,7 +264,7 @@ def serve(run: _Run, pool: InvokerPool, width: int) -> None:
     n_in = len(datas)
     take = run.take
     timeout = pool.call_timeout
-    record_ok = rec.record_ok_timed if plan.handler_timing else rec.record_ok
+    record_ok = rec.ok_writer()
     claim_now, finish_ok, finish_failed = pool.claim_now, pool.finish_ok, pool.finish_failed
     poller = select.poll()
     register, unregister, poll = poller.register, poller.unregister, poller.poll

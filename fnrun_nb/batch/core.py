@@ -15,6 +15,7 @@ import math
 import shlex
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -32,10 +33,12 @@ if TYPE_CHECKING:
     import os
     from pathlib import Path
 
+    from ..front import Pool
     from .analysis import DriftReport, WarmupReport
     from .comparison import Comparison
     from .forensics import Replay, Shrunk
     from .plot import BatchPlot
+    from .profile import Profile
 
 __all__ = ["Batch", "BatchProgress"]
 
@@ -146,6 +149,8 @@ class Batch:
         self._summary: Summary | None = None
         self._lock = threading.Lock()  # guards the one-time frame build, never the hot path
         self.metadata: dict[str, Any] = {}
+        self._profile: Profile | None = None  # set by the runner for a py-spy profile
+        self._pool_ref: weakref.ref[Pool] | None = None  # the Pool that ran it, if any
         """What a loaded batch was saved with (handler hash, versions, notes; see
         ``save``); empty for a batch run in this process."""
         if recorder is None:
@@ -293,6 +298,39 @@ class Batch:
                 if self._inputs is None:
                     self._inputs = _input_series(self._datas)
         return self._inputs
+
+    # --- profiling: see fnrun_nb.batch.profiling --------------------------------------
+
+    def slowest(self, n: int = 20, metric: str = "service_ms") -> pd.DataFrame:
+        """The ``n`` ok rows with the highest ``metric``, highest first: a slice of
+        ``df`` (its index kept), what :meth:`profile_rows` takes."""
+        from .profiling import slowest
+
+        return slowest(self.df, n, metric)
+
+    @property
+    def profile(self) -> Profile | None:
+        """The profile of every call of a batch run with ``map(..., profile=True)``
+        (a :class:`~fnrun_nb.batch.profile.Profile`), else ``None``.  Built once."""
+        if self._profile is None and self.finished:
+            from .profiling import profile_of_frame
+
+            self._profile = profile_of_frame(self.df)
+        return self._profile
+
+    def profile_rows(self, rows: Any, *, times: int = 1, **options: Any) -> Profile:
+        """Run ``rows``' exact inputs and envs again with profiling on for exactly
+        those calls, and return their :class:`~fnrun_nb.batch.profile.Profile`:
+        ``batch.profile_rows(batch.slowest(20))``.  ``rows`` is a slice of ``df``, its
+        labels or a boolean mask.  Options: ``pool=``, ``profiler=``, ``warmup=``; see
+        :func:`fnrun_nb.batch.profiling.profile_rows`."""
+        from .profiling import profile_rows
+
+        return profile_rows(self, rows, times=times, **options)
+
+    def _ran_on(self) -> Pool | None:
+        """The Pool that ran this batch, while it exists (``None`` for a loaded or Dask batch)."""
+        return None if self._pool_ref is None else self._pool_ref()
 
     @property
     def failed(self) -> pd.DataFrame:

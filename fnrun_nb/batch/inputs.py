@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..protocol import TIMING_KEY, encode_env
+from ..protocol import PROFILE_KEY, TIMING_KEY, encode_env
 from ..values import Input, to_bytes
 
 __all__ = ["Plan", "input_from_json", "parse_json_lines", "plan_batch"]
@@ -24,6 +24,7 @@ __all__ = ["Plan", "input_from_json", "parse_json_lines", "plan_batch"]
 _DATA_TYPES = (bytes, bytearray, memoryview, str, Input)
 _JSON_KEYS = frozenset({"data", "data_b64", "env"})
 _TIMING_BLOCK = encode_env({TIMING_KEY: "1"})
+_PROFILE_BLOCK = encode_env({PROFILE_KEY: "1"})
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,9 @@ class Plan:
     ``k`` of the batch runs input ``k % len(datas)`` for the ``k // len(datas)``-th time.
 
     With ``handler_timing`` each block also asks the handler for its own time
-    (``FNRUN_NB_TIMING=1``), which ``env_ins`` (the ``env_in`` column) leaves out.
+    (``FNRUN_NB_TIMING=1``), which ``env_ins`` (the ``env_in`` column) leaves out;
+    with ``profile`` each block asks the handler to profile the call
+    (``FNRUN_NB_PROFILE=1``), left out of ``env_ins`` likewise.
     ``resources`` records each call's CPU time and memory.
     """
 
@@ -50,6 +53,7 @@ class Plan:
     progress: bool | str
     resources: bool = False
     handler_timing: bool = False
+    profile: bool = False
 
     @property
     def rows(self) -> int:
@@ -95,6 +99,7 @@ def plan_batch(
     workers: int,
     resources: bool = False,
     handler_timing: bool = False,
+    profile: bool = False,
 ) -> Plan:
     """Materialise and validate the arguments of ``map``; raises before any call.
 
@@ -128,7 +133,9 @@ def plan_batch(
         raise TypeError(f"keep_data must be True or False, not {keep_data!r}")
     if progress not in ("auto", True, False):
         raise ValueError(f"progress must be 'auto', True or False, got {progress!r}")
-    for name, flag in (("resources", resources), ("handler_timing", handler_timing)):
+    for name, flag in (
+        ("resources", resources), ("handler_timing", handler_timing), ("profile", profile)
+    ):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, not {flag!r}")
     common = _check_env(env, "env")
@@ -174,9 +181,12 @@ def plan_batch(
         # A later entry wins on the wire: the request holds even if the env names it.
         timed: dict[bytes, bytes] = {}
         blocks = [timed.setdefault(b, b + _TIMING_BLOCK) for b in blocks]
+    if profile:
+        profiled: dict[bytes, bytes] = {}
+        blocks = [profiled.setdefault(b, b + _PROFILE_BLOCK) for b in blocks]
     return Plan(
         datas, blocks, env_ins, repeat, concurrency, rate, keep_data, progress,
-        resources, handler_timing,
+        resources, handler_timing, profile,
     )
 
 

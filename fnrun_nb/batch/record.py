@@ -48,7 +48,7 @@ from ..errors import (
     PoolClosed,
     ProtocolError,
 )
-from ..protocol import HANDLER_NS_KEY
+from ..protocol import HANDLER_NS_KEY, PROFILE_DATA_KEY
 from ..values import CallInfo
 from .schema import COLUMNS, OUTCOMES, SCHEMA, conform, info_field
 
@@ -171,6 +171,7 @@ class Recorder:
         # Optional columns (NaN until a successful call writes them).
         self.handler_ns = array("d", [_NAN]) * n if plan.handler_timing else None
         self.usage = array("d", [_NAN]) * (3 * n) if plan.resources else None
+        self.profiles: list[str | None] | None = [None] * n if plan.profile else None
 
     # --- the hot path (runner threads) -----------------------------------------------
 
@@ -202,6 +203,22 @@ class Recorder:
             except ValueError:
                 pass
         self.record_ok(k, result)
+
+    def ok_writer(self) -> Any:
+        """The ``record_ok`` this batch's runners use, chosen once per batch so that a
+        batch without handler timing or profiles pays nothing for them per call."""
+        if self.profiles is not None:
+            return self.record_ok_profiled
+        return self.record_ok_timed if self.plan.handler_timing else self.record_ok
+
+    def record_ok_profiled(self, k: int, result: Result) -> None:
+        """``record_ok`` for a batch with profiles: the call's profile moves from the
+        result's env (``FNRUN_NB_PROFILE_DATA``) to the ``profile`` column."""
+        self.profiles[k] = result._env.pop(PROFILE_DATA_KEY, None)  # type: ignore[index]
+        if self.plan.handler_timing:
+            self.record_ok_timed(k, result)
+        else:
+            self.record_ok(k, result)
 
     def record_usage(self, k: int, usage: list[float]) -> None:
         """Row ``k``'s ``[cpu_ms, rss_mib, peak_rss_mib]`` (a batch with resources)."""
@@ -349,6 +366,8 @@ class Recorder:
             frame["cpu_ms"] = usage[:, 0].copy()
             frame["rss_mib"] = usage[:, 1].copy()
             frame["peak_rss_mib"] = usage[:, 2].copy()
+        if self.profiles is not None:
+            frame["profile"] = _series(_objects(self.profiles))
         return conform(frame)
 
 

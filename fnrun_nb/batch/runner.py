@@ -38,8 +38,10 @@ cannot hide its queueing (no coordinated omission).
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -49,7 +51,11 @@ from ..values import Result
 from .core import Batch
 from ._mux import io_threads, remember
 from ._mux import serve as serve_mux
+from .._sampler import parse_profiler
+from ._pyspy import PySpy
 from .inputs import Plan, plan_batch
+from .profile import Profile, ProfilerUnavailable
+from .profiling import attach_pyspy
 from .record import CANCELLED, Recorder, outcome_of
 
 if TYPE_CHECKING:
@@ -120,6 +126,8 @@ def run_batch(
     progress: bool | str = "auto",
     resources: bool | None = None,
     handler_timing: bool | None = None,
+    profile: bool = False,
+    profiler: str | None = None,
 ) -> Batch:
     """Run every input through ``pool`` and return the :class:`Batch` recording each call.
 
@@ -140,6 +148,14 @@ def run_batch(
     the handler did not report it; ``FNRUN_NB_HANDLER_NS`` is taken out of ``env``)
     and ``transport_ms = service_ms - handler_ms``.  ``None`` takes the pool's
     setting of the same name; without them the columns are absent.
+
+    ``profile=True`` profiles every call; the result is ``batch.profile``.  With the
+    pool's ``profiler`` (or ``profiler``) ``"auto"``, each call's env asks the handler
+    for its profile (``FNRUN_NB_PROFILE=1``, kept out of ``env_in``; SDK handlers
+    answer it) and the optional ``profile`` column keeps what each call sent back;
+    with ``"py-spy"`` py-spy is attached to every worker process while the batch runs
+    (a worker replaced during the batch is not followed) and the key is not sent.
+    Profiling changes no outcome: a call that crashes is a ``crashed`` row.
 
     Failed calls become rows (``outcome`` crashed, timeout, protocol_error,
     unavailable, start_failed, cancelled); the pool replaces broken workers and the
@@ -163,6 +179,10 @@ def run_batch(
     """
     if pool.closed:
         raise PoolClosed("the pool is closed")
+    if not isinstance(profile, bool):
+        raise TypeError(f"profile must be True or False, not {profile!r}")
+    chosen = profiler if profiler is not None else getattr(pool, "profiler", "auto")
+    kind, spy_options = parse_profiler(chosen)
     plan = plan_batch(
         inputs,
         env=env,
@@ -174,6 +194,7 @@ def run_batch(
         workers=pool.workers,
         resources=pool.settings.resources if resources is None else resources,
         handler_timing=pool.settings.handler_timing if handler_timing is None else handler_timing,
+        profile=profile and kind == "auto",
     )
     recorder = Recorder(plan)
     config = {
@@ -184,6 +205,8 @@ def run_batch(
         "keep_data": plan.keep_data,
         "resources": plan.resources,
         "handler_timing": plan.handler_timing,
+        "profile": profile,
+        "profiler": chosen,
         "env": dict(env) if env else {},
         # How the handler's processes start (what the pool was given, never the
         # host's whole environment), so a saved batch can be replayed elsewhere.
@@ -197,9 +220,13 @@ def run_batch(
         workers=pool.workers,
         recorder=recorder,
     )
+    batch._pool_ref = weakref.ref(pool)
     target = pool.invoker_pool
     run = _Run(target, plan, recorder, batch, _bar_label(pool.command))
     run.mux_widths = io_threads(target, plan)
+    # py-spy attaches before the first call and stops after the last: between them
+    # the workers wait for calls (idle, which py-spy does not sample).
+    spy = attach_pyspy(pool, spy_options) if profile and kind == "py-spy" else None
     pool.active_batch = batch
     try:
         return run.run()
@@ -209,6 +236,25 @@ def run_batch(
         pool.active_batch = None
         pool.last_batch = batch
         remember(target, recorder)
+        if spy is not None:
+            _stop_pyspy(spy, batch, quiet=sys.exc_info()[0] is not None)
+
+
+def _stop_pyspy(spy: PySpy, batch: Batch, *, quiet: bool) -> None:
+    """Stop py-spy and keep its profile as ``batch.profile`` (of the ok calls; the
+    failed ones, cancelled aside, are counted).  ``quiet`` (the batch is already
+    raising, Ctrl-C say): a py-spy that wrote nothing leaves no profile rather than
+    replacing the exception on its way."""
+    counts = batch.progress().counts
+    ok = counts.get("ok", 0)
+    failed = sum(counts.values()) - ok - counts.get("cancelled", 0)
+    try:
+        found = spy.stop(ok)
+    except ProfilerUnavailable:
+        if quiet:
+            return
+        raise
+    batch._profile = Profile(found.stacks, ok, found.profiler, found.interval_s, 0, failed)
 
 
 class _Run:
@@ -369,7 +415,7 @@ class _Run:
         rate = plan.rate
         lag = rec.lag
         # Chosen once: a batch without handler timing pays nothing for it per call.
-        record_ok = rec.record_ok_timed if plan.handler_timing else rec.record_ok
+        record_ok = rec.ok_writer()
         record_usage = rec.record_usage
         usage: list[float] | None = [0.0, 0.0, 0.0] if plan.resources else None
         call = self.target.call

@@ -110,6 +110,9 @@ SCHEMA: tuple[Column, ...] = (
     Column("peak_rss_mib", "float64", "resources",
            "peak resident memory of the handler process so far, VmHWM (resources)",
            optional=True),
+    Column("profile", "object", "result",
+           "the call's profile as the handler sent it, FNRUN_NB_PROFILE_DATA (profile=True; "
+           "None if none); batch.profile reads it", optional=True),
     Column("host", "object", "dask", "host name of the Dask worker (Dask batches)", optional=True),
     Column("dask_worker", "object", "dask", "address of the Dask worker (Dask batches)",
            optional=True),
@@ -138,7 +141,8 @@ as a plain ``str``, like ``env`` (dicts) and ``data`` (bytes) beside them.
 OPTIONAL_COLUMNS: dict[str, str] = {c.name: c.dtype for c in SCHEMA if c.optional}
 """Columns only some batch records have, with their dtypes (``str(dtype)``): ``host``
 and ``dask_worker`` on a Dask batch, ``handler_ms`` and ``transport_ms`` with
-``handler_timing``, ``cpu_ms``, ``rss_mib`` and ``peak_rss_mib`` with ``resources``.
+``handler_timing``, ``cpu_ms``, ``rss_mib`` and ``peak_rss_mib`` with ``resources``,
+``profile`` with ``profile=True``.
 When present they have exactly these dtypes."""
 
 _DTYPES: dict[str, str] = {**COLUMNS, **OPTIONAL_COLUMNS}

@@ -236,6 +236,7 @@ class DaskPool:
         chunk_size: int | None = None,
         resources: bool | None = None,
         handler_timing: bool | None = None,
+        profile: bool = False,
     ) -> Batch:
         """Run every input on the cluster and return one Batch of every call.
 
@@ -249,6 +250,8 @@ class DaskPool:
         Dask dashboard, ``client.dashboard_link``, shows its workers).  ``resources``
         and ``handler_timing`` (``None``: this DaskPool's setting) add the same
         optional columns as a local batch, measured on each worker's processes.
+        ``profile=True`` profiles every call with the handler SDK's sampler (the
+        profile travels back in each row's ``profile`` column; ``batch.profile``).
 
         The Batch's rows are in submission order, with a local batch's columns and
         dtypes plus ``host`` and ``dask_worker`` (the worker's address).  Failed calls
@@ -272,12 +275,14 @@ class DaskPool:
             handler_timing=(
                 self.settings.handler_timing if handler_timing is None else handler_timing
             ),
+            profile=profile,
         )
         # Envs are merged here (item over common), so workers get one env per call.
         items = list(zip(plan.datas, plan.env_ins))
         options = {
             "concurrency": plan.concurrency, "keep_data": keep_data,
             "resources": plan.resources, "handler_timing": plan.handler_timing,
+            "profile": plan.profile,
         }
         total = plan.rows
         chunks = self._chunks(items, repeat, rate, chunk_size or self.chunk_size_for(total))

@@ -172,6 +172,7 @@ def _rows_without_result(
         chunk.items, env=None, repeat=1, concurrency=None, rate=None, keep_data=True,
         progress=False, workers=1, resources=bool(options.get("resources")),
         handler_timing=bool(options.get("handler_timing")),
+        profile=bool(options.get("profile")),
     )
     recorder = Recorder(plan)
     recorder.close_pending(error)
