@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union, runtime_checkable
 
 from .errors import PoolClosed
-from .invoker import CmdInvokerFactory
+from .kinds import check_calls, check_protocol, factory_for
 from .pool import InvokerPool, InvokerPoolConfig, PoolSnapshot, WorkerState
 from .protocol import DEFAULT_MAX_FRAME_SIZE, encode_env
 from .settings import DEFAULTS, PoolSettings
@@ -120,9 +120,13 @@ class Pool:
         max_rss_mib: float | None = DEFAULTS.max_rss_mib,
         resources: bool = DEFAULTS.resources,
         handler_timing: bool = DEFAULTS.handler_timing,
+        protocol: str = DEFAULTS.protocol,
     ) -> None:
-        self.factory = CmdInvokerFactory(
-            command, cwd=cwd, env=process_env, max_frame_size=max_frame_size
+        check_protocol(protocol)
+        if protocol == "lines":
+            check_calls(protocol, (), handler_timing=bool(handler_timing))
+        self.factory = factory_for(
+            protocol, command, cwd=cwd, env=process_env, max_frame_size=max_frame_size
         )
         self.command: list[str] = self.factory.argv
         # How the user named the handler: reprs show this, not the resolved absolute
@@ -139,6 +143,7 @@ class Pool:
             max_rss_mib=max_rss_mib,
             resources=bool(resources),
             handler_timing=bool(handler_timing),
+            protocol=protocol,
         )
         """The settings this pool was made with (see :class:`~fnrun_nb.settings.PoolSettings`)."""
         self.config: InvokerPoolConfig = self.settings.invoker_pool_config(self.factory)
@@ -159,6 +164,11 @@ class Pool:
     @property
     def timeout(self) -> float:
         return self.settings.timeout
+
+    @property
+    def protocol(self) -> str:
+        """How the handler is driven: ``"fnrun"``, ``"lines"`` or ``"script"``."""
+        return self.settings.protocol
 
     def invoke(
         self,
@@ -186,6 +196,8 @@ class Pool:
         """
         payload = to_bytes(data)
         env_block = encode_env(env) if env else b""
+        if self.settings.protocol == "lines":
+            check_calls("lines", (payload,), (env_block,))
         if self._pool.closed:
             raise PoolClosed("the pool is closed")
         with self._executor_lock:

@@ -49,6 +49,7 @@ from ..errors import (
     ProtocolError,
 )
 from ..protocol import HANDLER_NS_KEY
+from ..script import EXIT_CODE_KEY, STDERR_KEY
 from ..values import CallInfo
 from .schema import COLUMNS, OUTCOMES, SCHEMA, conform, info_field
 
@@ -202,6 +203,22 @@ class Recorder:
             except ValueError:
                 pass
         self.record_ok(k, result)
+
+    def record_ok_script(self, k: int, result: Result) -> None:
+        """``record_ok`` for a script pool's batch: the exit code and the stderr the
+        script invoker put in the result's env move to ``exit_code`` and
+        ``stderr_tail`` (an ok row has them too)."""
+        env = result._env
+        code = env.pop(EXIT_CODE_KEY, None)
+        if code is not None:
+            self.exit_codes[k] = int(code)
+        stderr = env.pop(STDERR_KEY, None)
+        if stderr:
+            self.stderr_tails[k] = stderr
+        if self.handler_ns is not None:
+            self.record_ok_timed(k, result)
+        else:
+            self.record_ok(k, result)
 
     def record_usage(self, k: int, usage: list[float]) -> None:
         """Row ``k``'s ``[cpu_ms, rss_mib, peak_rss_mib]`` (a batch with resources)."""

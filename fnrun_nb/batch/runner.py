@@ -44,6 +44,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..errors import FnrunError, PoolClosed
+from ..kinds import check_calls
 from ..pool import CallNotStarted, Gate, InvokerPool
 from ..values import Result
 from .core import Batch
@@ -133,8 +134,12 @@ def run_batch(
     calls the pool is running at that moment, so calls another thread makes on the
     same pool during a ``map`` may be killed too.
 
+    A ``"script"`` pool's rows have each script's exit code in ``exit_code`` and its
+    stderr in ``stderr_tail``, ok rows too (their ``env`` is then empty).
+
     Raises, before any call: ``TypeError`` / ``ValueError`` for bad inputs or options
-    (``repeat=0``, a negative rate, a non-bytes input, a non-str env value) and
+    (``repeat=0``, a negative rate, a non-bytes input, a non-str env value; on a
+    ``"lines"`` pool an input with a newline, an env, ``handler_timing``) and
     ``PoolClosed`` when the pool is closed.
     """
     if pool.closed:
@@ -151,6 +156,9 @@ def run_batch(
         resources=pool.settings.resources if resources is None else resources,
         handler_timing=pool.settings.handler_timing if handler_timing is None else handler_timing,
     )
+    # What the pool's kind of handler cannot carry is refused before any call.
+    protocol = pool.settings.protocol
+    check_calls(protocol, plan.datas, plan.env_blocks, handler_timing=plan.handler_timing)
     recorder = Recorder(plan)
     config = {
         **pool.settings.as_dict(),
@@ -171,6 +179,9 @@ def run_batch(
     )
     target = pool.invoker_pool
     run = _Run(target, plan, recorder, batch, _bar_label(pool.command))
+    run.script = protocol == "script"
+    # Lines and script pools take the thread path: io_threads multiplexes only
+    # CmdInvokerFactory workers (``_mux.multiplexable``).
     run.mux_widths = io_threads(target, plan)
     pool.active_batch = batch
     try:
@@ -203,6 +214,9 @@ class _Run:
         self.error: BaseException | None = None
         self.t0 = 0.0
         self.done: list[threading.Event] = []
+        self.script = False
+        """A script pool's batch: each ok row's exit code and stderr move from the
+        result env to ``exit_code`` and ``stderr_tail`` (``Recorder.record_ok_script``)."""
         self.mux_widths: list[int] = []
         """Calls in flight per runner when each runner is an I/O thread driving
         several calls (``_mux``); empty for a runner per call."""
@@ -342,6 +356,8 @@ class _Run:
         lag = rec.lag
         # Chosen once: a batch without handler timing pays nothing for it per call.
         record_ok = rec.record_ok_timed if plan.handler_timing else rec.record_ok
+        if self.script:
+            record_ok = rec.record_ok_script
         record_usage = rec.record_usage
         usage: list[float] | None = [0.0, 0.0, 0.0] if plan.resources else None
         call = self.target.call
