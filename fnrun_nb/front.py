@@ -179,9 +179,15 @@ class Pool:
         """Run one call and return its Result (see ``InvokerPool.invoke`` for errors).
 
         ``data`` is bytes, str (sent as UTF-8) or an ``Input``; ``env`` the per-call
-        env; ``timeout`` overrides the pool's per-call run time for this call.
+        env; ``timeout`` overrides the pool's per-call run time for this call.  A
+        ``"lines"`` pool raises ``ValueError`` (nothing sent) for an ``env`` or an input
+        with a newline.
         """
-        return self._pool.call(to_bytes(data), encode_env(env) if env else b"", timeout)
+        payload = to_bytes(data)
+        env_block = encode_env(env) if env else b""
+        if self.settings.protocol == "lines":
+            check_calls("lines", (payload,), (env_block,))
+        return self._pool.call(payload, env_block, timeout)
 
     def submit(
         self,
@@ -191,7 +197,8 @@ class Pool:
     ) -> Future[Result]:
         """``invoke`` without blocking: a ``concurrent.futures.Future`` of the Result.
 
-        Arguments are validated now (``TypeError`` for bad data or env); call errors
+        Arguments are validated now (``TypeError`` for bad data or env, ``ValueError``
+        for what a ``"lines"`` pool cannot carry); call errors
         arrive through the future.
         """
         payload = to_bytes(data)

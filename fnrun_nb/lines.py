@@ -39,7 +39,7 @@ from ._channel import BrokenExchange, HandlerChannel
 from ._process import DEFAULT_STDERR_LIMIT, resolve_command
 from ._worker import Exchange
 from .errors import HandlerCrashed, ProtocolError
-from .protocol import DEFAULT_MAX_FRAME_SIZE, TIMING_KEY
+from .protocol import DEFAULT_MAX_FRAME_SIZE, TIMING_KEY, describe_stray
 
 __all__ = ["LineInvoker", "LineInvokerFactory", "check_line_call"]
 
@@ -136,6 +136,8 @@ class LineInvoker(HandlerChannel):
             answer = self._read_line(written)
         except BrokenExchange as failed:
             raise self._failure(failed) from failed.cause
+        except ProtocolError:
+            raise  # _read_line has killed and reaped the process
         except BaseException:
             self._kill_and_reap()  # mid-line: the process must go
             raise
@@ -147,11 +149,12 @@ class LineInvoker(HandlerChannel):
         return _new_tuple(Exchange, (200, answer, {}, now_ns * 1e-9, service))
 
     def _read_line(self, written: int) -> bytes:
-        """The answer line without its newline; ``BrokenExchange`` at EOF or when more
-        than one line arrived."""
+        """The answer line without its newline; ``BrokenExchange`` at EOF, and
+        ``ProtocolError`` (the process killed) when more than one line arrived or the
+        line outgrew ``max_frame_size``."""
         chunk = os.read(self._rfd, _READ_SIZE)
         end = chunk.find(b"\n")
-        if end == len(chunk) - 1:
+        if end >= 0 and end == len(chunk) - 1:
             return chunk[:end]  # the usual case: the whole line in one read
         buf = bytearray(chunk)
         searched = 0
@@ -170,7 +173,14 @@ class LineInvoker(HandlerChannel):
             buf += chunk
             end = buf.find(b"\n", searched)
         if end != len(buf) - 1:
-            raise BrokenExchange(len(buf), written, noise=bytes(buf[end + 1 :]))
+            noise = bytes(buf[end + 1 :])
+            self._kill_and_reap()
+            raise ProtocolError(
+                f"handler wrote {len(noise)} bytes to stdout after its answer line"
+                f" ({describe_stray(noise)}); a line handler answers each input with"
+                f" exactly one line; process {self.pid} was killed",
+                stderr_tail=self.stderr_tail(),
+            )
         return bytes(buf[:end])
 
 
