@@ -38,6 +38,7 @@ SECTIONS = (
     "hotpath",
     "resources",
     "fidelity",
+    "kinds",
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 BUDGET_SECONDS = 600

@@ -70,11 +70,16 @@ REQUIRED_CASES = {
         "transport_ms median, map", "transport_ms median, map with monitor=True",
         "transport_ms median, monitored - plain", "handler_ms median, map",
     ],
+    "kinds": [
+        f"{kind}, shout.py: {what}"
+        for kind in ("fnrun pool", "script", "lines pool")
+        for what in ("calls/s", "p50 latency")
+    ],
 }
 # Sections whose results the issue judges against targets.
 WITH_TARGETS = {
     "latency", "throughput", "payload", "recording", "coldstart", "monitor_overhead",
-    "dask_scaling", "resources", "fidelity",
+    "dask_scaling", "resources", "fidelity", "kinds",
 }
 STATUSES = ("PASS", "MISS", "aim met", "aim missed")
 
