@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import _watcher
+from . import _watchdog, _watcher
 from ._process import DEFAULT_STDERR_LIMIT, HandlerProcess, resolve_command
 from ._resources import ProcMeter
 from ._worker import Exchange
@@ -86,7 +86,8 @@ class ScriptInvoker:
     ``env`` is the process env of every call (default: this process's), the per-call
     env is merged over it.  ``max_output`` bounds the stdout of one call (more is a
     ``ProtocolError`` and the process is killed).  One call at a time; unlike a
-    ``CmdInvoker`` a failed call leaves it usable (a pool replaces it anyway).
+    ``CmdInvoker`` a failed call leaves it usable (a pool replaces it anyway).  It keeps
+    the process watchdog (``_watchdog``) running between calls until ``close()``.
     """
 
     killable = True
@@ -121,6 +122,8 @@ class ScriptInvoker:
         self._lock = threading.Lock()  # guards _proc against a kill from another thread
         self._closing = False
         self._closed = False
+        # One watchdog for every call's process, not one started and stopped per call.
+        _watchdog.watchdog.hold()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "in a call" if self._proc else "idle"
@@ -335,8 +338,12 @@ class ScriptInvoker:
     def close(self, grace: float = 1.0) -> None:
         """No process is left between calls; a call in flight is killed.  Idempotent."""
         self._closing = True
-        self._closed = True
         self.kill()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        _watchdog.watchdog.release()
 
 
 class ScriptInvokerFactory:

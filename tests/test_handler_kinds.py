@@ -365,3 +365,78 @@ def test_ctrl_c_kills_the_calls_in_flight_and_leaves_nothing(
     assert report["children"] == [] and report["threads"] == []
 
 
+
+
+CHILD_INVOKE = textwrap.dedent(
+    """
+    import json, signal, sys, threading, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    import psutil
+    from fnrun_nb import Pool
+
+    protocol, ok, handler = sys.argv[1], sys.argv[2], sys.argv[3:]
+    pool = Pool(handler, workers=1, timeout=60, protocol=protocol)
+    pool.invoke(ok)
+
+    def announce():
+        while pool.snapshot().workers[0].state.value != "busy":
+            time.sleep(0.01)
+        time.sleep(0.3)  # the hanging call is in flight now
+        print("READY", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    report = {}
+    try:
+        pool.invoke("hang")
+        report["raised"] = None
+    except KeyboardInterrupt:
+        report["raised"] = "KeyboardInterrupt"
+    report["after"] = pool.invoke(ok).status
+    report["generation"] = pool.snapshot().workers[0].generation
+    pool.close()
+    time.sleep(0.2)
+    report["children"] = [
+        p.cmdline() for p in psutil.Process().children(recursive=True)
+        if "fnrun-watchdog" not in " ".join(p.cmdline())
+    ]
+    report["threads"] = [t.name for t in threading.enumerate() if t.name.startswith("fnrun")]
+    print(json.dumps(report), flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "ok", "handler"),
+    [("lines", "fine", LINES), ("script", "ok:fine", SCRIPT)],
+)
+def test_ctrl_c_during_one_call_kills_its_process_and_the_pool_goes_on(
+    protocol: str, ok: str, handler: str
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD_INVOKE, protocol, ok, sys.executable, handler],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "READY", line + proc.stderr.read()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["raised"] == "KeyboardInterrupt", err
+    assert report["after"] == 200 and report["generation"] == 2  # replaced, usable
+    assert report["children"] == [] and report["threads"] == []
+
+
+def test_a_script_answer_over_the_size_bound_is_a_protocol_error() -> None:
+    with Pool(SCRIPT, workers=1, timeout=10, protocol="script", max_frame_size=100) as pool:
+        batch = pool.map(["ok:" + "x" * 99, "ok:" + "x" * 101], progress=False)
+    df = batch.df
+    assert df["outcome"].astype(str).tolist() == ["ok", "protocol_error"]
+    assert "more than 100 bytes" in df["error"][1]
+    assert gone(int(df["pid"][1]))
