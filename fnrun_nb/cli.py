@@ -249,8 +249,7 @@ def _run(args: argparse.Namespace) -> int:
     try:  # what the handler's kind cannot carry, before any process starts
         check_calls(
             args.protocol, [i if isinstance(i, bytes) else i[0] for i in inputs],
-            [b"env"] if args.env or any(not isinstance(i, bytes) and i[1] for i in inputs)
-            else [],
+            env=bool(args.env) or any(not isinstance(i, bytes) and i[1] for i in inputs),
             handler_timing=args.handler_timing,
         )
     except ValueError as exc:

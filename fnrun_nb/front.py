@@ -186,7 +186,7 @@ class Pool:
         payload = to_bytes(data)
         env_block = encode_env(env) if env else b""
         if self.settings.protocol == "lines":
-            check_calls("lines", (payload,), (env_block,))
+            check_calls("lines", (payload,), env=bool(env))
         return self._pool.call(payload, env_block, timeout)
 
     def submit(
@@ -204,7 +204,7 @@ class Pool:
         payload = to_bytes(data)
         env_block = encode_env(env) if env else b""
         if self.settings.protocol == "lines":
-            check_calls("lines", (payload,), (env_block,))
+            check_calls("lines", (payload,), env=bool(env))
         if self._pool.closed:
             raise PoolClosed("the pool is closed")
         with self._executor_lock:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Union
 
 from .invoker import CmdInvokerFactory
-from .lines import LineInvokerFactory, check_line_call
+from .lines import ENV_REFUSED, TIMING_REFUSED, LineInvokerFactory, check_line_input
 from .script import ScriptInvokerFactory
 
 __all__ = ["PROTOCOLS", "CommandFactory", "check_calls", "check_protocol", "factory_for"]
@@ -66,21 +66,19 @@ def factory_for(
 def check_calls(
     protocol: str,
     datas: Iterable[bytes],
-    env_blocks: Iterable[bytes] = (),
     *,
+    env: bool = False,
     handler_timing: bool = False,
 ) -> None:
     """Raise ``ValueError`` when a ``protocol`` pool cannot carry these calls, before
-    any is sent: for ``"lines"``, an input with a newline, a per-call env, or
-    ``handler_timing``.  The other protocols carry every call."""
+    any is sent: for ``"lines"``, ``handler_timing``, a per-call env (``env``: some
+    call has one), or an input with a newline.  The other protocols carry every
+    call."""
     if protocol != "lines":
         return
     if handler_timing:
-        raise ValueError(
-            'protocol="lines" cannot report handler timing (handler_timing=True): a line'
-            " handler gets only its input, so FNRUN_NB_TIMING cannot reach it"
-        )
-    for block in env_blocks:
-        check_line_call(b"", block)
+        raise ValueError(TIMING_REFUSED)
+    if env:
+        raise ValueError(ENV_REFUSED)
     for data in datas:
-        check_line_call(data)
+        check_line_input(data)

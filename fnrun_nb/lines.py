@@ -13,11 +13,11 @@
 The line protocol has no status, no env and no deadline on the wire: every answer
 is status 200 and carries no env.  So an input holding a newline (it would be two
 calls to the process) and a per-call env (it cannot travel) are refused before
-anything is written: :func:`check_line_call` is the one statement of that rule, which
-``Pool.invoke``, ``Pool.map``, ``DaskPool.map``, the magics and the CLI all apply
-before their first call.  The deadline is still the host's: the process watcher
-kills the process group of a call that does not answer in time (``timeout``), as for
-``CmdInvoker``.
+anything is written: :func:`check_line_call` states that rule for one call (the
+invoker applies it), and ``kinds.check_calls`` for many, which ``Pool.invoke``,
+``Pool.map``, ``DaskPool.map``, the magics and the CLI apply before their first call.
+The deadline is still the host's: the process watcher kills the process group of a
+call that does not answer in time (``timeout``), as for ``CmdInvoker``.
 
 Only ``b"\\n"`` ends a line; a ``b"\\r"`` before it is part of the answer.  Bytes
 after the answer's newline (a second line) are a protocol error, and so is output
@@ -41,7 +41,14 @@ from ._worker import Exchange
 from .errors import HandlerCrashed, ProtocolError
 from .protocol import DEFAULT_MAX_FRAME_SIZE, TIMING_KEY, describe_stray
 
-__all__ = ["LineInvoker", "LineInvokerFactory", "check_line_call"]
+__all__ = [
+    "ENV_REFUSED",
+    "TIMING_REFUSED",
+    "LineInvoker",
+    "LineInvokerFactory",
+    "check_line_call",
+    "check_line_input",
+]
 
 INF = float("inf")
 _READ_SIZE = 65536
@@ -51,26 +58,33 @@ _perf_counter = time.perf_counter
 _new_tuple = tuple.__new__
 
 
-def check_line_call(data: bytes, env_block: bytes | Mapping[str, str] | None = None) -> None:
-    """Raise ``ValueError`` when one call cannot travel over the line protocol: an
-    input with a newline in it, or a per-call env (including handler timing's
-    ``FNRUN_NB_TIMING``, which is an env).  Nothing has been sent when it raises."""
-    if env_block:
-        if isinstance(env_block, bytes) and TIMING_KEY.encode() in env_block:
-            raise ValueError(
-                'protocol="lines" cannot report handler timing (handler_timing=True): a line'
-                " handler gets only its input, so FNRUN_NB_TIMING cannot reach it"
-            )
-        raise ValueError(
-            'protocol="lines" cannot send a per-call env: a line handler gets only its'
-            " input line (set the process env with process_env=)"
-        )
+TIMING_REFUSED = (
+    'protocol="lines" cannot report handler timing (handler_timing=True): a line handler'
+    " gets only its input, so FNRUN_NB_TIMING cannot reach it"
+)
+ENV_REFUSED = (
+    'protocol="lines" cannot send a per-call env: a line handler gets only its input line'
+    " (set the process env with process_env=)"
+)
+
+
+def check_line_input(data: bytes) -> None:
+    """``ValueError`` for an input the line protocol would split: one with a newline."""
     at = data.find(b"\n")
     if at >= 0:
         raise ValueError(
             f'protocol="lines" sends each input as one line, and this input has a newline'
             f" at byte {at}: {bytes(data[:60])!r}"
         )
+
+
+def check_line_call(data: bytes, env_block: bytes = b"") -> None:
+    """Raise ``ValueError`` when one call cannot travel over the line protocol: an
+    input with a newline in it, or a per-call env (handler timing's ``FNRUN_NB_TIMING``
+    is one).  Nothing has been sent when it raises."""
+    if env_block:
+        raise ValueError(TIMING_REFUSED if TIMING_KEY.encode() in env_block else ENV_REFUSED)
+    check_line_input(data)
 
 
 class LineInvoker(HandlerChannel):

@@ -389,7 +389,7 @@ def check_line_cell(inputs: Sequence[bytes], env: Mapping[str, str], timing: boo
     """``UsageError`` when a cell asks of a ``lines`` pool what the line protocol cannot
     carry (a per-call env, handler timing, an input with a newline)."""
     try:
-        check_calls("lines", inputs, [b"env"] if env else [], handler_timing=timing)
+        check_calls("lines", inputs, env=bool(env), handler_timing=timing)
     except ValueError as exc:
         raise UsageError(str(exc).replace("handler_timing=True", "--handler-timing")) from None
 

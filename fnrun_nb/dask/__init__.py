@@ -280,7 +280,7 @@ class DaskPool:
         )
         # What the handler's kind cannot carry is refused here, before any chunk.
         check_calls(
-            self.settings.protocol, plan.datas, plan.env_blocks,
+            self.settings.protocol, plan.datas, env=any(plan.env_ins),
             handler_timing=plan.handler_timing,
         )
         # Envs are merged here (item over common), so workers get one env per call.
