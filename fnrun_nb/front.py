@@ -147,6 +147,8 @@ class Pool:
         )
         """The settings this pool was made with (see :class:`~fnrun_nb.settings.PoolSettings`)."""
         self.config: InvokerPoolConfig = self.settings.invoker_pool_config(self.factory)
+        # Read on every invoke: one attribute, so a fnrun pool's call pays nothing more.
+        self._lines = protocol == "lines"
         self._pool = InvokerPool(self.config)
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
@@ -185,7 +187,7 @@ class Pool:
         """
         payload = to_bytes(data)
         env_block = encode_env(env) if env else b""
-        if self.settings.protocol == "lines":
+        if self._lines:
             check_calls("lines", (payload,), env=bool(env))
         return self._pool.call(payload, env_block, timeout)
 
@@ -203,7 +205,7 @@ class Pool:
         """
         payload = to_bytes(data)
         env_block = encode_env(env) if env else b""
-        if self.settings.protocol == "lines":
+        if self._lines:
             check_calls("lines", (payload,), env=bool(env))
         if self._pool.closed:
             raise PoolClosed("the pool is closed")
