@@ -5,7 +5,8 @@ as OpenFaaS's classic watchdog and ``sam local invoke`` run one per request.
 
     ScriptInvoker.exchange(data, env_block, timeout)
         │ spawn HandlerProcess(argv, env = process env ⊕ per-call env)   own session,
-        │   deadline armed: the watcher kills its process group          PDEATHSIG, watchdog
+        │   on the invoker's spawner thread (PDEATHSIG, Ctrl-C safe)     PDEATHSIG, watchdog
+        │   deadline armed: the watcher kills its process group
         │ write data to stdin, then EOF ┐ one poll loop, so a script that writes
         │ read stdout until EOF         ┘ before it reads cannot deadlock the host
         │ wait for the exit, reap, take all of stderr
@@ -29,13 +30,18 @@ signal the process group of the call in flight, from any thread.
 
 The process machinery (spawn, watcher, escalation, reaping) is ``_process``'s: each
 call's process is a ``HandlerProcess`` that lives one call, released (fds, pidfd,
-watcher and watchdog entries) before ``exchange`` returns or raises.
+watcher and watchdog entries) before ``exchange`` returns or raises.  It is started
+on a thread the invoker keeps until ``close()`` (``_Spawner``), not on the caller's:
+``PR_SET_PDEATHSIG`` ties a process to the thread that spawned it, and a Ctrl-C on
+the calling thread then never lands inside a spawn (``_Spawn`` says who ends a
+process whose caller was interrupted).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import queue
 import select
 import shlex
 import signal
@@ -119,6 +125,7 @@ class ScriptInvoker:
         self.last_stderr = ""
         """What the last call's process wrote to stderr (its tail)."""
         self._proc: HandlerProcess | None = None
+        self._spawner: _Spawner | None = None
         self._lock = threading.Lock()  # guards _proc against a kill from another thread
         self._closing = False
         self._closed = False
@@ -189,8 +196,18 @@ class ScriptInvoker:
         self.call_started = started
         self.call_timeout = timeout
         t0 = _perf_counter()
-        proc = HandlerProcess(self.argv, cwd=self.cwd, env=env, stderr_limit=self.stderr_limit)
+        spawner = self._spawner
+        if spawner is None:
+            spawner = self._spawner = _Spawner()
+        spawn = _Spawn(self.argv, self.cwd, env, self.stderr_limit)
+        proc: HandlerProcess | None = None
         try:
+            spawner.start(spawn)
+            spawn.done.wait()
+            proc = spawn.proc  # one load and store: no interrupt can fall between
+            if proc is None:
+                assert spawn.error is not None
+                raise spawn.error
             with self._lock:
                 self._proc = proc
                 self.pid = proc.pid
@@ -207,14 +224,17 @@ class ScriptInvoker:
         finally:
             # Ended, broken or interrupted (KeyboardInterrupt included): disarm, kill
             # what is left of the group, reap, drain stderr, release every fd.
+            if proc is None:
+                # Interrupted before the process was taken: whoever comes second of
+                # this thread and the spawner discards it.
+                proc = spawn.abandon()
             with self._lock:
                 self._proc = None
-            with proc.lock:
-                proc.deadline = INF
-            if proc.returncode is None:
-                proc.kill()
-            proc._finish_close(0.0)
-            self.last_stderr = proc.stderr_tail(self.stderr_limit)
+            if proc is not None:
+                with proc.lock:
+                    proc.deadline = INF
+                _discard(proc)
+                self.last_stderr = proc.stderr_tail(self.stderr_limit)
         rc = proc.returncode
         error = self._error(proc, rc)
         if error is not None:
@@ -343,7 +363,102 @@ class ScriptInvoker:
             if self._closed:
                 return
             self._closed = True
+            spawner, self._spawner = self._spawner, None
+        if spawner is not None:
+            spawner.stop()
         _watchdog.watchdog.release()
+
+
+class _Spawn:
+    """One process to start on a :class:`_Spawner` thread, and who owns it after.
+
+    The caller waits for ``done`` and takes ``proc``; a caller interrupted before it
+    took the process calls :meth:`abandon`, and the one that comes second of the two
+    threads ends the process: it is never left running."""
+
+    def __init__(
+        self, argv: list[str], cwd: str | os.PathLike[str] | None, env: dict[str, str],
+        stderr_limit: int,
+    ) -> None:
+        self.args = (argv, cwd, env, stderr_limit)
+        self.done = threading.Event()
+        self.proc: HandlerProcess | None = None
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._abandoned = False
+
+    def run(self) -> None:
+        """Start the process (on the spawner thread); ``error`` when it cannot be."""
+        argv, cwd, env, limit = self.args
+        proc = None
+        try:
+            proc = HandlerProcess(argv, cwd=cwd, env=env, stderr_limit=limit)
+        except Exception as exc:  # HandlerStartError (the OS refused), or a bug: the caller's
+            self.error = exc
+        with self._lock:
+            if self._abandoned and proc is not None:
+                _discard(proc)
+            else:
+                self.proc = proc
+        self.done.set()
+
+    def abandon(self) -> HandlerProcess | None:
+        """The caller gives up (interrupted): the process if it was started already
+        (the caller ends it), else ``None`` (the spawner will end it)."""
+        with self._lock:
+            self._abandoned = True
+            return self.proc
+
+
+class _Spawner:
+    """The thread that starts one script invoker's processes, for as long as the
+    invoker lives.
+
+    Two reasons: ``PR_SET_PDEATHSIG`` fires when the *thread* that spawned a process
+    ends, so that thread must outlive every call (a caller's thread may be a batch
+    runner that ends with its batch); and a Ctrl-C on the calling thread cannot land
+    in the middle of a spawn, where the new process would have no owner (see
+    :class:`_Spawn`)."""
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue[_Spawn | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="fnrun-script-spawner",
+                                        daemon=True)
+        self._thread.start()
+
+    def start(self, spawn: _Spawn) -> None:
+        """Queue ``spawn``; once :meth:`stop` was called it fails at once
+        (``PoolClosed``), so that no caller waits for a thread that has ended."""
+        with self._lock:
+            if not self._stopped:
+                self._requests.put(spawn)
+                return
+        spawn.error = PoolClosed("the script invoker is closed")
+        spawn.done.set()
+
+    def _run(self) -> None:
+        while True:
+            spawn = self._requests.get()
+            if spawn is None:
+                return
+            spawn.run()
+
+    def stop(self) -> None:
+        """End the thread (after the spawns queued before, if any) and join it."""
+        with self._lock:
+            self._stopped = True
+            self._requests.put(None)
+        self._thread.join()
+
+
+def _discard(proc: HandlerProcess) -> None:
+    """Kill what is left of ``proc``'s group, reap it, drain its stderr and release
+    its fds (idempotent)."""
+    if proc.returncode is None:
+        proc.kill()
+    proc._finish_close(0.0)
 
 
 class ScriptInvokerFactory:

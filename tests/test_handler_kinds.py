@@ -440,3 +440,31 @@ def test_a_script_answer_over_the_size_bound_is_a_protocol_error() -> None:
     assert df["outcome"].astype(str).tolist() == ["ok", "protocol_error"]
     assert "more than 100 bytes" in df["error"][1]
     assert gone(int(df["pid"][1]))
+
+
+def test_a_spawn_whose_caller_gave_up_is_ended_whichever_thread_comes_second() -> None:
+    from fnrun_nb.script import _Spawn, _Spawner
+
+    spawner = _Spawner()
+    try:
+        # The caller gave up before the spawner ran it: the spawner ends the process.
+        early = _Spawn([sys.executable, SCRIPT], None, dict(os.environ), 4096)
+        assert early.abandon() is None
+        spawner.start(early)
+        assert early.done.wait(30)
+        assert early.proc is None and early.error is None
+        # The spawner ran it first: the caller gets the process and ends it.
+        late = _Spawn([sys.executable, SCRIPT], None, dict(os.environ), 4096)
+        spawner.start(late)
+        assert late.done.wait(30)
+        proc = late.abandon()
+        assert proc is not None and proc.returncode is None
+        proc.kill()
+        proc._finish_close(0.0)
+        assert gone(proc.pid)
+    finally:
+        spawner.stop()
+    # A spawn after stop() fails at once rather than waiting for an ended thread.
+    after = _Spawn([sys.executable, SCRIPT], None, dict(os.environ), 4096)
+    spawner.start(after)
+    assert after.done.is_set() and isinstance(after.error, PoolClosed)
