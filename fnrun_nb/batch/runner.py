@@ -158,7 +158,9 @@ def run_batch(
     )
     # What the pool's kind of handler cannot carry is refused before any call.
     protocol = pool.settings.protocol
-    check_calls(protocol, plan.datas, env=any(plan.env_ins), handler_timing=plan.handler_timing)
+    if protocol == "lines":
+        check_calls(protocol, plan.datas, env=any(plan.env_ins),
+                    handler_timing=plan.handler_timing)
     recorder = Recorder(plan)
     config = {
         **pool.settings.as_dict(),

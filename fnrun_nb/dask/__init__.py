@@ -279,10 +279,10 @@ class DaskPool:
             ),
         )
         # What the handler's kind cannot carry is refused here, before any chunk.
-        check_calls(
-            self.settings.protocol, plan.datas, env=any(plan.env_ins),
-            handler_timing=plan.handler_timing,
-        )
+        if self.settings.protocol == "lines":
+            check_calls(
+                "lines", plan.datas, env=any(plan.env_ins), handler_timing=plan.handler_timing
+            )
         # Envs are merged here (item over common), so workers get one env per call.
         items = list(zip(plan.datas, plan.env_ins))
         options = {
