@@ -39,6 +39,7 @@ SECTIONS = (
     "resources",
     "fidelity",
     "profiling",
+    "kinds",
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 BUDGET_SECONDS = 600

@@ -45,7 +45,9 @@ from typing import Any, NamedTuple
 from ._slots import Slot
 from ._worker import InvokerWorker, Worker
 from .errors import HandlerStartError
-from .invoker import CmdInvoker, InvokerFactory
+from ._channel import HandlerChannel
+from .invoker import InvokerFactory
+from .script import ScriptInvoker
 
 __all__ = ["Request", "Supervisor", "describe_error"]
 
@@ -54,6 +56,7 @@ log = logging.getLogger("fnrun_nb")
 _MAX_BACKOFF = 2.0  # seconds between attempts to start a handler that keeps failing
 _EXEC_WAIT = 5.0  # initial fill: longest wait for a process to exec its handler
 _REPLACE, _CLOSE, _STOP = "replace", "close", "stop"
+_NATIVE = (HandlerChannel, ScriptInvoker)
 
 
 def _backoff(start_failures: int) -> float:
@@ -175,7 +178,9 @@ class Supervisor:
         """Start a worker for ``slot`` and publish it; raises what the factory raised."""
         inv = self._factory.new_invoker()
         # The one place a factory's product enters the pool: a user invoker is wrapped.
-        worker: Worker = inv if isinstance(inv, CmdInvoker) else InvokerWorker(inv)
+        # The kinds the package drives (a framed or a line process, a script) are
+        # Workers already.
+        worker: Worker = inv if isinstance(inv, _NATIVE) else InvokerWorker(inv)
         self.produced = True
         ref = weakref.ref(slot)
         on_exit = self._on_exit

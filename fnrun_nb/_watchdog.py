@@ -13,7 +13,8 @@ handler lives, the host keeps one tiny ``/bin/sh`` that knows the live groups.  
 stdin is the only thing it reads; when that reaches end of file (the host exited, however
 it exited) it kills every group still listed and ends.  On a normal close every group is
 removed first, so it ends having killed nothing.  It starts with the first handler and
-is stopped and reaped when the last one is gone, so an idle interpreter has no extra
+is stopped and reaped when the last one is gone (or, for a script pool, which starts a
+process per call, when the pool closes: ``hold``), so an idle interpreter has no extra
 process.  Only the spawn and close paths talk to it, never a call.
 """
 
@@ -49,6 +50,21 @@ class _Watchdog:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._groups: set[int] = set()
+        self._holds = 0
+
+    def hold(self) -> None:
+        """Keep the watchdog, once started, running while no group is listed, until
+        :meth:`release`: for an owner that starts a process for every call (a script
+        pool), which would otherwise start and stop it once per call."""
+        with self._lock:
+            self._holds += 1
+
+    def release(self) -> None:
+        """Undo one :meth:`hold`; stops the watchdog when nothing is listed or held."""
+        with self._lock:
+            self._holds = max(0, self._holds - 1)
+            if not self._groups and not self._holds:
+                self._stop()
 
     def add(self, pgid: int) -> None:
         """List a new handler process group (call right after spawning it)."""
@@ -66,7 +82,7 @@ class _Watchdog:
             self._groups.discard(pgid)
             if not self._send(f"-{pgid}\n"):
                 self._restart()
-            if not self._groups:
+            if not self._groups and not self._holds:
                 self._stop()
 
     @property

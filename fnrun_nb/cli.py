@@ -135,6 +135,12 @@ def _parser() -> argparse.ArgumentParser:
         "(default: never)",
     )
     run.add_argument(
+        "--protocol", choices=("fnrun", "lines", "script"), default=DEFAULTS.protocol,
+        help="how HANDLER is driven: fnrun (framed calls, the default), lines (one line"
+        " in, one line out of warm processes; no -e, no --handler-timing) or script (a"
+        " new process per call: stdin in, stdout out, exit code as status)",
+    )
+    run.add_argument(
         "--out", type=Path, default=None, metavar="FILE",
         help="write the record to FILE: .parquet or .csv",
     )
@@ -230,6 +236,7 @@ def _write_record(batch: Any, out: Path) -> None:
 def _run(args: argparse.Namespace) -> int:
     from .errors import HandlerStartError
     from .front import Pool
+    from .kinds import check_calls
     from .settings import PoolSettings
 
     if args.out is not None and args.out.suffix.lower() not in (".parquet", ".csv"):
@@ -251,7 +258,16 @@ def _run(args: argparse.Namespace) -> int:
         max_rss_mib=args.max_rss,
         resources=args.resources,
         handler_timing=args.handler_timing,
+        protocol=args.protocol,
     )
+    try:  # what the handler's kind cannot carry, before any process starts
+        check_calls(
+            args.protocol, [i if isinstance(i, bytes) else i[0] for i in inputs],
+            env=bool(args.env) or any(not isinstance(i, bytes) and i[1] for i in inputs),
+            handler_timing=args.handler_timing,
+        )
+    except ValueError as exc:
+        raise _UsageError(str(exc).replace("handler_timing=True", "--handler-timing")) from None
     pool: Runner
     try:
         if args.dask is not None:

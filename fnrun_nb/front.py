@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union, runtime_checkable
 
 from .errors import PoolClosed
-from .invoker import CmdInvokerFactory
+from .kinds import check_calls, check_protocol, factory_for
 from .pool import InvokerPool, InvokerPoolConfig, PoolSnapshot, WorkerState
 from ._sampler import parse_profiler
 from .protocol import DEFAULT_MAX_FRAME_SIZE, encode_env
@@ -124,14 +124,18 @@ class Pool:
         resources: bool = DEFAULTS.resources,
         handler_timing: bool = DEFAULTS.handler_timing,
         profiler: str = "auto",
+        protocol: str = DEFAULTS.protocol,
     ) -> None:
         parse_profiler(profiler)  # a bad choice raises before any process starts
+        check_protocol(protocol)
+        if protocol == "lines":
+            check_calls(protocol, (), handler_timing=bool(handler_timing))
         self.profiler = profiler
         """How ``map(..., profile=True)`` and ``Batch.profile_rows`` profile calls:
         ``"auto"`` (the handler SDK's sampler, asked through ``FNRUN_NB_PROFILE``) or
         ``"py-spy"`` (attached by pid; ``"py-spy --native"`` adds C frames)."""
-        self.factory = CmdInvokerFactory(
-            command, cwd=cwd, env=process_env, max_frame_size=max_frame_size
+        self.factory = factory_for(
+            protocol, command, cwd=cwd, env=process_env, max_frame_size=max_frame_size
         )
         self.command: list[str] = self.factory.argv
         # How the user named the handler: reprs show this, not the resolved absolute
@@ -148,9 +152,12 @@ class Pool:
             max_rss_mib=max_rss_mib,
             resources=bool(resources),
             handler_timing=bool(handler_timing),
+            protocol=protocol,
         )
         """The settings this pool was made with (see :class:`~fnrun_nb.settings.PoolSettings`)."""
         self.config: InvokerPoolConfig = self.settings.invoker_pool_config(self.factory)
+        # Read on every invoke: one attribute, so a fnrun pool's call pays nothing more.
+        self._lines = protocol == "lines"
         self._pool = InvokerPool(self.config)
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
@@ -169,6 +176,11 @@ class Pool:
     def timeout(self) -> float:
         return self.settings.timeout
 
+    @property
+    def protocol(self) -> str:
+        """How the handler is driven: ``"fnrun"``, ``"lines"`` or ``"script"``."""
+        return self.settings.protocol
+
     def invoke(
         self,
         data: Data = b"",
@@ -178,9 +190,15 @@ class Pool:
         """Run one call and return its Result (see ``InvokerPool.invoke`` for errors).
 
         ``data`` is bytes, str (sent as UTF-8) or an ``Input``; ``env`` the per-call
-        env; ``timeout`` overrides the pool's per-call run time for this call.
+        env; ``timeout`` overrides the pool's per-call run time for this call.  A
+        ``"lines"`` pool raises ``ValueError`` (nothing sent) for an ``env`` or an input
+        with a newline.
         """
-        return self._pool.call(to_bytes(data), encode_env(env) if env else b"", timeout)
+        payload = to_bytes(data)
+        env_block = encode_env(env) if env else b""
+        if self._lines:
+            check_calls("lines", (payload,), env=bool(env))
+        return self._pool.call(payload, env_block, timeout)
 
     def submit(
         self,
@@ -190,11 +208,14 @@ class Pool:
     ) -> Future[Result]:
         """``invoke`` without blocking: a ``concurrent.futures.Future`` of the Result.
 
-        Arguments are validated now (``TypeError`` for bad data or env); call errors
+        Arguments are validated now (``TypeError`` for bad data or env, ``ValueError``
+        for what a ``"lines"`` pool cannot carry); call errors
         arrive through the future.
         """
         payload = to_bytes(data)
         env_block = encode_env(env) if env else b""
+        if self._lines:
+            check_calls("lines", (payload,), env=bool(env))
         if self._pool.closed:
             raise PoolClosed("the pool is closed")
         with self._executor_lock:

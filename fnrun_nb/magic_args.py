@@ -33,6 +33,8 @@ from IPython.core.error import UsageError
 from IPython.core import magic_arguments as _ma
 from IPython.utils.process import arg_split  # type: ignore[attr-defined]
 
+from .kinds import check_calls
+
 __all__ = [
     "CELL_ARGUMENTS",
     "LINE_SUBCOMMANDS",
@@ -40,6 +42,7 @@ __all__ = [
     "CellRequest",
     "LineCommand",
     "cell_arguments",
+    "check_line_cell",
     "encode_json",
     "parse_body",
     "parse_cell",
@@ -116,6 +119,13 @@ CELL_ARGUMENTS: list[Callable[[_F], _F]] = [
         " the call's answer; never a failed call)",
     ),
     argument(
+        "--protocol", choices=("fnrun", "lines", "script"), metavar="KIND",
+        help="how the handler is driven: fnrun (framed calls to warm processes, the"
+        " default), lines (one line in, one line out of warm processes; no -e, no"
+        " --handler-timing, no newline inside an input) or script (a new process per"
+        " call: stdin in, stdout out, exit code as status)",
+    ),
+    argument(
         "--monitor", action="store_true",
         help="show the live worker monitor of the pool while the cell runs",
     ),
@@ -186,6 +196,7 @@ class CellOptions:
     handler_timing: bool = False
     profile: bool = False
     max_rss: float | None = _setting("max_rss_mib")
+    protocol: str | None = _setting("protocol")
     monitor: bool = False
     dask: str | None = None
     output: str | None = None
@@ -375,9 +386,20 @@ def parse_cell(
         batch = True
     if opts.rate is not None and not batch:
         raise UsageError("--rate applies to a batch: add --lines, -r/--repeat or a JSON list")
+    if opts.protocol == "lines":
+        check_line_cell(inputs, env, opts.handler_timing)
     return CellRequest(
         options=opts, inputs=inputs, env=env, batch=batch, repeat=opts.repeat or 1
     )
+
+
+def check_line_cell(inputs: Sequence[bytes], env: Mapping[str, str], timing: bool) -> None:
+    """``UsageError`` when a cell asks of a ``lines`` pool what the line protocol cannot
+    carry (a per-call env, handler timing, an input with a newline)."""
+    try:
+        check_calls("lines", inputs, env=bool(env), handler_timing=timing)
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("handler_timing=True", "--handler-timing")) from None
 
 
 # --- the line magic -------------------------------------------------------------------

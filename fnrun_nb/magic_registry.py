@@ -384,6 +384,9 @@ class PoolRegistry:
         return PoolTable(tuple(rows))
 
 
-def _number(value: float | None) -> str:
-    """A setting's value in a restart note: ``2.5``, or ``none`` (``--max-rss`` unset)."""
+def _number(value: float | str | None) -> str:
+    """A setting's value in a restart note: ``2.5``, ``script`` (``--protocol``), or
+    ``none`` (``--max-rss`` unset)."""
+    if isinstance(value, str):
+        return value
     return "none" if value is None else f"{value:g}"

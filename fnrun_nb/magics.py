@@ -28,7 +28,14 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, out
 from .errors import FnrunError
 from .magic_forensics import SUBCOMMANDS as FORENSICS
 from .magic_forensics import run_line as run_forensics
-from .magic_args import LINE_SUBCOMMANDS, CellRequest, cell_arguments, parse_cell, parse_line
+from .magic_args import (
+    LINE_SUBCOMMANDS,
+    CellRequest,
+    cell_arguments,
+    check_line_cell,
+    parse_cell,
+    parse_line,
+)
 from .magic_profile import profile_batch, show_cell_profile
 from .magic_registry import DaskEntry, PoolEntry, PoolRegistry
 from .magic_views import CallFailed, JsonResult, PoolTable, StderrView, json_batch
@@ -81,6 +88,8 @@ class FnrunMagics(Magics):
     def _run(self, entry: PoolEntry, req: CellRequest) -> Any:
         pool = entry.pool
         env = req.env or None
+        if pool.protocol == "lines":  # a kept lines pool, its protocol not given again
+            check_line_cell(req.inputs, req.env, req.options.handler_timing)
         if not req.batch:
             # --monitor on one call: the live view is shown while the cell blocks and
             # stopped on its final state however the call ends.
@@ -125,6 +134,8 @@ class FnrunMagics(Magics):
         opts = req.options
         entry = self.registry.dask_pool_for(address, opts)
         dpool = entry.pool
+        if dpool.settings.protocol == "lines":
+            check_line_cell(req.inputs, req.env, opts.handler_timing)
         try:
             batch = dpool.map(
                 req.inputs, env=req.env or None, repeat=req.repeat, rate=opts.rate,

@@ -32,7 +32,8 @@ class PoolSettings:
     call (``None``: never).  ``resources`` and ``handler_timing`` are the defaults of
     ``map``'s options of those names: record each call's CPU time and memory
     (``cpu_ms``, ``rss_mib``, ``peak_rss_mib``), and ask the handler for its own time
-    (``handler_ms``, ``transport_ms``).  The values are checked where they are used
+    (``handler_ms``, ``transport_ms``).  ``protocol`` is the kind of handler
+    (``"fnrun"``, ``"lines"`` or ``"script"``, see :mod:`fnrun_nb.kinds`).  The values are checked where they are used
     (``InvokerPoolConfig``, ``plan_batch``), so a bad one raises the same error
     whichever front-end passed it.
     """
@@ -44,6 +45,7 @@ class PoolSettings:
     max_rss_mib: float | None = None
     resources: bool = False
     handler_timing: bool = False
+    protocol: str = "fnrun"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

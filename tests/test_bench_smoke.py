@@ -75,11 +75,16 @@ REQUIRED_CASES = {
         "CPU-bound call, Pool.invoke, profiled", "profiled / plain, CPU-bound call",
         "SDK test per call when off, one-key env",
     ],
+    "kinds": [
+        f"{kind}, shout.py: {what}"
+        for kind in ("fnrun pool", "script", "lines pool")
+        for what in ("calls/s", "p50 latency")
+    ],
 }
 # Sections whose results the issue judges against targets.
 WITH_TARGETS = {
     "latency", "throughput", "payload", "recording", "coldstart", "monitor_overhead",
-    "dask_scaling", "resources", "fidelity", "profiling",
+    "dask_scaling", "resources", "fidelity", "profiling", "kinds",
 }
 STATUSES = ("PASS", "MISS", "aim met", "aim missed")
 

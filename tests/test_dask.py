@@ -14,6 +14,7 @@ import logging
 import multiprocessing.resource_tracker
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -523,3 +524,26 @@ def test_profiles_travel_back_from_dask_workers_in_the_profile_column(
     assert profile is not None and (profile.calls, profile.failed) == (3, 1)
     assert profile.top()["function"].iloc[0] == "slow_part"
     assert sorted(profile.by_call or {}) == [0, 1, 3]
+
+
+def test_lines_and_script_pools_run_on_the_cluster(client: distributed.Client) -> None:
+    shout = str(Path(__file__).resolve().parent.parent / "notebooks" / "handlers" / "shout.py")
+    inputs = [f"call {i}".encode() for i in range(10)]
+    for protocol in ("lines", "script"):
+        with DaskPool(client, [sys.executable, shout, protocol], workers=1, timeout=20.0,
+                      protocol=protocol) as dpool:
+            assert dpool.options["protocol"] == protocol
+            batch = dpool.map(inputs, chunk_size=3, progress=False)
+            df = batch.df
+            assert_schema(df)
+            assert df["outcome"].astype(str).eq("ok").all(), df["error"].dropna().tolist()
+            assert df["data"].tolist() == [i.upper() for i in inputs]
+            assert batch.config["protocol"] == protocol
+            if protocol == "script":
+                assert df["cold"].all() and df["exit_code"].eq(0).all()
+                assert df["env"].tolist() == [{}] * 10
+            else:
+                with pytest.raises(ValueError, match="per-call env"):
+                    dpool.map(inputs, env={"A": "1"}, progress=False)
+    with pytest.raises(ValueError, match="handler timing"):
+        DaskPool(client, [sys.executable, shout, "lines"], protocol="lines", handler_timing=True)

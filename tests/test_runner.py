@@ -65,7 +65,7 @@ def test_replace_keeps_what_is_not_given_and_changes_lists_differences() -> None
         base.replace(wait=1.0)  # the front-ends' names only: ``max_wait``
     assert PoolSettings.names() == (
         "workers", "timeout", "max_wait", "max_calls_per_worker", "max_rss_mib", "resources",
-        "handler_timing",
+        "handler_timing", "protocol",
     )
 
 

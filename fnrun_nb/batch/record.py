@@ -49,6 +49,7 @@ from ..errors import (
     ProtocolError,
 )
 from ..protocol import HANDLER_NS_KEY, PROFILE_DATA_KEY
+from ..script import EXIT_CODE_KEY, STDERR_KEY
 from ..values import CallInfo
 from .schema import COLUMNS, OUTCOMES, SCHEMA, conform, info_field
 
@@ -204,9 +205,12 @@ class Recorder:
                 pass
         self.record_ok(k, result)
 
-    def ok_writer(self) -> Any:
+    def ok_writer(self, script: bool = False) -> Any:
         """The ``record_ok`` this batch's runners use, chosen once per batch so that a
-        batch without handler timing or profiles pays nothing for them per call."""
+        batch without handler timing or profiles pays nothing for them per call
+        (``script``: a script pool's batch, see :meth:`record_ok_script`)."""
+        if script:
+            return self.record_ok_script
         if self.profiles is not None:
             return self.record_ok_profiled
         return self.record_ok_timed if self.plan.handler_timing else self.record_ok
@@ -216,6 +220,22 @@ class Recorder:
         result's env (``FNRUN_NB_PROFILE_DATA``) to the ``profile`` column."""
         self.profiles[k] = result._env.pop(PROFILE_DATA_KEY, None)  # type: ignore[index]
         if self.plan.handler_timing:
+            self.record_ok_timed(k, result)
+        else:
+            self.record_ok(k, result)
+
+    def record_ok_script(self, k: int, result: Result) -> None:
+        """``record_ok`` for a script pool's batch: the exit code and the stderr the
+        script invoker put in the result's env move to ``exit_code`` and
+        ``stderr_tail`` (an ok row has them too)."""
+        env = result._env
+        code = env.pop(EXIT_CODE_KEY, None)
+        if code is not None:
+            self.exit_codes[k] = int(code)
+        stderr = env.pop(STDERR_KEY, None)
+        if stderr:
+            self.stderr_tails[k] = stderr
+        if self.handler_ns is not None:
             self.record_ok_timed(k, result)
         else:
             self.record_ok(k, result)

@@ -46,6 +46,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..errors import FnrunError, PoolClosed
+from ..kinds import check_calls
 from ..pool import CallNotStarted, Gate, InvokerPool
 from ..values import Result
 from .core import Batch
@@ -173,8 +174,12 @@ def run_batch(
     calls the pool is running at that moment, so calls another thread makes on the
     same pool during a ``map`` may be killed too.
 
+    A ``"script"`` pool's rows have each script's exit code in ``exit_code`` and its
+    stderr in ``stderr_tail``, ok rows too (their ``env`` is then empty).
+
     Raises, before any call: ``TypeError`` / ``ValueError`` for bad inputs or options
-    (``repeat=0``, a negative rate, a non-bytes input, a non-str env value) and
+    (``repeat=0``, a negative rate, a non-bytes input, a non-str env value; on a
+    ``"lines"`` pool an input with a newline, an env, ``handler_timing``) and
     ``PoolClosed`` when the pool is closed.
     """
     if pool.closed:
@@ -196,6 +201,11 @@ def run_batch(
         handler_timing=pool.settings.handler_timing if handler_timing is None else handler_timing,
         profile=profile and kind == "auto",
     )
+    # What the pool's kind of handler cannot carry is refused before any call.
+    protocol = pool.settings.protocol
+    if protocol == "lines":
+        check_calls(protocol, plan.datas, env=any(plan.env_ins),
+                    handler_timing=plan.handler_timing)
     recorder = Recorder(plan)
     config = {
         **pool.settings.as_dict(),
@@ -223,6 +233,9 @@ def run_batch(
     batch._pool_ref = weakref.ref(pool)
     target = pool.invoker_pool
     run = _Run(target, plan, recorder, batch, _bar_label(pool.command))
+    run.script = protocol == "script"
+    # Lines and script pools take the thread path: io_threads multiplexes only
+    # CmdInvokerFactory workers (``_mux.multiplexable``).
     run.mux_widths = io_threads(target, plan)
     # py-spy attaches before the first call and stops after the last: between them
     # the workers wait for calls (idle, which py-spy does not sample).
@@ -277,6 +290,9 @@ class _Run:
         self.error: BaseException | None = None
         self.t0 = 0.0
         self.done: list[threading.Event] = []
+        self.script = False
+        """A script pool's batch: each ok row's exit code and stderr move from the
+        result env to ``exit_code`` and ``stderr_tail`` (``Recorder.record_ok_script``)."""
         self.mux_widths: list[int] = []
         """Calls in flight per runner when each runner is an I/O thread driving
         several calls (``_mux``); empty for a runner per call."""
@@ -415,7 +431,7 @@ class _Run:
         rate = plan.rate
         lag = rec.lag
         # Chosen once: a batch without handler timing pays nothing for it per call.
-        record_ok = rec.ok_writer()
+        record_ok = rec.ok_writer(self.script)
         record_usage = rec.record_usage
         usage: list[float] | None = [0.0, 0.0, 0.0] if plan.resources else None
         call = self.target.call

@@ -60,6 +60,7 @@ import numpy as np
 from ..batch import Batch
 from ..batch.inputs import plan_batch
 from ..errors import PoolClosed
+from ..kinds import check_calls, check_protocol
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
 from ..settings import DEFAULTS, PoolSettings
 from ._gather import Chunk, Run
@@ -125,7 +126,10 @@ class DaskPool:
         max_rss_mib: float | None = DEFAULTS.max_rss_mib,
         resources: bool = DEFAULTS.resources,
         handler_timing: bool = DEFAULTS.handler_timing,
+        protocol: str = DEFAULTS.protocol,
     ) -> None:
+        check_protocol(protocol)
+        check_calls(protocol, (), handler_timing=bool(handler_timing))
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
         if isinstance(client_or_address, distributed.Client):
@@ -155,6 +159,7 @@ class DaskPool:
             max_rss_mib=max_rss_mib,
             resources=bool(resources),
             handler_timing=bool(handler_timing),
+            protocol=protocol,
         )
         """The settings of every Dask worker's pool (``workers`` is processes per
         Dask worker)."""
@@ -277,6 +282,11 @@ class DaskPool:
             ),
             profile=profile,
         )
+        # What the handler's kind cannot carry is refused here, before any chunk.
+        if self.settings.protocol == "lines":
+            check_calls(
+                "lines", plan.datas, env=any(plan.env_ins), handler_timing=plan.handler_timing
+            )
         # Envs are merged here (item over common), so workers get one env per call.
         items = list(zip(plan.datas, plan.env_ins))
         options = {
