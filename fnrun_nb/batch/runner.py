@@ -60,7 +60,7 @@ from .profiling import attach_pyspy
 from .record import CANCELLED, Recorder, outcome_of
 
 if TYPE_CHECKING:
-    from ..invoker import CmdInvokerFactory
+    from ..kinds import CommandFactory
     from ..settings import PoolSettings
 
 __all__ = ["BatchPool", "CallTarget", "run_batch"]
@@ -100,7 +100,7 @@ class BatchPool(Protocol):
     name: str
     command: list[str]
     cwd: str | None
-    factory: CmdInvokerFactory
+    factory: CommandFactory
     settings: PoolSettings
     active_batch: Batch | None
     last_batch: Batch | None

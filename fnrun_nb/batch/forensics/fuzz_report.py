@@ -43,6 +43,8 @@ class FuzzFailure:
     cwd: str | None
     process_env: dict[str, str] | None
     timeout: float
+    protocol: str = "fnrun"
+    """The handler's protocol (``Pool``'s ``protocol``), which a reproducer uses."""
 
     def __repr__(self) -> str:
         flaky = ", flaky" if self.flaky else ""

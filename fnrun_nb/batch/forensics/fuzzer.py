@@ -303,7 +303,7 @@ class _FuzzRun:
                 error=None if minimal_call.error is None else
                 f"{type(minimal_call.error).__name__}: {minimal_call.error}",
                 command=t.command, handler=t.name, cwd=t.cwd, process_env=t.process_env,
-                timeout=t.timeout,
+                timeout=t.timeout, protocol=t.protocol,
             ))
         out.sort(key=lambda f: -f.count)
         return out

@@ -74,7 +74,7 @@ def _spec(failure: Any, handler: str | Sequence[str] | None) -> dict[str, Any]:
             )
         data = failure.data if isinstance(failure, Shrunk) else failure.input
         t = Target(failure.command, failure.handler, failure.cwd, failure.process_env,
-                   failure.timeout)
+                   failure.timeout, failure.protocol)
         outcome, code, env = failure.outcome, failure.exit_code, dict(failure.env)
     elif isinstance(failure, tuple) and len(failure) == 2 and hasattr(failure[0], "df"):
         batch, label = failure
@@ -89,8 +89,8 @@ def _spec(failure: Any, handler: str | Sequence[str] | None) -> dict[str, Any]:
             f"not {type(failure).__name__}"
         )
     if handler is not None:
-        moved = Target.of(handler, timeout=t.timeout, cwd=t.cwd)
-        t = Target(moved.command, moved.name, t.cwd, t.process_env, t.timeout)
+        moved = Target.of(handler, timeout=t.timeout, cwd=t.cwd, protocol=t.protocol)
+        t = Target(moved.command, moved.name, t.cwd, t.process_env, t.timeout, t.protocol)
     return {"target": t, "data": bytes(data), "env": env, "outcome": outcome, "code": code}
 
 
@@ -162,6 +162,7 @@ COMMAND = [{", ".join(words)}]
 CWD = {cwd}
 PROCESS_ENV = {t.process_env!r}
 TIMEOUT = {t.timeout!r}
+PROTOCOL = {t.protocol!r}
 HANDLER_SHA256 = {sha!r}
 DATA = bytes.fromhex({data.hex()!r})  # {data[:40]!r}{"..." if len(data) > 40 else ""}
 ENV = {spec["env"]!r}
@@ -187,9 +188,10 @@ def _outcome(exc: BaseException) -> tuple[str, int | None]:
 
 
 def _call() -> tuple[str, int | None, str]:
-    with Pool(COMMAND, workers=1, timeout=TIMEOUT, cwd=CWD, process_env=PROCESS_ENV) as pool:
+    with Pool(COMMAND, workers=1, timeout=TIMEOUT, cwd=CWD, process_env=PROCESS_ENV,
+              protocol=PROTOCOL) as pool:
         try:
-            result = pool.invoke(DATA, env=ENV)
+            result = pool.invoke(DATA, env=ENV or None)
         except fnrun_nb.HandlerStartError:
             raise
         except fnrun_nb.FnrunError as exc:

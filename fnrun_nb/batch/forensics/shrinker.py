@@ -72,6 +72,8 @@ class Shrunk:
     process_env: dict[str, str] | None
     timeout: float
     interrupted: bool = False
+    protocol: str = "fnrun"
+    """The handler's protocol (``Pool``'s ``protocol``), which a reproducer uses."""
     log: list[Call] = field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -99,7 +101,8 @@ class Shrunk:
         """Every call shrinking made, as a Batch."""
         return batch_of(
             self.log, command=self.command, handler=self.handler,
-            config={"timeout": self.timeout, "cwd": self.cwd, "process_env": self.process_env},
+            config={"timeout": self.timeout, "cwd": self.cwd, "process_env": self.process_env,
+                    "protocol": self.protocol},
             workers=2, wall_s=float("nan"), started_at=time.time(),
         )
 
@@ -260,5 +263,5 @@ class _Shrinker:
             exit_code=self.expected[1], original=data, original_env=dict(env),
             calls=len(self.log), minimal=minimal, command=t.command, handler=t.name,
             cwd=t.cwd, process_env=t.process_env, timeout=t.timeout,
-            interrupted=interrupted, log=self.log,
+            interrupted=interrupted, log=self.log, protocol=t.protocol,
         )

@@ -2,7 +2,7 @@
 
 A :class:`Target` is a handler as a forensic run needs to restart it anywhere: the
 argv, working directory, process env (what a pool was given, never the host's whole
-environment) and per-call timeout.  It comes from a command (``Target.of``), an open
+environment), per-call timeout and protocol (``"fnrun"``, ``"lines"`` or ``"script"``).  It comes from a command (``Target.of``), an open
 ``Pool`` (its own settings), or a batch's record (``Target.of_batch``: the saved
 command, cwd and process env, or ``command=`` when the handler moved).
 
@@ -22,8 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ...invoker import CmdInvokerFactory
+from ...kinds import CommandFactory, factory_for
 from ...pool import InvokerPool
+from ...protocol import DEFAULT_MAX_FRAME_SIZE
 from ...settings import DEFAULTS, PoolSettings
 
 if TYPE_CHECKING:
@@ -39,7 +40,8 @@ class OpenPool(Protocol):
     name: str
     command: list[str]
     cwd: str | None
-    factory: CmdInvokerFactory
+    factory: CommandFactory
+    settings: PoolSettings
 
     @property
     def closed(self) -> bool: ...
@@ -50,7 +52,8 @@ class OpenPool(Protocol):
 
 def is_open_pool(handler: object) -> bool:
     """True for a ``Pool``-like object (duck-typed: the front layer is above this one)."""
-    return all(hasattr(handler, a) for a in ("invoker_pool", "factory", "command", "closed"))
+    return all(hasattr(handler, a) for a in ("invoker_pool", "factory", "command", "closed", "settings")
+    )
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class Target:
     cwd: str | None = None
     process_env: dict[str, str] | None = None
     timeout: float = 5.0
+    protocol: str = "fnrun"
+    """How the handler is called (``Pool``'s ``protocol``): a batch of a script or a
+    line handler replays, shrinks and profiles as it ran."""
 
     @classmethod
     def of(
@@ -74,16 +80,19 @@ class Target:
         timeout: float,
         cwd: str | os.PathLike[str] | None = None,
         process_env: Mapping[str, str] | None = None,
+        protocol: str = "fnrun",
     ) -> Target:
-        """The target of a command (argv list or shell-like string) or of an open
-        ``Pool``.  Raises ``TypeError`` for anything else, ``ValueError`` for an empty
-        command or a timeout that is not a positive number."""
+        """The target of a command (argv list or shell-like string) run with
+        ``protocol``, or of an open ``Pool`` (its own protocol).  Raises ``TypeError``
+        for anything else, ``ValueError`` for an empty command, an unknown protocol or a
+        timeout that is not a positive number."""
         _check_timeout(timeout)
         if is_open_pool(handler):
             pool: Any = handler
             env = pool.factory.env
             return cls(list(pool.command), pool.name, pool.cwd,
-                       None if env is None else dict(env), float(timeout))
+                       None if env is None else dict(env), float(timeout),
+                       pool.settings.protocol)
         if isinstance(handler, str):
             name = handler
         elif isinstance(handler, Sequence) and all(
@@ -98,9 +107,10 @@ class Target:
         if not name.strip():
             raise ValueError("handler: the command is empty")
         cwd_s = None if cwd is None else os.fspath(cwd)
-        argv = CmdInvokerFactory(handler, cwd=cwd_s).argv
+        argv = factory_for(protocol, handler, cwd=cwd_s,
+                           max_frame_size=DEFAULT_MAX_FRAME_SIZE).argv
         return cls(argv, name, cwd_s, None if process_env is None else dict(process_env),
-                   float(timeout))
+                   float(timeout), protocol)
 
     @classmethod
     def of_batch(
@@ -111,8 +121,8 @@ class Target:
         timeout: float | None = None,
         process_env: Mapping[str, str] | None = None,
     ) -> Target:
-        """The handler that ran ``batch``: its saved command, cwd, process env and
-        timeout; ``command=`` replaces the command (the handler moved), ``timeout=``
+        """The handler that ran ``batch``: its saved command, cwd, process env,
+        timeout and protocol; ``command=`` replaces the command (the handler moved), ``timeout=``
         and ``process_env=`` the saved ones.  Raises ``ValueError`` when the batch
         names no command and none is given, or when it was saved without its process
         env values (``inputs=False``) and none is given."""
@@ -131,13 +141,14 @@ class Target:
             env = dict(process_env)
         limit = float(timeout if timeout is not None else config.get("timeout") or DEFAULTS.timeout)
         _check_timeout(limit)
+        protocol = str(config.get("protocol") or "fnrun")
         if command is not None:
-            base = cls.of(command, timeout=limit, cwd=cwd)
-            return cls(base.command, base.name, cwd, env, limit)
+            base = cls.of(command, timeout=limit, cwd=cwd, protocol=protocol)
+            return cls(base.command, base.name, cwd, env, limit, protocol)
         if not batch.command:
             raise ValueError("this batch names no handler command: pass command=")
         return cls(list(batch.command), batch.handler or shlex.join(batch.command), cwd, env,
-                   limit)
+                   limit, protocol)
 
     def start(self, workers: int = 2, *, fresh: bool = False) -> HandlerPool:
         """A pool of ``workers`` processes of this handler (``fresh``: each process
@@ -158,13 +169,17 @@ class HandlerPool:
         self.target = target
         self.name = target.name
         self.cwd = target.cwd
-        self.factory = CmdInvokerFactory(target.command, cwd=target.cwd, env=target.process_env)
+        self.factory = factory_for(
+            target.protocol, target.command, cwd=target.cwd, env=target.process_env,
+            max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+        )
         self.command = self.factory.argv
         self.settings = PoolSettings(
             workers=workers,
             timeout=target.timeout,
             max_wait=max(DEFAULTS.max_wait, 2 * target.timeout),
             max_calls_per_worker=1 if fresh else None,
+            protocol=target.protocol,
         )
         self.fresh = fresh
         self._pool = InvokerPool(self.settings.invoker_pool_config(self.factory))
