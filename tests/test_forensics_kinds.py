@@ -61,3 +61,26 @@ def test_a_line_batch_replays_on_a_line_process() -> None:
     ok = batch.replay(batch.df.index[[0]], times=1, fresh=False)
     assert ok.batch.df["data"].tolist() == [b"a"]
     assert ok.df["reproduced"].tolist() == [1]
+
+
+def test_fuzzing_a_line_pool_draws_no_newline_and_refuses_an_env() -> None:
+    from hypothesis import strategies as st
+
+    with Pool([sys.executable, LINES], workers=1, timeout=10, protocol="lines") as pool:
+        # Half the draws would have a newline: they are not sent, and the pool keeps
+        # answering line for line (a newline sent would desynchronise every answer).
+        report = fnrun_nb.fuzz(pool, st.sampled_from([b"a", b"a\nb", "x\ny", "z"]),
+                               max_examples=20, seed=3, check=lambda r: r.data in (b"a", b"z"))
+        assert report.ok, report.failures
+        sent = report.batch.df["data"].tolist()
+        assert sent and all(b"\n" not in d for d in sent)
+        with pytest.raises(ValueError, match="per-call env"):
+            fnrun_nb.fuzz(pool, max_examples=5, seed=1, env={"A": "1"})
+        assert pool.invoke(b"still").data == b"still"
+
+
+def test_profiling_a_line_pool_with_the_sdk_is_refused_before_any_call() -> None:
+    with Pool([sys.executable, LINES], workers=1, timeout=10, protocol="lines") as pool:
+        with pytest.raises(ValueError, match='profiler="py-spy"'):
+            pool.map([b"a"], profile=True, progress=False)
+        assert pool.snapshot().workers[0].calls == 0

@@ -204,6 +204,12 @@ def run_batch(
     # What the pool's kind of handler cannot carry is refused before any call.
     protocol = pool.settings.protocol
     if protocol == "lines":
+        if profile and kind == "auto":
+            raise ValueError(
+                'protocol="lines" cannot ask the handler SDK for a profile (the request '
+                "travels in the per-call env, which a line cannot carry): profile a Python "
+                'line handler with Pool(..., profiler="py-spy")'
+            )
         check_calls(protocol, plan.datas, env=any(plan.env_ins),
                     handler_timing=plan.handler_timing)
     recorder = Recorder(plan)

@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ...errors import HandlerStartError
+from ...lines import ENV_REFUSED
 from .calls import Call, batch_of, call_once, describe
 from .fuzz_report import FuzzFailure, FuzzReport
 from .hypothesis_glue import (
@@ -99,6 +100,9 @@ def fuzz(
     something other than bytes or str raises ``TypeError`` on its first example),
     ``HandlerStartError`` when the handler cannot start, ``ImportError`` without
     Hypothesis.  Ctrl-C stops it and returns what was found (``interrupted=True``).
+
+    A line handler (a ``protocol="lines"`` pool) gets one line per call: its fuzz
+    draws no input with a newline, and ``env`` is refused (``ValueError``).
     """
     try:
         from hypothesis import strategies as st
@@ -130,6 +134,12 @@ def fuzz(
     else:
         raise TypeError(f"env must be a mapping or a strategy of mappings, not {type(env).__name__}")
     target = Target.of(handler, timeout=timeout, cwd=cwd, process_env=process_env)
+    if target.protocol == "lines":
+        # A line handler gets one line: an env cannot travel, and an input with a
+        # newline is not an input it can be sent, so the strategy draws none.
+        if env is not None:
+            raise ValueError(ENV_REFUSED)
+        strategy = strategy.filter(_one_line)
     run = _FuzzRun(target, check, seed, max_examples, database_of(database))
     if is_open_pool(handler):
         pool: Any = handler
@@ -147,6 +157,16 @@ def _check_env(env: Mapping[Any, Any]) -> dict[str, str]:
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f"env must map str to str; got {k!r}: {v!r}")
     return dict(env)
+
+
+def _one_line(value: Any) -> bool:
+    """False for a drawn str or bytes with a newline (a line pool cannot send it);
+    True for anything else, which ``_to_bytes`` then accepts or refuses."""
+    if isinstance(value, str):
+        return "\n" not in value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return b"\n" not in bytes(value)
+    return True
 
 
 def _to_bytes(value: Any) -> bytes:
