@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import fnrun_nb
-from fnrun_nb import HandlerStartError, Pool, Shrunk, WorkerState
+from fnrun_nb import HandlerStartError, Interrupted, Pool, Shrunk, WorkerState
 from fnrun_nb.batch.forensics.shrinker import ddmin
 
 from conftest import TEST_HANDLERS
@@ -160,7 +160,7 @@ def test_reproducer_of_a_batch_row_and_with_another_handler(tmp_path: Path) -> N
         fnrun_nb.reproducer("nope", tmp_path / "x.py")
 
 
-def test_ctrl_c_during_shrink_returns_the_smallest_failing_input_so_far() -> None:
+def test_ctrl_c_during_shrink_raises_interrupted_with_the_smallest_failing_input_so_far() -> None:
     # The pair at the end: the first half ddmin tries has no pair and hangs.
     data = b"x" * 20 + b"\x00\x00"
     returned = threading.Event()
@@ -175,11 +175,22 @@ def test_ctrl_c_during_shrink_returns_the_smallest_failing_input_so_far() -> Non
         threading.Thread(target=interrupt, daemon=True).start()
         t0 = time.monotonic()
         try:
-            s = fnrun_nb.shrink(pool, data, timeout=60)
+            with pytest.raises(Interrupted) as caught:
+                fnrun_nb.shrink(pool, data, timeout=60)
         finally:
             returned.set()
         assert time.monotonic() - t0 < 30
+        assert isinstance(caught.value, KeyboardInterrupt)
+        s = caught.value.partial
+        assert isinstance(s, Shrunk)
         assert s.interrupted and not s.minimal
+        # The original call (crashed) and the hanging candidate, killed: not counted.
         assert s.data == data and (s.outcome, s.exit_code) == ("crashed", 3)
+        assert s.calls == 1 and [c.phase for c in s.log] == ["original"]
+        assert str(caught.value) == (
+            "shrink interrupted after 1 call; smallest input still crashed (exit code 3) "
+            "so far: 22 bytes (of 22), kept in .partial"
+        )
         assert "interrupted" in repr(s)
         assert pool.invoke(b"ab", timeout=5).data == b"ab"  # the pool is intact
+        assert not pool.closed
