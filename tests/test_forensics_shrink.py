@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 import fnrun_nb
@@ -194,3 +195,47 @@ def test_ctrl_c_during_shrink_raises_interrupted_with_the_smallest_failing_input
         assert "interrupted" in repr(s)
         assert pool.invoke(b"ab", timeout=5).data == b"ab"  # the pool is intact
         assert not pool.closed
+
+
+def test_ctrl_c_during_batch_shrink_closes_its_own_processes() -> None:
+    data = b"x" * 20 + b"\x00\x00"
+    with Pool([PAIR, "--hang-over", "6"], workers=1, timeout=10) as pool:
+        batch = pool.map([data], progress=False)
+    assert batch.df["outcome"].tolist() == ["crashed"]
+
+    def running() -> list[int]:
+        out = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE and any("planted_pair" in a for a in p.cmdline()):
+                    out.append(p.pid)
+            except psutil.Error:
+                pass
+        return out
+
+    returned = threading.Event()
+
+    def interrupt() -> None:
+        # Its pool is up once its processes are; the original call is quick and the
+        # first candidate (no pair, 11 bytes) hangs for the 60 s timeout.
+        while not returned.wait(0.01) and not running():
+            pass
+        if not returned.wait(3.0):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(Interrupted) as caught:
+            batch.shrink(0, timeout=60)
+    finally:
+        returned.set()
+    assert time.monotonic() - t0 < 30
+    s = caught.value.partial
+    assert isinstance(s, Shrunk) and s.interrupted and not s.minimal
+    assert (s.data, s.outcome, s.exit_code, s.calls) == (data, "crashed", 3, 1)
+    assert str(caught.value).startswith("shrink interrupted after 1 call; ")
+    deadline = time.monotonic() + 15
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running() == []
