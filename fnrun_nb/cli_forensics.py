@@ -91,9 +91,13 @@ def _positive_float(text: str) -> float:
 
 
 def run_fuzz(args: argparse.Namespace) -> int:
-    """Run ``fnrun-nb fuzz`` with parsed ``args``; the exit status (see the epilog)."""
+    """Run ``fnrun-nb fuzz`` with parsed ``args``; the exit status (see the epilog).
+
+    Ctrl-C is not an exception here: the report of what was found so far is printed
+    (the ``partial`` of fuzz's :class:`~fnrun_nb.errors.Interrupted`) and the status is
+    130, the shell's for SIGINT."""
     from .batch.forensics.fuzzer import fuzz, strategy_from
-    from .errors import HandlerStartError
+    from .errors import HandlerStartError, Interrupted
 
     try:
         strategy = strategy_from(args.strategy)
@@ -104,6 +108,13 @@ def run_fuzz(args: argparse.Namespace) -> int:
     except (HandlerStartError, ValueError, TypeError) as exc:
         print(f"fnrun-nb: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Interrupted as exc:
+        report = exc.partial
+        print("fnrun-nb: interrupted; what was found so far:", file=sys.stderr)
+    except KeyboardInterrupt:
+        # Before the first call (the pool was starting): nothing was found.
+        print("fnrun-nb: fuzz interrupted before its first call", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

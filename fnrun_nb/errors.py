@@ -24,7 +24,10 @@ called: ``_worker`` makes an exception from a custom invoker's ``invoke`` an
 ``InvocationError``, and ``_supervisor`` one from a custom factory a
 ``HandlerStartError`` (each with the original as ``__cause__``).  The layers above raise these classes or pass them on.
 
-Two exceptions live outside the tree, on purpose.  ``magic_views.CallFailed`` is how
+Three exceptions live outside the tree, on purpose.  :class:`Interrupted` is how a
+long operation ends on Ctrl-C: it *is* a ``KeyboardInterrupt`` (so nothing that
+catches ``Exception`` can swallow it) and carries what was finished as ``partial``.
+``magic_views.CallFailed`` is how
 ``%%fnrun`` shows one of these errors in a cell (it holds it as ``error`` and
 ``__cause__``); code catches the error itself.  ``dask._worker.NoPoolOnWorker``
 travels from a Dask worker to the client and never reaches a user: its calls become
@@ -38,7 +41,7 @@ of the call (worker slot, pid, timings) when the call got as far as a worker, el
 from __future__ import annotations
 
 import signal as _signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .values import CallInfo
@@ -49,12 +52,60 @@ __all__ = [
     "FnrunError",
     "HandlerCrashed",
     "HandlerStartError",
+    "Interrupted",
     "InvocationError",
     "InvocationTimeout",
     "MissingTimeout",
     "PoolClosed",
     "ProtocolError",
 ]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a long operation, which cleaned up and kept what it had finished.
+
+    ``partial`` is that result, of the type the operation returns, with
+    ``interrupted=True``: a ``Replay`` (``batch.replay``), a ``FuzzReport``
+    (``fnrun_nb.fuzz``), a ``Shrunk`` (``fnrun_nb.shrink``, ``batch.shrink``) or an
+    ``Experiment`` (``fnrun_nb.experiment``; ``None`` when nothing was measured yet).
+    Processes the operation started are gone; a pool the caller passed in is intact.
+    The message says what was kept.
+
+    It *is* a ``KeyboardInterrupt``: a script stops as Ctrl-C should, and
+    ``except KeyboardInterrupt`` still catches it (uncaught, it ends the interpreter
+    with status 1 and its message, not by SIGINT: CPython gives that ending to a bare
+    ``KeyboardInterrupt`` only).  To keep going with the result::
+
+        try:
+            report = fnrun_nb.fuzz(handler)
+        except fnrun_nb.Interrupted as exc:
+            report = exc.partial
+
+    In IPython the traceback is the message alone (the frames of a Ctrl-C say nothing
+    useful), and the exception is ``sys.last_value`` afterwards.
+    """
+
+    def __init__(self, message: str, partial: Any = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+        """What the operation had finished when Ctrl-C came (``interrupted=True``)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # args holds the message only: rebuild with the partial result too.
+        return (_rebuild_interrupted, (type(self), str(self), self.partial))
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython's hook for an exception's own traceback: one readable line (plus
+        any notes, such as where a magic stored the partial result)."""
+        lines = [f"{type(self).__name__}: {self}"]
+        lines.extend(str(note) for note in getattr(self, "__notes__", ()))
+        return lines
+
+
+def _rebuild_interrupted(cls: type[Interrupted], message: str, partial: Any) -> Interrupted:
+    exc = Interrupted.__new__(cls)
+    Interrupted.__init__(exc, message, partial)
+    return exc
 
 
 class FnrunError(Exception):

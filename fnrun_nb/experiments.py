@@ -35,6 +35,7 @@ from .batch.experiment import (
 )
 from .batch.inputs import plan_batch
 from .batch.schema import COLUMNS, OPTIONAL_COLUMNS
+from .errors import Interrupted
 from .front import Pool
 
 __all__ = ["ExperimentInterrupted", "experiment"]
@@ -51,18 +52,30 @@ _METRIC_OPTION = {
 _METRICS = [n for n, d in {**COLUMNS, **OPTIONAL_COLUMNS}.items() if d == "float64"]
 
 
-class ExperimentInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped an experiment: every pool is closed, and ``experiment`` holds
-    what ran (an :class:`~fnrun_nb.batch.experiment.Experiment` whose ``interrupted``
-    is True, the interrupted arm's calls included), or ``None`` when the interrupt
-    came before the first measured call.  It *is* a ``KeyboardInterrupt``, so it stops
-    a script as Ctrl-C should; in IPython the partial experiment is
-    ``sys.last_value.experiment``."""
+class ExperimentInterrupted(Interrupted):
+    """Ctrl-C stopped an experiment: every pool is closed, and ``partial`` (also
+    ``experiment``) holds what ran (an :class:`~fnrun_nb.batch.experiment.Experiment`
+    whose ``interrupted`` is True, the interrupted arm's calls included), or ``None``
+    when the interrupt came before the first measured call.  An
+    :class:`~fnrun_nb.errors.Interrupted`, so a ``KeyboardInterrupt``: it stops a
+    script as Ctrl-C should; in IPython the partial experiment is
+    ``sys.last_value.partial``."""
 
     def __init__(self, experiment: Experiment | None) -> None:
-        calls = len(experiment.batch) if experiment is not None else 0
-        super().__init__(f"experiment interrupted; {calls} measured calls kept in .experiment")
-        self.experiment = experiment
+        if experiment is None:
+            message = "experiment interrupted before its first measured call; nothing to keep"
+        else:
+            calls = len(experiment.batch)
+            message = (
+                f"experiment interrupted after {calls} measured call{'s' * (calls != 1)}; "
+                "the partial experiment is kept in .partial"
+            )
+        super().__init__(message, experiment)
+
+    @property
+    def experiment(self) -> Experiment | None:
+        """The partial experiment: the same object as ``partial``."""
+        return self.partial  # type: ignore[no-any-return]
 
 
 def _variants(variants: Any) -> dict[str, list[str] | str]:
@@ -184,8 +197,9 @@ def experiment(
     ``best()``, ``effects()``, ``plot()``); ``metric`` (a float column of the record)
     and ``threshold`` (the smallest relative difference that matters) set its
     verdicts.  All pools are closed on return, on error and on Ctrl-C, which raises
-    :class:`ExperimentInterrupted` (a ``KeyboardInterrupt``) carrying the partial
-    experiment.
+    :class:`ExperimentInterrupted` (an :class:`~fnrun_nb.errors.Interrupted`, so a
+    ``KeyboardInterrupt``) whose ``partial`` is the experiment so far
+    (``interrupted=True``; ``None`` before the first measured call).
 
     Raises before any process starts: ``ValueError`` for no variants or inputs, a
     grid name that clashes with a batch column (``status``, ``arm``, ``round``...),
@@ -244,8 +258,10 @@ def experiment(
                 for c in commands.values()
             ]
             run_rounds(pools, arms, order, runs, concurrency=concurrency)
-    except KeyboardInterrupt as exc:
-        raise ExperimentInterrupted(finish(runs, True) if runs else None) from exc
+    except KeyboardInterrupt:
+        # from None: the frames of the KeyboardInterrupt (in a runner) say nothing to
+        # the user; it stays reachable as __context__.
+        raise ExperimentInterrupted(finish(runs, True) if runs else None) from None
     return finish(runs, False)
 
 

@@ -8,7 +8,9 @@
 ``magics.py`` dispatches the two subcommands here (:func:`run_line`); parsing is
 pure and raises IPython's ``UsageError`` (:func:`parse_forensics`), running returns
 the :class:`~fnrun_nb.batch.forensics.Replay` or
-:class:`~fnrun_nb.batch.forensics.FuzzReport` for the displayhook to show.
+:class:`~fnrun_nb.batch.forensics.FuzzReport` for the displayhook to show.  On Ctrl-C
+the partial result is stored as ``-o NAME`` before the
+:class:`~fnrun_nb.errors.Interrupted` goes on, as ``%%fnrun`` does with a partial batch.
 """
 
 from __future__ import annotations
@@ -86,11 +88,40 @@ def run_line(line: str, user_ns: dict[str, Any]) -> Any:
     """Run a ``%fnrun replay``/``fuzz`` line against the user's namespace; returns
     the Replay or FuzzReport (also stored as ``-o NAME``).  Raises ``UsageError`` for
     a name that is not a Batch, a strategy that does not evaluate or a handler that
-    cannot start."""
+    cannot start.  On Ctrl-C, the :class:`~fnrun_nb.errors.Interrupted` propagates
+    after its partial Replay or FuzzReport was stored as ``-o NAME`` (and a note
+    saying so added to it, which IPython shows under the message)."""
+    from .errors import Interrupted
+
+    cmd = parse_forensics(line)
+    opts = cmd.options
+    try:
+        value = _run(cmd, user_ns)
+    except Interrupted as exc:
+        if opts.output is not None:
+            user_ns[opts.output] = exc.partial
+            _note(exc, f"%fnrun {cmd.action} -o {opts.output}: the partial "
+                       f"{type(exc.partial).__name__} is stored as {opts.output}")
+        raise
+    if opts.output is not None:
+        user_ns[opts.output] = value
+    return value
+
+
+def _note(exc: BaseException, text: str) -> None:
+    """``exc.add_note(text)``, also on Python 3.10 (where only our own
+    ``_render_traceback_`` shows it)."""
+    notes = getattr(exc, "__notes__", None)
+    if notes is None:
+        notes = []
+        setattr(exc, "__notes__", notes)
+    notes.append(text)
+
+
+def _run(cmd: ForensicsCommand, user_ns: dict[str, Any]) -> Any:
     from .batch import Batch
     from .errors import HandlerStartError
 
-    cmd = parse_forensics(line)
     opts = cmd.options
     if cmd.action == "replay":
         try:
@@ -116,6 +147,4 @@ def run_line(line: str, user_ns: dict[str, Any]) -> Any:
             )
         except (HandlerStartError, ValueError, TypeError) as exc:
             raise UsageError(f"%fnrun fuzz: {exc}") from None
-    if opts.output is not None:
-        user_ns[opts.output] = value
     return value

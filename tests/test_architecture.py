@@ -27,6 +27,7 @@ PUBLIC = [
     "HandlerCrashed",
     "HandlerStartError",
     "Input",
+    "Interrupted",
     "InvocationError",
     "InvocationTimeout",
     "Invoker",

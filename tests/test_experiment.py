@@ -316,10 +316,13 @@ CHILD = textwrap.dedent(
             rounds=3, workers=1, seed=int(sys.argv[3]),
         )
         report["raised"] = None
-    except ExperimentInterrupted as exc:
-        report["raised"] = "ExperimentInterrupted"
+    except fnrun_nb.Interrupted as exc:
+        report["raised"] = type(exc).__name__
         report["is_keyboard_interrupt"] = isinstance(exc, KeyboardInterrupt)
-        exp = exc.experiment
+        report["is_experiment_interrupted"] = isinstance(exc, ExperimentInterrupted)
+        report["alias"] = exc.partial is exc.experiment
+        report["message"] = str(exc)
+        exp = exc.partial
         report["interrupted"] = exp.interrupted
         df = exp.batch.df
         report["rows"] = df[["arm", "round", "outcome"]].astype(str).values.tolist()
@@ -361,6 +364,11 @@ def test_ctrl_c_keeps_the_partial_experiment_and_closes_every_pool(tmp_path: Pat
     report = json.loads(out.strip().splitlines()[-1])
     assert report["raised"] == "ExperimentInterrupted", err
     assert report["is_keyboard_interrupt"] and report["interrupted"]
+    assert report["is_experiment_interrupted"] and report["alias"]
+    assert report["message"] == (
+        f"experiment interrupted after {len(report['rows'])} measured calls; "
+        "the partial experiment is kept in .partial"
+    )
     assert report["t_back"] - t_sent < 10  # the 60 s call was killed, not awaited
     # Every row measured before Ctrl-C is kept, and the interrupted arm's calls too.
     assert report["rows"] == [

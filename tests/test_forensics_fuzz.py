@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import strategies as st
 
 import fnrun_nb
-from fnrun_nb import FuzzFailure, FuzzReport, HandlerStartError, Pool
+from fnrun_nb import FuzzFailure, FuzzReport, HandlerStartError, Interrupted, Pool
 
 from conftest import HANDLERS, TEST_HANDLERS
 
@@ -27,6 +28,7 @@ PAIR = str(TEST_HANDLERS / "planted_pair.py")
 HANG = str(TEST_HANDLERS / "planted_hang.py")
 FLAKY = str(TEST_HANDLERS / "planted_flaky.py")
 ECHO = str(HANDLERS / "echo.py")
+TUNABLE = str(TEST_HANDLERS / "tunable.py")
 
 
 def test_fuzz_finds_the_planted_crash_and_shrinks_it_to_the_two_bytes() -> None:
@@ -167,18 +169,13 @@ def test_bad_arguments_and_a_handler_that_cannot_start() -> None:
         fnrun_nb.fuzz(str(TEST_HANDLERS / "syntax_error.py"), max_examples=5, seed=1)
 
 
-def test_ctrl_c_during_fuzz_keeps_what_was_found_and_the_pool() -> None:
-    def hanging() -> bool:
-        for p in psutil.Process().children(recursive=True):
-            try:
-                if p.status() != psutil.STATUS_ZOMBIE and any("planted_hang" in a for a in p.cmdline()):
-                    return True
-            except psutil.Error:
-                pass
-        return False
-
+def test_ctrl_c_during_fuzz_raises_interrupted_with_what_was_found_and_the_pool() -> None:
+    # Hypothesis tries the simplest example first: 0, the input that crashes; the next
+    # ones are 10 bytes long and hang.
+    crash_then_hang = st.integers(0, 1000).map(lambda i: b"\x00\x00" if i == 0 else b"y" * 10)
+    hanging = _hanging(PAIR)
     returned = threading.Event()
-    with Pool([HANG, "3"], workers=2, timeout=60) as pool:
+    with Pool([PAIR, "--hang-over", "4"], workers=2, timeout=60) as pool:
         def interrupt() -> None:
             # Ctrl-C once a call has been in flight for a while (a long input hangs);
             # never after fuzz returned.
@@ -193,12 +190,97 @@ def test_ctrl_c_during_fuzz_keeps_what_was_found_and_the_pool() -> None:
         threading.Thread(target=interrupt, daemon=True).start()
         t0 = time.monotonic()
         try:
-            report = fnrun_nb.fuzz(pool, max_examples=50, seed=10, timeout=60)
+            with pytest.raises(Interrupted) as caught:
+                fnrun_nb.fuzz(pool, crash_then_hang, max_examples=50, seed=10, timeout=60)
         finally:
             returned.set()
         assert time.monotonic() - t0 < 30
+        assert isinstance(caught.value, KeyboardInterrupt)
+        report = caught.value.partial
+        assert isinstance(report, FuzzReport)
         assert report.interrupted and report.batch.interrupted
-        assert report.calls >= 1 and (report.batch.df["outcome"] == "ok").all()
-        assert "interrupted" in repr(report)
+        # The crash found before the hang is kept (not called flaky: the run was cut
+        # short); the hanging call was killed, not a finding.
+        [failure] = report.failures
+        assert (failure.signature, failure.input) == ("crashed (exit code 3)", b"\x00\x00")
+        assert not failure.flaky
+        outcomes = set(report.batch.df["outcome"].astype(str))
+        assert "crashed" in outcomes and outcomes <= {"ok", "crashed"}
+        assert str(caught.value) == (
+            f"fuzz interrupted after {report.calls} call{'s' * (report.calls != 1)}; "
+            "1 failure found so far, kept in .partial"
+        )
+        assert "(interrupted)" in repr(report)
         assert pool.invoke(b"ab", timeout=5).data == b"ab"  # the pool is intact
+        assert not pool.closed
     assert hanging() is False
+
+
+def _hanging(handler: str) -> Callable[[], bool]:
+    """Whether a live process of ``handler`` is left among this process's children."""
+    def check() -> bool:
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE and any(handler in a for a in p.cmdline()):
+                    return True
+            except psutil.Error:
+                pass
+        return False
+
+    return check
+
+
+def _settled(probe: Callable[[], int], baseline: int, timeout: float = 15.0) -> int:
+    """``probe()`` once it is back to ``baseline`` (or when ``timeout`` ran out)."""
+    deadline = time.monotonic() + timeout
+    value = probe()
+    while value > baseline and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = probe()
+    return value
+
+
+def test_ctrl_c_during_fuzz_of_a_command_closes_its_processes_and_leaks_nothing(
+    tmp_path: Path,
+) -> None:
+    # Each process of the handler hangs on its 4th call, writing the mark first.
+    mark = tmp_path / "hanging"
+    command = ["env", "TUNABLE_HANG_AFTER=3", f"TUNABLE_MARK={mark}", sys.executable, TUNABLE]
+    fnrun_nb.fuzz(ECHO, max_examples=2, seed=1)  # Hypothesis's own first-use set-up
+    me = psutil.Process()
+    threads, fds = threading.active_count(), me.num_fds()
+
+    returned = threading.Event()
+
+    def interrupt() -> None:
+        while not returned.wait(0.01) and not mark.exists():
+            pass
+        if not returned.wait(0.5):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(Interrupted) as caught:
+            fnrun_nb.fuzz(
+                command, st.text(alphabet="ab"), env={"HANG": "1"}, max_examples=50,
+                seed=3, timeout=60,
+            )
+    finally:
+        returned.set()
+    assert time.monotonic() - t0 < 30  # the 60 s call was killed, not awaited
+    report = caught.value.partial
+    assert isinstance(report, FuzzReport) and report.interrupted and report.batch.interrupted
+    # The three calls of the process that hung at least, all ok; the killed call is
+    # not a finding.
+    assert report.calls >= 3 and (report.batch.df["outcome"] == "ok").all() and report.ok
+    assert str(caught.value) == (
+        f"fuzz interrupted after {report.calls} calls; no failure found so far, kept in .partial"
+    )
+    # Every process it started is gone, and its threads and file descriptors with them.
+    deadline = time.monotonic() + 15
+    while me.children(recursive=True) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert me.children(recursive=True) == []
+    assert _settled(threading.active_count, threads) == threads
+    assert _settled(me.num_fds, fds) == fds

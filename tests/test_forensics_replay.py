@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fnrun_nb import HandlerStartError, Pool, Replay
+from fnrun_nb import HandlerStartError, Interrupted, Pool, Replay
 from fnrun_nb.batch import Batch
 
 from conftest import TEST_HANDLERS
@@ -165,7 +165,7 @@ def _hanging_handlers() -> list[psutil.Process]:
     return out
 
 
-def test_ctrl_c_during_replay_keeps_the_attempts_made() -> None:
+def test_ctrl_c_during_replay_raises_interrupted_with_the_attempts_made() -> None:
     with Pool([HANG, "4"], workers=1, timeout=0.3) as pool:
         batch = pool.map([b"short", b"loooong", b"abc"], progress=False)
     assert batch.df["outcome"].tolist() == ["timeout", "timeout", "ok"]
@@ -182,14 +182,35 @@ def test_ctrl_c_during_replay_keeps_the_attempts_made() -> None:
 
     marker = threading.Thread(target=interrupt_when_busy, daemon=True)
     marker.start()
+    me = psutil.Process()
+    threads, fds = threading.active_count(), me.num_fds()
     t0 = time.monotonic()
     try:
-        r = batch.replay(times=3, timeout=60, workers=1)
+        with pytest.raises(Interrupted) as caught:
+            batch.replay(times=3, timeout=60, workers=1)
     finally:
         returned.set()
     marker.join(5)
-    assert r.interrupted and r.batch.interrupted
     assert time.monotonic() - t0 < 30  # not the 60 s timeout: the call was killed
+    assert isinstance(caught.value, KeyboardInterrupt)
+    r = caught.value.partial
+    assert isinstance(r, Replay) and r.interrupted and r.batch.interrupted
+    # Two rows x 3 attempts; the first attempt hung and was killed: every attempt is
+    # a cancelled row, none counted, so nothing is reproduced yet.
     outcomes = r.batch.df["outcome"].astype(str).tolist()
     assert len(outcomes) == 6 and outcomes.count("cancelled") >= 5
+    assert r.df["replay_of"].tolist() == [0, 1]
+    ran = int(r.df["attempts"].sum())
+    assert ran == 6 - outcomes.count("cancelled")
+    so_far = "nothing reproduced yet" if ran == 0 else f"{ran} deterministic so far"
+    assert str(caught.value) == f"replay interrupted after {ran} of 6 attempts; {so_far}, kept in .partial"
     assert "interrupted" in repr(r)
+    # Its fresh processes are gone, and their threads and file descriptors.
+    deadline = time.monotonic() + 15
+    while _hanging_handlers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _hanging_handlers() == []
+    deadline = time.monotonic() + 15
+    while (threading.active_count() > threads or me.num_fds() > fds) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() <= threads and me.num_fds() <= fds

@@ -14,10 +14,11 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 import fnrun_nb
-from fnrun_nb import HandlerStartError, Pool, Shrunk, WorkerState
+from fnrun_nb import HandlerStartError, Interrupted, Pool, Shrunk, WorkerState
 from fnrun_nb.batch.forensics.shrinker import ddmin
 
 from conftest import TEST_HANDLERS
@@ -160,7 +161,7 @@ def test_reproducer_of_a_batch_row_and_with_another_handler(tmp_path: Path) -> N
         fnrun_nb.reproducer("nope", tmp_path / "x.py")
 
 
-def test_ctrl_c_during_shrink_returns_the_smallest_failing_input_so_far() -> None:
+def test_ctrl_c_during_shrink_raises_interrupted_with_the_smallest_failing_input_so_far() -> None:
     # The pair at the end: the first half ddmin tries has no pair and hangs.
     data = b"x" * 20 + b"\x00\x00"
     returned = threading.Event()
@@ -175,11 +176,66 @@ def test_ctrl_c_during_shrink_returns_the_smallest_failing_input_so_far() -> Non
         threading.Thread(target=interrupt, daemon=True).start()
         t0 = time.monotonic()
         try:
-            s = fnrun_nb.shrink(pool, data, timeout=60)
+            with pytest.raises(Interrupted) as caught:
+                fnrun_nb.shrink(pool, data, timeout=60)
         finally:
             returned.set()
         assert time.monotonic() - t0 < 30
+        assert isinstance(caught.value, KeyboardInterrupt)
+        s = caught.value.partial
+        assert isinstance(s, Shrunk)
         assert s.interrupted and not s.minimal
+        # The original call (crashed) and the hanging candidate, killed: not counted.
         assert s.data == data and (s.outcome, s.exit_code) == ("crashed", 3)
+        assert s.calls == 1 and [c.phase for c in s.log] == ["original"]
+        assert str(caught.value) == (
+            "shrink interrupted after 1 call; smallest input still crashed (exit code 3) "
+            "so far: 22 bytes (of 22), kept in .partial"
+        )
         assert "interrupted" in repr(s)
         assert pool.invoke(b"ab", timeout=5).data == b"ab"  # the pool is intact
+        assert not pool.closed
+
+
+def test_ctrl_c_during_batch_shrink_closes_its_own_processes() -> None:
+    data = b"x" * 20 + b"\x00\x00"
+    with Pool([PAIR, "--hang-over", "6"], workers=1, timeout=10) as pool:
+        batch = pool.map([data], progress=False)
+    assert batch.df["outcome"].tolist() == ["crashed"]
+
+    def running() -> list[int]:
+        out = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE and any("planted_pair" in a for a in p.cmdline()):
+                    out.append(p.pid)
+            except psutil.Error:
+                pass
+        return out
+
+    returned = threading.Event()
+
+    def interrupt() -> None:
+        # Its pool is up once its processes are; the original call is quick and the
+        # first candidate (no pair, 11 bytes) hangs for the 60 s timeout.
+        while not returned.wait(0.01) and not running():
+            pass
+        if not returned.wait(3.0):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(Interrupted) as caught:
+            batch.shrink(0, timeout=60)
+    finally:
+        returned.set()
+    assert time.monotonic() - t0 < 30
+    s = caught.value.partial
+    assert isinstance(s, Shrunk) and s.interrupted and not s.minimal
+    assert (s.data, s.outcome, s.exit_code, s.calls) == (data, "crashed", 3, 1)
+    assert str(caught.value).startswith("shrink interrupted after 1 call; ")
+    deadline = time.monotonic() + 15
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running() == []

@@ -455,8 +455,11 @@ class Batch:
 
         Raises ``ValueError`` when the batch holds no inputs (saved with
         ``inputs=False``) or for bad arguments, ``KeyError`` for unknown rows,
-        ``HandlerStartError`` when the handler no longer starts.  Ctrl-C stops it and
-        returns the attempts made so far (``interrupted=True``).
+        ``HandlerStartError`` when the handler no longer starts.  Ctrl-C kills the
+        attempts in flight and raises :class:`~fnrun_nb.errors.Interrupted` (a
+        ``KeyboardInterrupt``) whose ``partial`` is the ``Replay`` of the attempts made
+        so far (``interrupted=True``; attempts not run are ``cancelled`` rows of its
+        batch); every process it started is closed.
         """
         from .forensics.replayer import replay
 
@@ -477,7 +480,9 @@ class Batch:
         (a label of ``df``) failed, by delta debugging against the batch's handler
         (its command, cwd, process env and timeout, or ``command=``/``timeout=``); see
         :func:`fnrun_nb.shrink`.  Raises ``ValueError`` when the row's input does not
-        fail when run again, or the batch holds no inputs."""
+        fail when run again, or the batch holds no inputs.  Ctrl-C raises
+        :class:`~fnrun_nb.errors.Interrupted` whose ``partial`` is the ``Shrunk`` so
+        far (``interrupted=True``), as ``fnrun_nb.shrink`` does."""
         from .forensics.replayer import row_input, select_rows
         from .forensics.shrinker import shrink_target
         from .forensics.target import Target

@@ -75,8 +75,9 @@ class FuzzReport:
     """What ``fuzz`` found: ``failures`` (one :class:`FuzzFailure` per distinct
     failure, most frequent first), ``batch`` (every call, with a ``phase`` column:
     ``generate``, ``shrink`` or ``final``), ``calls``, ``seed``.  ``ok`` is True when
-    nothing failed; ``interrupted`` when Ctrl-C stopped it (what was found so far is
-    kept, the pool is intact)."""
+    nothing failed; ``interrupted`` when Ctrl-C stopped it (then it is the ``partial``
+    of the :class:`~fnrun_nb.errors.Interrupted` that ``fuzz`` raised: what was found
+    so far, the pool intact)."""
 
     failures: list[FuzzFailure]
     batch: Batch

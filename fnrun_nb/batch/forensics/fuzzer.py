@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ...errors import HandlerStartError
+from ...errors import HandlerStartError, Interrupted
 from ...lines import ENV_REFUSED
 from .calls import Call, batch_of, call_once, describe
 from .fuzz_report import FuzzFailure, FuzzReport
@@ -99,7 +99,11 @@ def fuzz(
     Raises ``TypeError`` / ``ValueError`` for bad arguments (a strategy that draws
     something other than bytes or str raises ``TypeError`` on its first example),
     ``HandlerStartError`` when the handler cannot start, ``ImportError`` without
-    Hypothesis.  Ctrl-C stops it and returns what was found (``interrupted=True``).
+    Hypothesis.  Ctrl-C stops it and raises :class:`~fnrun_nb.errors.Interrupted` (a
+    ``KeyboardInterrupt``) whose ``partial`` is the ``FuzzReport`` of what was found so
+    far (``interrupted=True``): the failures seen, each with the smallest input seen
+    failing that way, and every call made; the processes it started are closed, a pool
+    passed in stays open and usable.
 
     A line handler (a ``protocol="lines"`` pool) gets one line per call: its fuzz
     draws no input with a newline, and ``env`` is refused (``ValueError``).
@@ -292,8 +296,12 @@ class _FuzzRun:
                      "failure": [label or None for label in self.labels],
                      "check_error": [c.note for c in self.log]},
         )
-        return FuzzReport(failures, batch, self.target.name, self.seed, self.max_examples,
-                          interrupted)
+        report = FuzzReport(failures, batch, self.target.name, self.seed, self.max_examples,
+                            interrupted)
+        if interrupted:
+            # from None: the interrupt's frames are Hypothesis's; __context__ keeps them.
+            raise Interrupted(_interrupted_message(report), report) from None
+        return report
 
     def _failures(
         self, reported: dict[str, tuple[FuzzCallFailed, bool]], interrupted: bool
@@ -327,6 +335,16 @@ class _FuzzRun:
             ))
         out.sort(key=lambda f: -f.count)
         return out
+
+
+def _interrupted_message(report: FuzzReport) -> str:
+    """``fuzz interrupted after 57 calls; 1 failure found so far, kept in .partial``."""
+    n = len(report.failures)
+    found = f"{n} failure{'s' * (n != 1)} found so far" if n else "no failure found so far"
+    return (
+        f"fuzz interrupted after {report.calls} call{'s' * (report.calls != 1)}; "
+        f"{found}, kept in .partial"
+    )
 
 
 def _reported(raised: BaseException | None) -> dict[str, tuple[FuzzCallFailed, bool]]:

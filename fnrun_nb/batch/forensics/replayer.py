@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ...errors import HandlerStartError
+from ...errors import HandlerStartError, Interrupted
 from ..runner import run_batch
 from .calls import batch_of
 from .target import Target
@@ -49,7 +49,8 @@ class Replay:
     reproduced`` when none did, ``flaky`` otherwise.  ``batch`` is every attempt as a
     Batch with the columns ``replay_of`` and ``attempt``.  ``interrupted`` is True when
     Ctrl-C stopped it (attempts not run are ``cancelled`` rows of ``batch`` and are not
-    counted in ``attempts``).
+    counted in ``attempts``); such a Replay is the ``partial`` of the
+    :class:`~fnrun_nb.errors.Interrupted` that ``replay`` raised.
     """
 
     df: pd.DataFrame
@@ -181,14 +182,32 @@ def replay(
             assert pool.last_batch is not None
             attempts = pool.last_batch
     adf = attempts.df
-    _raise_if_it_cannot_start(target, original, adf)
+    if not interrupted:
+        # Interrupted, Ctrl-C wins: an Exception here could be caught and the program
+        # go on.
+        _raise_if_it_cannot_start(target, original, adf)
     adf["replay_of"] = pd.Series(
         np.array(labels, dtype=object)[adf["input_index"].to_numpy()], index=adf.index,
         dtype=object,
     )
     adf["attempt"] = adf["repeat"].to_numpy()
     attempts.config["replay"] = {"times": times, "fresh": fresh}
-    return Replay(_summary(original, labels, adf, times), attempts, times, fresh, interrupted)
+    result = Replay(_summary(original, labels, adf, times), attempts, times, fresh, interrupted)
+    if interrupted:
+        raise Interrupted(_interrupted_message(result), result) from None
+    return result
+
+
+def _interrupted_message(r: Replay) -> str:
+    """``replay interrupted after 4 of 9 attempts; 1 deterministic, 1 flaky so far,
+    kept in .partial``."""
+    ran = int(r.df["attempts"].sum())
+    found = ", ".join(f"{n} {v}" for v, n in r.verdicts.items() if n and v != "not reproduced")
+    so_far = f"; {found} so far" if found else "; nothing reproduced yet"
+    return (
+        f"replay interrupted after {ran} of {len(r.batch)} attempt{'s' * (len(r.batch) != 1)}"
+        f"{so_far}, kept in .partial"
+    )
 
 
 def _raise_if_it_cannot_start(target: Target, original: pd.DataFrame, attempts: pd.DataFrame) -> None:

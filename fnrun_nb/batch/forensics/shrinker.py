@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ...errors import HandlerStartError
+from ...errors import HandlerStartError, Interrupted
 from .calls import Call, Signature, batch_of, call_once, describe
 from .target import OpenPool, Target, is_open_pool
 
@@ -53,8 +53,9 @@ class Shrunk:
     ``env_keys_after`` their sizes.  ``calls`` is how many calls it took.  ``minimal``
     is True when the result is proven 1-minimal (removing any one byte or env key
     makes it pass or fail differently); False when ``max_calls`` ran out or Ctrl-C
-    stopped it first (``interrupted``), and ``data`` is the smallest failing input
-    found so far.  ``command``, ``cwd``, ``process_env`` and ``timeout`` say how the
+    stopped it first (``interrupted``: it is then the ``partial`` of the
+    :class:`~fnrun_nb.errors.Interrupted` raised), and ``data`` is the smallest failing
+    input found so far.  ``command``, ``cwd``, ``process_env`` and ``timeout`` say how the
     handler ran (a reproducer starts it the same way); ``log`` is every call made.
     """
 
@@ -170,8 +171,11 @@ def shrink(
 
     Raises ``ValueError`` when the input does not fail (its first run is ``ok``) or for
     bad arguments, ``TypeError`` for data that is not bytes or str,
-    ``HandlerStartError`` when the handler cannot start.  Ctrl-C stops it and returns
-    the smallest failing input found so far (``interrupted=True``).
+    ``HandlerStartError`` when the handler cannot start.  Ctrl-C stops it and raises
+    :class:`~fnrun_nb.errors.Interrupted` (a ``KeyboardInterrupt``) whose ``partial``
+    is a ``Shrunk`` of the smallest failing input found so far (``interrupted=True``,
+    ``minimal=False``); the processes it started are closed, a pool passed in stays
+    open and usable.
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
     if not isinstance(payload, (bytes, bytearray, memoryview)):
@@ -258,10 +262,24 @@ class _Shrinker:
             key=lambda k: (len(k[0]) + len(k[1]), len(k[1]), k[0]),
         ) if not minimal else (best_data, best_keys)
         t = self.target
-        return Shrunk(
+        shrunk = Shrunk(
             data=best_data, env={k: env[k] for k in best_keys}, outcome=self.expected[0],
             exit_code=self.expected[1], original=data, original_env=dict(env),
             calls=len(self.log), minimal=minimal, command=t.command, handler=t.name,
             cwd=t.cwd, process_env=t.process_env, timeout=t.timeout,
             interrupted=interrupted, log=self.log, protocol=t.protocol,
         )
+        if interrupted:
+            raise Interrupted(_interrupted_message(shrunk), shrunk) from None
+        return shrunk
+
+
+def _interrupted_message(s: Shrunk) -> str:
+    """``shrink interrupted after 12 calls; smallest input still crashed (exit code 3)
+    so far: 5 bytes (of 22), kept in .partial``."""
+    keys = f", {s.env_keys_after} env keys (of {s.env_keys_before})" if s.original_env else ""
+    return (
+        f"shrink interrupted after {s.calls} call{'s' * (s.calls != 1)}; smallest input "
+        f"still {s.failure} so far: {s.bytes_after} bytes (of {s.bytes_before}){keys}, "
+        "kept in .partial"
+    )
