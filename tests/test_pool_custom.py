@@ -269,6 +269,7 @@ def test_batch_runner_threads_record_a_custom_invokers_errors_and_go_on() -> Non
         pool = SimpleNamespace(
             closed=False, workers=2, settings=PoolSettings(workers=2), command=["custom"],
             name="custom", invoker_pool=inner, active_batch=None, last_batch=None,
+            cwd=None, factory=SimpleNamespace(env=None),  # recorded in the batch's config
         )
         inputs = [b"!raise" if i % 5 == 0 else b"in %d" % i for i in range(40)]
         factory.fail = OSError(11, "Resource temporarily unavailable")
