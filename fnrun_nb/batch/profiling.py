@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .._sampler import parse_profiler
+from ..errors import HandlerStartError
 from ._pyspy import PySpy
 from .profile import Profile, ProfilerUnavailable
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["attach_pyspy", "profile_of_frame", "profile_rows", "slowest"]
 
 _START_TIMEOUT_S = 60.0
+_MOVED = " (if the handler moved, pass command= to profile_rows)"
 
 
 def slowest(df: pd.DataFrame, n: int = 20, metric: str = "service_ms") -> pd.DataFrame:
@@ -172,7 +174,11 @@ def profile_rows(
         profiler = getattr(ran_on, "profiler", None) or batch.config.get("profiler") or "auto"
     parse_profiler(profiler)  # a bad setting raises before any process starts
     target = Target.of_batch(batch, command=command)
-    with target.start(1) as fresh:
+    try:
+        fresh = target.start(1)
+    except HandlerStartError as exc:
+        raise HandlerStartError(exc.command, exc.reason + _MOVED) from exc
+    with fresh:
         if warmup:
             _warm(fresh, items, target.command)
         return _profile_on(fresh, items, labels, times, profiler)
@@ -181,15 +187,11 @@ def profile_rows(
 def _warm(pool: BatchPool, items: list[tuple[bytes, dict[str, str]]], command: list[str]) -> None:
     """Run each input once, unprofiled, on a new pool.  Raises ``HandlerStartError``
     when no call got a process that started (the handler moved, say)."""
-    from ..errors import HandlerStartError
     from .runner import run_batch
 
     df = run_batch(pool, items, progress=False, profile=False, keep_data=False).df
     if len(df) and (df["outcome"] == "start_failed").all():
-        raise HandlerStartError(
-            command,
-            f"{df['error'].iloc[0]} (if the handler moved, pass command= to profile_rows)",
-        )
+        raise HandlerStartError(command, f"{df['error'].iloc[0]}{_MOVED}")
 
 
 def _profile_on(
