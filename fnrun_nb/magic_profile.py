@@ -7,7 +7,8 @@
                                                                  ──▶ Profile (displayed)
 
 The line magic re-runs the ``n`` slowest ok rows of the batch named ``BATCH_NAME``
-in the user's namespace (on the pool that ran it while it is open) with profiling on,
+in the user's namespace (on the pool that ran it while it is open, else on a new one
+started from the batch's record) with profiling on,
 and returns their :class:`~fnrun_nb.batch.profile.Profile`: a notebook shows its
 flame graph and top functions.  Usage mistakes raise IPython's ``UsageError``.
 """

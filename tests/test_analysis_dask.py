@@ -168,3 +168,22 @@ def test_a_dask_batch_saves_and_loads_with_its_columns_and_dtypes(
     assert loaded.df["dask_worker"].tolist() == crashing_batch.df["dask_worker"].tolist()
     assert loaded.df["outcome"].tolist() == crashing_batch.df["outcome"].tolist()
     assert loaded.by_worker().equals(crashing_batch.by_worker())
+
+
+def test_profile_rows_of_a_dask_batch_runs_on_a_new_local_pool(
+    cluster: distributed.LocalCluster,
+) -> None:
+    # A Dask batch has no local pool: its rows run again on one started from its record.
+    import sys
+
+    hot = [sys.executable, str(Path(__file__).resolve().parent / "handlers" / "hot_parts.py")]
+    with (
+        distributed.Client(cluster, set_as_default=False) as client,
+        DaskPool(client, hot, workers=1, timeout=30.0) as pool,
+    ):
+        batch = pool.map([b"slow", b"fast"] * 2, chunk_size=2, progress=False)
+    assert batch._ran_on() is None and (batch.df["outcome"] == "ok").all()
+    profile = batch.profile_rows([0, 2])
+    assert profile.calls == 2 and profile.failed == 0
+    assert profile.top()["function"].iloc[0] == "slow_part"
+    assert "fast_part" not in profile.top(None)["function"].tolist()

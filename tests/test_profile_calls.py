@@ -24,7 +24,7 @@ import psutil
 import pytest
 from conftest import TEST_HANDLERS
 
-from fnrun_nb import Pool, Profile, ProfilerUnavailable
+from fnrun_nb import Batch, HandlerStartError, Pool, Profile, ProfilerUnavailable
 from fnrun_nb._sampler import MAX_PAYLOAD, OTHER_FRAME, decode_payload, encode_payload
 from fnrun_nb.batch import _pyspy
 
@@ -196,7 +196,7 @@ def test_the_payload_is_capped_and_keeps_its_sample_count() -> None:
 
 
 def test_bad_arguments_are_named_before_any_call(hot_batch) -> None:
-    _, batch = hot_batch
+    pool, batch = hot_batch
     with pytest.raises(ValueError, match="times must be an int >= 1"):
         batch.profile_rows([0], times=0)
     with pytest.raises(KeyError, match="not in this batch"):
@@ -207,16 +207,147 @@ def test_bad_arguments_are_named_before_any_call(hot_batch) -> None:
         Pool(HOT, workers=1, profiler="perf")
     with pytest.raises(ValueError, match="py-spy option '--idle'"):
         Pool(HOT, workers=1, profiler="py-spy --idle")
-    loaded = type(batch).from_frame(batch.df.copy(), inputs=batch.inputs)
-    with pytest.raises(ValueError, match="pass pool="):
-        loaded.profile_rows([0])
+    with pytest.raises(ValueError, match="pass pool= or command=, not both"):
+        batch.profile_rows([0], pool=pool, command=HOT)
+    with pytest.raises(ValueError, match="perf is not supported"):
+        # A bad setting is named before any process starts, on a new pool too.
+        type(batch).from_frame(batch.df.copy(), inputs=batch.inputs, command=HOT).profile_rows(
+            [0], profiler="perf")
+    gone = type(batch).from_frame(batch.df.copy(), inputs=batch.inputs,
+                                  command=["/nonexistent/handler-binary"])
+    with pytest.raises(HandlerStartError, match="pass command= to profile_rows"):
+        gone.profile_rows([0])  # a saved command that cannot start at all
+    with pytest.raises(HandlerStartError, match="No such file or directory"):
+        batch.profile_rows([0], command=["/nonexistent/handler-binary"])
+    nameless = type(batch).from_frame(batch.df.copy(), inputs=batch.inputs)
+    with pytest.raises(ValueError, match="names no handler command: pass command="):
+        nameless.profile_rows([0])
 
 
-def test_profile_rows_on_a_closed_pool_starts_a_warm_one_of_the_same_command() -> None:
-    with Pool(HOT, workers=1, process_env={"PATH": "/usr/bin:/bin"}) as pool:
+def _handler_processes() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if p.name() != "py-spy"]
+
+
+def test_profile_rows_on_a_closed_pool_starts_a_warm_one_of_the_same_command(
+    tmp_path: Path,
+) -> None:
+    # The handler reads its process env and cwd: the new pool starts it as the batch's
+    # did, or the rows fail (and nothing would be profiled).
+    handler = tmp_path / "needs_env.py"
+    handler.write_text(textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {str(TEST_HANDLERS)!r})
+        import hot_parts
+        from fnrun_nb.handler import serve
+        from fnrun_nb.values import Result
+
+        def handle(data, ctx):
+            if os.environ.get("WANTED") != "yes" or not os.path.exists("marker"):
+                return Result(status=500, data=b"started without the batch's env or cwd")
+            return hot_parts.handle(data, ctx)
+
+        if __name__ == "__main__":
+            serve(handle)
+        """
+    ))
+    (tmp_path / "marker").write_text("")
+    with Pool([sys.executable, str(handler)], workers=1, cwd=tmp_path,
+              process_env={"PATH": os.environ["PATH"], "WANTED": "yes"}) as pool:
         batch = pool.map([b"slow", b"fast"], env={"K": "v"}, progress=False)
+    assert batch.df["status"].tolist() == [200, 200]
+    assert batch._ran_on() is pool and pool.closed
     profile = batch.profile_rows(batch.slowest(1))
     assert _functions(profile)[0] == "slow_part" and profile.calls == 1
+    assert profile.failed == 0 and profile.by_call is not None and sorted(profile.by_call) == [0]
+    assert pool.last_batch is batch
+    assert _handler_processes() == []  # the new pool is closed
+
+
+def test_profile_rows_of_a_batch_loaded_from_disk(tmp_path: Path) -> None:
+    with Pool(HOT, workers=2) as pool:
+        batch = pool.map(INPUTS, env={"K": "v"}, progress=False)
+    path = batch.save(tmp_path / "b.parquet")
+    del batch, pool
+    loaded = Batch.load(path)
+    assert loaded._ran_on() is None
+    slow = loaded.profile_rows(loaded.df.loc[_rows_of(loaded, b"slow")])
+    assert slow.profiler == "sdk" and slow.calls == 3 and slow.failed == 0
+    top = slow.top()
+    assert top["function"].iloc[0] == "slow_part" and "fast_part" not in _functions(slow)
+    assert top["file"].iloc[0] == str(TEST_HANDLERS / "hot_parts.py")
+    assert slow.by_call is not None and sorted(slow.by_call) == [0, 2, 4]
+    fast = loaded.profile_rows(loaded.df.loc[_rows_of(loaded, b"fast")], times=3,
+                               warmup=False)
+    assert fast.calls == 9 and _functions(fast)[0] == "fast_part"
+    assert "slow_part" not in _functions(fast)
+    assert _handler_processes() == []
+
+
+def test_profile_rows_with_command_after_the_handler_moved(tmp_path: Path) -> None:
+    old = tmp_path / "old" / "hot_parts.py"
+    old.parent.mkdir()
+    old.write_text((TEST_HANDLERS / "hot_parts.py").read_text())
+    with Pool([sys.executable, str(old)], workers=1) as pool:
+        batch = pool.map(INPUTS, progress=False)
+    path = batch.save(tmp_path / "b.parquet")
+    moved = tmp_path / "new" / "hot_parts.py"
+    moved.parent.mkdir()
+    old.rename(moved)
+    loaded = type(batch).load(path)
+    with pytest.raises(HandlerStartError, match="pass command= to profile_rows"):
+        loaded.profile_rows([0])
+    profile = loaded.profile_rows([0, 2], command=[sys.executable, str(moved)])
+    assert profile.calls == 2 and profile.failed == 0
+    assert profile.top()["function"].iloc[0] == "slow_part"
+    assert profile.top()["file"].iloc[0] == str(moved)
+    # A shell-like string works as replay's does; and on a batch whose pool is open.
+    with Pool([sys.executable, str(moved)], workers=1) as pool:
+        live = pool.map(INPUTS, progress=False)
+        again = live.profile_rows([2], command=f"{sys.executable} {moved}")
+        assert pool.last_batch is live
+    assert _functions(again)[0] == "slow_part" and again.calls == 1
+    assert _handler_processes() == []
+
+
+def test_profile_rows_of_a_batch_saved_without_inputs_says_so(tmp_path: Path) -> None:
+    with Pool(HOT, workers=1) as pool:
+        batch = pool.map([b"slow", b"fast"], progress=False)
+    loaded = type(batch).load(batch.save(tmp_path / "b.parquet", inputs=False))
+    assert loaded.inputs is None
+    with pytest.raises(ValueError, match=r"this batch has no inputs \(saved with inputs=False\?\)"):
+        loaded.profile_rows([0])
+    with pytest.raises(ValueError, match="this batch has no inputs"):
+        loaded.profile_rows([0], command=HOT)
+    assert _handler_processes() == []
+
+
+def test_profile_rows_of_a_replay_batch(tmp_path: Path) -> None:
+    with Pool(HOT, workers=1) as pool:
+        batch = pool.map([b"slow", b"crash", b"fast"], progress=False)
+    replayed = batch.replay([1, 0], times=1)
+    attempts = replayed.batch
+    ran_on = attempts._ran_on()
+    assert ran_on is None or ran_on.closed  # replay's own pool: closed, maybe collected
+    ok = attempts.df.index[attempts.df["outcome"] == "ok"].tolist()
+    profile = attempts.profile_rows(ok)
+    assert profile.calls == 1 and _functions(profile)[0] == "slow_part"
+    assert _handler_processes() == []
+
+
+def test_profile_rows_of_a_batch_whose_forensics_pool_is_closed() -> None:
+    # Replay's pool (a HandlerPool, below the front layer) kept alive but closed: the
+    # rows run on a new pool of the same target.
+    from fnrun_nb.batch import run_batch
+    from fnrun_nb.batch.forensics.target import Target
+
+    with Target.of(HOT, timeout=30.0).start(1) as handler_pool:
+        batch = run_batch(handler_pool, [b"fast", b"slow"], progress=False)
+    assert batch._ran_on() is handler_pool and handler_pool.closed
+    profile = batch.profile_rows([1])
+    assert profile.calls == 1 and _functions(profile)[0] == "slow_part"
+    assert handler_pool.last_batch is batch
+    assert _handler_processes() == []
 
 
 # --- py-spy, for a Python handler without the SDK ---------------------------------------
@@ -240,6 +371,21 @@ def test_py_spy_profiles_a_handler_that_speaks_the_protocol_by_hand() -> None:
     assert profiled.profile is not None and profiled.profile.profiler == "py-spy"
     # Every py-spy has ended.
     assert not [p for p in psutil.Process().children(recursive=True) if p.name() == "py-spy"]
+
+
+def test_py_spy_profiles_a_loaded_batch_on_a_new_pool(tmp_path: Path) -> None:
+    # No SDK in the handler: the batch's profiler setting (py-spy) is kept, and py-spy
+    # attaches to the new pool's worker by pid.
+    with Pool(RAW, workers=2, profiler="py-spy") as pool:
+        batch = pool.map(INPUTS, progress=False)
+    loaded = Batch.load(batch.save(tmp_path / "b.parquet"))
+    slow = loaded.profile_rows([0, 2, 4])
+    assert slow.profiler == "py-spy" and slow.calls == 3 and slow.samples > 0
+    assert _functions(slow)[0] == "slow_part" and "fast_part" not in _functions(slow)
+    # An explicit profiler wins over the recorded one.
+    fast = loaded.profile_rows([1, 3, 5], times=10, profiler="py-spy --gil")
+    assert _functions(fast)[0] == "fast_part" and "slow_part" not in _functions(fast)
+    assert not [p for p in psutil.Process().children(recursive=True)]
 
 
 def test_py_spy_says_exactly_what_is_missing_when_ptrace_is_refused(
@@ -267,6 +413,11 @@ def test_py_spy_says_exactly_what_is_missing_when_ptrace_is_refused(
         with pytest.raises(ProfilerUnavailable):
             pool.map([b"fast"], profile=True, progress=False)
         assert pool.invoke(b"fast").data == b"fast_part"  # the pool is unharmed
+    # On a new pool (the batch's is closed): the same error, no process left behind.
+    with pytest.raises(ProfilerUnavailable) as info:
+        batch.profile_rows([0])
+    assert str(info.value) == expected
+    assert not psutil.Process().children(recursive=True)
     # Scope 0, or the capability, is enough.
     scope.write_text("0\n")
     _pyspy.check_ptrace()

@@ -33,12 +33,12 @@ if TYPE_CHECKING:
     import os
     from pathlib import Path
 
-    from ..front import Pool
     from .analysis import DriftReport, WarmupReport
     from .comparison import Comparison
     from .forensics import Replay, Shrunk
     from .plot import BatchPlot
     from .profile import Profile
+    from .runner import BatchPool
 
 __all__ = ["Batch", "BatchProgress"]
 
@@ -150,7 +150,9 @@ class Batch:
         self._lock = threading.Lock()  # guards the one-time frame build, never the hot path
         self.metadata: dict[str, Any] = {}
         self._profile: Profile | None = None  # set by the runner for a py-spy profile
-        self._pool_ref: weakref.ref[Pool] | None = None  # the Pool that ran it, if any
+        # The pool that ran it (a ``Pool``, or replay's own), if any: profile_rows
+        # reuses it, warm, while it is open.
+        self._pool_ref: weakref.ref[BatchPool] | None = None
         """What a loaded batch was saved with (handler hash, versions, notes; see
         ``save``); empty for a batch run in this process."""
         if recorder is None:
@@ -322,14 +324,18 @@ class Batch:
         """Run ``rows``' exact inputs and envs again with profiling on for exactly
         those calls, and return their :class:`~fnrun_nb.batch.profile.Profile`:
         ``batch.profile_rows(batch.slowest(20))``.  ``rows`` is a slice of ``df``, its
-        labels or a boolean mask.  Options: ``pool=``, ``profiler=``, ``warmup=``; see
+        labels or a boolean mask.  It runs on the pool that ran the batch while that is
+        open, else on a new one started from the batch's record (so a loaded, Dask or
+        replay batch works too).  Options: ``pool=``, ``command=`` (the handler
+        moved), ``profiler=``, ``warmup=``; see
         :func:`fnrun_nb.batch.profiling.profile_rows`."""
         from .profiling import profile_rows
 
         return profile_rows(self, rows, times=times, **options)
 
-    def _ran_on(self) -> Pool | None:
-        """The Pool that ran this batch, while it exists (``None`` for a loaded or Dask batch)."""
+    def _ran_on(self) -> BatchPool | None:
+        """The pool that ran this batch, while it exists (``None`` for a loaded or Dask
+        batch); it may be closed."""
         return None if self._pool_ref is None else self._pool_ref()
 
     @property

@@ -3,7 +3,13 @@
 ::
 
     batch.slowest(20) ──rows──▶ profile_rows(rows) ──(data, env_in) of each row──▶
-        a warm pool of the batch's command ── map(profile=True) ──▶ Profile
+        a warm pool of the batch's handler ── run_batch(profile=True) ──▶ Profile
+
+The warm pool is ``pool=``, else the pool that ran the batch while it is open, else a
+pool the forensics' :class:`~fnrun_nb.batch.forensics.target.Target` starts from the
+batch's record (its command, cwd, process env and timeout, as ``replay`` does), warmed
+with each input once: so a batch loaded from disk, run on Dask, or made by ``replay``
+is profiled the same way, without importing the front layer.
 
 Two ways to get stacks, one :class:`~fnrun_nb.batch.profile.Profile`:
 
@@ -18,22 +24,24 @@ Two ways to get stacks, one :class:`~fnrun_nb.batch.profile.Profile`:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .._sampler import parse_profiler
+from ..errors import HandlerStartError
 from ._pyspy import PySpy
 from .profile import Profile, ProfilerUnavailable
 
 if TYPE_CHECKING:
-    from ..front import Pool
     from .core import Batch
+    from .runner import BatchPool
 
 __all__ = ["attach_pyspy", "profile_of_frame", "profile_rows", "slowest"]
 
 _START_TIMEOUT_S = 60.0
+_MOVED = " (if the handler moved, pass command= to profile_rows)"
 
 
 def slowest(df: pd.DataFrame, n: int = 20, metric: str = "service_ms") -> pd.DataFrame:
@@ -62,12 +70,13 @@ def profile_of_frame(df: pd.DataFrame) -> Profile | None:
     return Profile.from_payloads(zip(df.index[ok], df["profile"].to_numpy()[ok]), failed=failed)
 
 
-def attach_pyspy(pool: Pool, options: list[str]) -> PySpy:
-    """py-spy attached to every worker process of ``pool`` (waiting for workers that
-    are still starting).  Raises ``ProfilerUnavailable`` (see :class:`PySpy`)."""
+def attach_pyspy(pool: BatchPool, options: list[str]) -> PySpy:
+    """py-spy attached by pid to every worker process of ``pool`` (any pool
+    ``run_batch`` runs on: its ``InvokerPool`` knows the pids), waiting for workers
+    that are still starting.  Raises ``ProfilerUnavailable`` (see :class:`PySpy`)."""
     deadline = time.monotonic() + _START_TIMEOUT_S
     while True:
-        pids = [w.pid for w in pool.snapshot().workers]
+        pids = [w.pid for w in pool.invoker_pool.snapshot().workers]
         if all(pids) or time.monotonic() > deadline:
             break
         time.sleep(0.01)
@@ -105,29 +114,44 @@ def profile_rows(
     rows: Any,
     *,
     times: int = 1,
-    pool: Pool | None = None,
+    pool: BatchPool | None = None,
     profiler: str | None = None,
     warmup: bool = True,
+    command: str | Sequence[str] | None = None,
 ) -> Profile:
     """Run the exact inputs and envs of ``rows`` again, ``times`` times each, with
     profiling on for exactly those calls, and return their Profile.
 
-    The calls run on ``pool`` when given (a warm pool of the handler), else on the
-    pool that ran the batch while it is open (warm already), else on a new pool of
-    the batch's command (one worker, the batch's ``cwd``, ``process_env`` and
-    timeout) that first runs each input once unprofiled (``warmup``) so the profiled
-    calls are warm ones, and is closed afterwards.  The pool's ``last_batch`` is left
-    as it was.  ``profiler`` defaults to the
-    pool's (``"auto"``: the SDK's own sampler).  ``by_call`` is keyed by the rows'
-    labels in ``batch.df`` (with ``times > 1``, the last run of each row).
+    The calls run on ``pool`` when given (a warm pool of the handler: a ``Pool``),
+    else on the pool that ran the batch while it is open (warm already), else on a new
+    pool of the batch's handler: one worker started as the batch's were (its saved
+    command, ``cwd``, ``process_env`` and timeout, as ``batch.replay`` starts them),
+    which first runs each input once unprofiled (``warmup``) so that the profiled
+    calls are warm ones, and is closed afterwards.  That last case covers a batch
+    whose pool is closed, one loaded from disk (``Batch.load``), one run on Dask and
+    a ``replay``'s.  ``command=`` starts that new pool with another command (the
+    handler moved; argv list or shell-like string, as ``replay`` takes it), even when
+    the batch's pool is open.  The pool's ``last_batch`` is left as it was.
+
+    ``profiler`` defaults to that of the pool that ran the batch (the batch's
+    recorded ``profiler`` setting when that pool is gone), else ``"auto"`` (the
+    SDK's own sampler); ``"py-spy"`` attaches py-spy by pid to the worker processes
+    of whichever pool runs the calls, a new one included.  ``by_call`` is keyed by the
+    rows' labels in ``batch.df`` (with ``times > 1``, the last run of each row).
 
     Raises ``ValueError`` when the batch has no inputs (saved with
-    ``inputs=False``) or no pool can be found (a loaded or Dask batch: pass
-    ``pool=``), ``KeyError`` for a row not in the batch, and
-    :class:`ProfilerUnavailable` when the profiler cannot run.
+    ``inputs=False``), names no command and none is given, or both ``pool=`` and
+    ``command=`` are given; ``KeyError`` for a row not in the batch;
+    ``HandlerStartError`` when no process of the new pool can start (a moved
+    handler: pass ``command=``); and :class:`ProfilerUnavailable` when the profiler
+    cannot run (py-spy missing, or ptrace not permitted).
     """
+    from .forensics.target import Target
+
     if isinstance(times, bool) or not isinstance(times, int) or times < 1:
         raise ValueError(f"times must be an int >= 1, got {times!r}")
+    if pool is not None and command is not None:
+        raise ValueError("pass pool= or command=, not both: command= starts a new pool")
     labels = _row_labels(batch, rows)
     inputs = batch.inputs
     if inputs is None:
@@ -139,34 +163,39 @@ def profile_rows(
     for label in labels:
         row = df.loc[label]
         items.append((inputs.loc[int(row["input_index"])], dict(row["env_in"] or {})))
-    if pool is None:
-        ran_on = batch._ran_on()
-        if ran_on is not None and not ran_on.closed:
-            pool = ran_on  # warm already: the pool that ran the batch
-        elif ran_on is not None and batch.command:
-            config = batch.config
-            with type(ran_on)(
-                batch.command,
-                workers=1,
-                timeout=float(config.get("timeout") or 60.0),
-                cwd=config.get("cwd"),
-                process_env=config.get("process_env"),
-                name=batch.handler,
-                profiler=profiler or ran_on.profiler,
-            ) as fresh:
-                if warmup:
-                    fresh.map(items, progress=False)
-                return _profile_on(fresh, items, labels, times, profiler)
-        else:
-            raise ValueError(
-                "no pool to run these rows on: this batch was not run by a Pool in this "
-                "process (loaded, or run on Dask); pass pool=Pool(...) of its handler"
-            )
-    return _profile_on(pool, items, labels, times, profiler)
+    if pool is not None:
+        return _profile_on(pool, items, labels, times, profiler)
+    ran_on = batch._ran_on()
+    if command is None and ran_on is not None and not ran_on.closed:
+        return _profile_on(ran_on, items, labels, times, profiler)  # warm already
+    if profiler is None:
+        # The setting the batch ran with: a handler profiled with py-spy then (one
+        # without the SDK) is profiled with py-spy again.
+        profiler = getattr(ran_on, "profiler", None) or batch.config.get("profiler") or "auto"
+    parse_profiler(profiler)  # a bad setting raises before any process starts
+    target = Target.of_batch(batch, command=command)
+    try:
+        fresh = target.start(1)
+    except HandlerStartError as exc:
+        raise HandlerStartError(exc.command, exc.reason + _MOVED) from exc
+    with fresh:
+        if warmup:
+            _warm(fresh, items, target.command)
+        return _profile_on(fresh, items, labels, times, profiler)
+
+
+def _warm(pool: BatchPool, items: list[tuple[bytes, dict[str, str]]], command: list[str]) -> None:
+    """Run each input once, unprofiled, on a new pool.  Raises ``HandlerStartError``
+    when no call got a process that started (the handler moved, say)."""
+    from .runner import run_batch
+
+    df = run_batch(pool, items, progress=False, profile=False, keep_data=False).df
+    if len(df) and (df["outcome"] == "start_failed").all():
+        raise HandlerStartError(command, f"{df['error'].iloc[0]}{_MOVED}")
 
 
 def _profile_on(
-    pool: Pool, items: list[tuple[bytes, dict[str, str]]], labels: list[Any], times: int,
+    pool: BatchPool, items: list[tuple[bytes, dict[str, str]]], labels: list[Any], times: int,
     profiler: str | None,
 ) -> Profile:
     from .runner import run_batch

@@ -95,7 +95,9 @@ class CallTarget(Protocol):
 class BatchPool(Protocol):
     """What ``run_batch`` needs of a pool: :class:`~fnrun_nb.front.Pool` is one, and so
     is the forensics' own pool (``forensics.target.HandlerPool``), which replays a
-    batch on fresh processes from below the front layer."""
+    batch, or re-runs its rows to profile them, on new processes from below the front
+    layer.  py-spy finds the worker pids through ``invoker_pool.snapshot()``; a
+    ``profiler`` attribute, when the pool has one, is its default profiler."""
 
     name: str
     command: list[str]

@@ -9,8 +9,8 @@ command, cwd and process env, or ``command=`` when the handler moved).
 :class:`HandlerPool` is the pool a forensic run starts and closes itself: an
 :class:`~fnrun_nb.pool.InvokerPool` of the target's command with the attributes
 ``run_batch`` reads (:class:`~fnrun_nb.batch.runner.BatchPool`).  It lives here, below
-the front layer, so that ``batch.replay()`` can start processes without importing
-``fnrun_nb.front``; ``fresh=True`` recycles every process after one call
+the front layer, so that ``batch.replay()`` (and ``batch.profile_rows()`` once the
+batch's own pool is gone) can start processes without importing ``fnrun_nb.front``; ``fresh=True`` recycles every process after one call
 (``max_calls_per_worker=1``), so each call runs on a process no call ran on before.
 """
 
