@@ -238,7 +238,10 @@ def run_batch(
         workers=pool.workers,
         recorder=recorder,
     )
-    batch._pool_ref = weakref.ref(pool)
+    try:
+        batch._pool_ref = weakref.ref(pool)
+    except TypeError:  # a caller's pool without __weakref__: profile_rows starts its own
+        batch._pool_ref = None
     target = pool.invoker_pool
     run = _Run(target, plan, recorder, batch, _bar_label(pool.command))
     run.script = protocol == "script"
