@@ -14,7 +14,8 @@ plus exit code or signal, or the exception type a ``check`` raised) gets its own
 exception class, raised from the same line: Hypothesis tells failures apart by
 exception type and location, so it shrinks each one separately rather than shrinking
 a crash into a timeout.  Its per-example deadline is off (the pool's ``timeout`` is
-the limit), nothing is printed, and ``seed`` makes a run repeatable.  A failure whose
+the limit), nothing is printed, and ``seed`` makes a run repeatable for the same code
+(see :func:`fuzz`).  A failure whose
 minimal input did not fail again when Hypothesis replayed it is reported
 ``flaky``, not raised.
 
@@ -91,8 +92,15 @@ def fuzz(
     mappings (fuzzed and shrunk too).  A call fails when its outcome is not ``ok``,
     or when ``check(result)`` (the :class:`~fnrun_nb.values.Result`) raises or returns
     False.  ``timeout`` is each call's limit; ``max_examples`` Hypothesis's number of
-    examples; ``seed`` makes the run repeatable (Hypothesis then neither reads nor
-    writes a database); ``database`` is a Hypothesis example database (or a directory
+    examples (generation stops soon after the first failure, so a generous number
+    costs little once something is found); ``seed`` makes the run repeatable for the
+    same code (Hypothesis then neither reads nor writes a database): Hypothesis also
+    draws constants from the local modules loaded in the process (not the standard
+    library's or installed packages', but fnrun_nb's own when it is installed
+    editable, and the caller's), so a different set of loaded modules, or a changed
+    literal in one, can draw different inputs; a failure found is still shrunk to the
+    same minimal input when one input is the smallest.  A strategy that makes a bug likely finds it whatever the
+    seed.  ``database`` is a Hypothesis example database (or a directory
     path) to keep failures across runs, replayed first the next time; default none,
     so nothing is written to the working directory.
 
