@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from .cli_types import env_pair, non_negative_float, positive_float, positive_int
+
 if TYPE_CHECKING:
     from .front import Runner
 
@@ -90,33 +92,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true", help="INPUT is JSON lines (see below)")
     run.add_argument(
-        "-w", "--workers", type=_positive_int, default=DEFAULTS.workers, metavar="N",
+        "-w", "--workers", type=positive_int, default=DEFAULTS.workers, metavar="N",
         help=f"handler processes (default: {DEFAULTS.workers})",
     )
     run.add_argument(
-        "-t", "--timeout", type=_positive_float, default=DEFAULTS.timeout, metavar="SECONDS",
+        "-t", "--timeout", type=positive_float, default=DEFAULTS.timeout, metavar="SECONDS",
         help=f"deadline of each call (default: {DEFAULTS.timeout:g})",
     )
     run.add_argument(
-        "--max-wait", type=_non_negative_float, default=DEFAULTS.max_wait, metavar="SECONDS",
+        "--max-wait", type=non_negative_float, default=DEFAULTS.max_wait, metavar="SECONDS",
         help="longest wait for a free worker before a call is 'unavailable' "
         f"(default: {DEFAULTS.max_wait:g})",
     )
     run.add_argument(
-        "--repeat", type=_positive_int, default=1, metavar="N",
+        "--repeat", type=positive_int, default=1, metavar="N",
         help="run every input N times: all once, then all again (default: 1)",
     )
     run.add_argument(
-        "--rate", type=_positive_float, default=None, metavar="PER_SECOND",
+        "--rate", type=positive_float, default=None, metavar="PER_SECOND",
         help="open-loop arrivals: calls start on a fixed schedule and latency counts "
         "from the scheduled time (default: as fast as the workers go)",
     )
     run.add_argument(
-        "-c", "--concurrency", type=_positive_int, default=None, metavar="N",
+        "-c", "--concurrency", type=positive_int, default=None, metavar="N",
         help="calls in flight at once (default: the number of workers)",
     )
     run.add_argument(
-        "-e", "--env", action="append", default=[], metavar="KEY=VALUE", type=_env_pair,
+        "-e", "--env", action="append", default=[], metavar="KEY=VALUE", type=env_pair,
         help="per-call env for every call (repeatable)",
     )
     run.add_argument(
@@ -130,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         "columns; SDK handlers answer, others give NaN)",
     )
     run.add_argument(
-        "--max-rss", type=_positive_float, default=None, metavar="MIB",
+        "--max-rss", type=positive_float, default=None, metavar="MIB",
         help="recycle a handler process whose resident memory exceeds MIB after a call "
         "(default: never)",
     )
@@ -165,43 +167,6 @@ def _parser() -> argparse.ArgumentParser:
 
     add_fuzz_parser(sub)
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _env_pair(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return name, value
 
 
 def read_inputs(source: BinaryIO, *, as_json: bool) -> list[Any]:

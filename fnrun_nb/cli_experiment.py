@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .cli_types import env_pair
+
 __all__ = ["add_parser", "run"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -58,13 +60,6 @@ def _grid_entry(text: str) -> tuple[str, list[str]]:
     if not sep or not name or not values:
         raise argparse.ArgumentTypeError(f"expected NAME=V1,V2,..., got {text!r}")
     return name, values.split(",")
-
-
-def _env_pair(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return name, value
 
 
 def _number(kind: type, minimum: float, strict: bool) -> Any:
@@ -113,7 +108,7 @@ def add_parser(sub: Any) -> None:
                    help="smallest relative difference that matters (default: 0.05)")
     p.add_argument("--seed", type=int, default=None, help="seed of the round order and bootstrap")
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
-                   type=_env_pair, help="per-call env for every call, under the grid")
+                   type=env_pair, help="per-call env for every call, under the grid")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", type=Path, default=None, metavar="FILE.parquet",
                    help="save every measured call (the experiment's batch)")

@@ -12,6 +12,8 @@ import json
 import sys
 from typing import Any
 
+from .cli_types import positive_float, positive_int
+
 __all__ = ["add_fuzz_parser", "run_fuzz"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -53,7 +55,7 @@ def add_fuzz_parser(sub: Any) -> None:
     )
     p.add_argument("handler", metavar="HANDLER", help="the handler command (as for 'run')")
     p.add_argument(
-        "--examples", type=_positive_int, default=200, metavar="N",
+        "--examples", type=positive_int, default=200, metavar="N",
         help="Hypothesis examples to generate (default: 200)",
     )
     p.add_argument("--seed", type=int, default=None, metavar="S",
@@ -63,31 +65,11 @@ def add_fuzz_parser(sub: Any) -> None:
         help="a Hypothesis strategy drawing bytes or str, as a Python expression over "
         "'st' (hypothesis.strategies); default: st.binary()",
     )
-    p.add_argument("-t", "--timeout", type=_positive_float, default=5.0, metavar="SECONDS",
+    p.add_argument("-t", "--timeout", type=positive_float, default=5.0, metavar="SECONDS",
                    help="each call's limit; a longer call is a 'timeout' failure (default: 5)")
-    p.add_argument("-w", "--workers", type=_positive_int, default=2, metavar="N",
+    p.add_argument("-w", "--workers", type=positive_int, default=2, metavar="N",
                    help=f"handler processes (default: 2; 'run' uses {DEFAULTS.workers})")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def run_fuzz(args: argparse.Namespace) -> int:

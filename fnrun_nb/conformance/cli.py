@@ -11,6 +11,8 @@ import argparse
 import sys
 from typing import Any
 
+from ..cli_types import env_pair, positive_float
+
 __all__ = ["add_check_command", "run_check"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -67,11 +69,11 @@ def add_check_command(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print only the JSON report")
     p.add_argument(
-        "-t", "--timeout", type=_positive_float, default=5.0, metavar="SECONDS",
+        "-t", "--timeout", type=positive_float, default=5.0, metavar="SECONDS",
         help="deadline of each call (default: 5)",
     )
     p.add_argument(
-        "-e", "--env", action="append", default=[], metavar="KEY=VALUE", type=_env_pair,
+        "-e", "--env", action="append", default=[], metavar="KEY=VALUE", type=env_pair,
         help="per-call env sent with every call (repeatable)",
     )
     p.add_argument(
@@ -94,23 +96,6 @@ def run_check(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(report.to_json(indent=2) if args.json else report.to_text())
     return EXIT_OK if report.ok else EXIT_FAILED
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _env_pair(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return name, value
 
 
 def _names(text: str) -> list[str]:
