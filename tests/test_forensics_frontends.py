@@ -16,6 +16,7 @@ import psutil
 
 import pytest
 from _magic_client import MagicShell
+from _magic_fixtures import open_shell, stop_all, usage_error
 from conftest import HANDLERS, ROOT, TEST_HANDLERS
 
 from fnrun_nb.cli import main
@@ -65,30 +66,14 @@ def _descendants_running(pid: int, name: str) -> list[psutil.Process]:
 @pytest.fixture
 def shell():
     """A shell of its own (closed before the leak check looks)."""
-    sh = MagicShell(ROOT)
-    try:
-        sh.ok("%load_ext fnrun_nb")
+    with open_shell(ROOT) as sh:
         yield sh
-    finally:
-        left = sh.close()
-    assert left == [], f"processes left after the shell exited: {left}"
 
 
 @pytest.fixture
 def clean_shell(shell: MagicShell):
     yield shell
-    shell.ok("%fnrun stop all")
-    deadline = time.monotonic() + 10
-    while shell.children() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert shell.children() == [], "a handler process outlived the cell"
-
-
-def _usage_error(reply: dict) -> str:
-    assert not reply["ok"]
-    err = reply["error"]
-    assert (err["module"], err["type"]) == ("IPython.core.error", "UsageError"), err
-    return str(err["message"])
+    stop_all(shell, "the cell")
 
 
 @pytest.mark.timeout(120)
@@ -134,12 +119,12 @@ def test_replay_and_fuzz_magics(clean_shell: MagicShell) -> None:
 
     # Usage errors are IPython's UsageError, with the reason.
     shell.ok("x = 3")
-    assert "'x' is int, not a Batch" in _usage_error(shell.run("%fnrun replay x"))
-    assert "NameError" in _usage_error(shell.run("%fnrun replay nowhere"))
-    assert "--times must be at least 1" in _usage_error(shell.run("%fnrun replay crashy --times 0"))
-    assert "the following arguments are required" in _usage_error(shell.run("%fnrun fuzz"))
-    assert "--strategy" in _usage_error(shell.run(f"%fnrun fuzz {PAIR} --strategy 'st.nope()'"))
-    err = _usage_error(shell.run(f"%fnrun fuzz {os.path.relpath(TEST_HANDLERS / 'syntax_error.py', ROOT)}"))
+    assert "'x' is int, not a Batch" in usage_error(shell.run("%fnrun replay x"))
+    assert "NameError" in usage_error(shell.run("%fnrun replay nowhere"))
+    assert "--times must be at least 1" in usage_error(shell.run("%fnrun replay crashy --times 0"))
+    assert "the following arguments are required" in usage_error(shell.run("%fnrun fuzz"))
+    assert "--strategy" in usage_error(shell.run(f"%fnrun fuzz {PAIR} --strategy 'st.nope()'"))
+    err = usage_error(shell.run(f"%fnrun fuzz {os.path.relpath(TEST_HANDLERS / 'syntax_error.py', ROOT)}"))
     assert "cannot start handler" in err
     help_text = shell.out("%fnrun")
     assert "%fnrun replay" in help_text and "%fnrun fuzz" in help_text

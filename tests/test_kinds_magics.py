@@ -4,10 +4,10 @@ processes (one shell process serves the module, as in ``test_magics_shell``)."""
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from _magic_client import MagicShell
+from _magic_fixtures import clean_shell, shell, usage_error  # noqa: F401 (fixtures)
 from conftest import HANDLERS, ROOT, TEST_HANDLERS
 
 SHOUT = os.path.relpath(HANDLERS / "shout.py", ROOT)
@@ -23,34 +23,6 @@ pytestmark = [
 
 
 # --- %%fnrun ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def shell():
-    sh = MagicShell(ROOT)
-    try:
-        sh.ok("%load_ext fnrun_nb")
-        yield sh
-    finally:
-        left = sh.close()
-    assert left == [], f"processes left after the shell exited: {left}"
-
-
-@pytest.fixture(autouse=True)
-def clean_shell(shell: MagicShell):
-    yield
-    shell.ok("%fnrun stop all")
-    deadline = time.monotonic() + 10
-    while shell.children() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert shell.children() == [], "a handler process outlived %fnrun stop all"
-
-
-def _usage_error(reply: dict) -> str:
-    assert not reply["ok"]
-    err = reply["error"]
-    assert (err["module"], err["type"]) == ("IPython.core.error", "UsageError"), err
-    return str(err["message"])
 
 
 def test_magic_protocol_lines_and_script_run_the_same_handler(shell: MagicShell) -> None:
@@ -73,17 +45,17 @@ def test_magic_script_exit_code_is_the_status(shell: MagicShell) -> None:
 
 
 def test_magic_lines_refuses_env_timing_and_newlines_before_any_call(shell: MagicShell) -> None:
-    msg = _usage_error(shell.run(f"%%fnrun {LINES} --protocol lines -e A=1\nx"))
+    msg = usage_error(shell.run(f"%%fnrun {LINES} --protocol lines -e A=1\nx"))
     assert "cannot send a per-call env" in msg
-    msg = _usage_error(shell.run(f"%%fnrun {LINES} --protocol lines --handler-timing\nx"))
+    msg = usage_error(shell.run(f"%%fnrun {LINES} --protocol lines --handler-timing\nx"))
     assert "--handler-timing" in msg and "handler timing" in msg
-    msg = _usage_error(shell.run(f"%%fnrun {LINES} --protocol lines\ntwo\nlines"))
+    msg = usage_error(shell.run(f"%%fnrun {LINES} --protocol lines\ntwo\nlines"))
     assert "newline at byte 3" in msg
     assert shell.children() == []  # refused before a pool was started
     # A kept lines pool, its protocol not given again: still refused, nothing sent.
     shell.ok(f"%%fnrun {LINES} --protocol lines -w 1 -o p\npid")
     pid = shell.out("print(p.data.decode())").strip()
-    msg = _usage_error(shell.run(f"%%fnrun {LINES} -e A=1\nx"))
+    msg = usage_error(shell.run(f"%%fnrun {LINES} -e A=1\nx"))
     assert "per-call env" in msg
     shell.ok(f"%%fnrun {LINES} -o q\npid")
     assert shell.out("print(q.data.decode())").strip() == pid  # the same process

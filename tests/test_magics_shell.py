@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from _magic_client import UNHEX_HANDLER, MagicShell, wait_for_file, wait_gone
+from _magic_fixtures import clean_shell, shell, usage_error  # noqa: F401 (fixtures)
 from conftest import HANDLERS, ROOT, TEST_HANDLERS
 
 pytestmark = [
@@ -26,34 +27,6 @@ pytestmark = [
 
 ECHO = os.path.relpath(HANDLERS / "echo.py", ROOT)
 MAGIC = os.path.relpath(TEST_HANDLERS / "magic_handler.py", ROOT)
-
-
-@pytest.fixture(scope="module")
-def shell():
-    sh = MagicShell(ROOT)
-    try:
-        sh.ok("%load_ext fnrun_nb")
-        yield sh
-    finally:
-        left = sh.close()
-    assert left == [], f"processes left after the shell exited: {left}"
-
-
-@pytest.fixture(autouse=True)
-def clean_shell(shell: MagicShell):
-    yield
-    shell.ok("%fnrun stop all")
-    deadline = time.monotonic() + 10
-    while shell.children() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert shell.children() == [], "a handler process outlived %fnrun stop all"
-
-
-def _usage_error(reply: dict) -> str:
-    assert not reply["ok"]
-    err = reply["error"]
-    assert (err["module"], err["type"]) == ("IPython.core.error", "UsageError"), err
-    return str(err["message"])
 
 
 # --- one call ---------------------------------------------------------------------------
@@ -177,7 +150,7 @@ def test_usage_errors_are_exact(shell: MagicShell) -> None:
     }
     for cell, message in cases.items():
         reply = shell.run(cell)
-        assert _usage_error(reply) == message, cell
+        assert usage_error(reply) == message, cell
         # shown as one line, without a traceback
         assert reply["stderr"] == f"UsageError: {message}\n"
         assert reply["stdout"] == ""
@@ -450,7 +423,7 @@ def test_one_pool_per_command_and_directory(shell: MagicShell, tmp_path: Path) -
     assert len(table.splitlines()) == 3  # header + one row per (command, directory)
     # the same HANDLER in two directories: %fnrun asks which one
     reply = shell.run(f"%fnrun stderr {handler.name}")
-    assert _usage_error(reply) == (
+    assert usage_error(reply) == (
         f"%fnrun: {handler.name!r} names 2 pools (started in different directories); cd to one of them"
     )
 

@@ -5,10 +5,10 @@ IPython shell (its own process, ``_magic_shell.py``), with the SDK handler
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from _magic_client import MagicShell
+from _magic_fixtures import clean_shell, shell, usage_error  # noqa: F401 (fixtures)
 from conftest import ROOT, TEST_HANDLERS
 
 from fnrun_nb.magic_profile import parse_profile_line
@@ -20,34 +20,6 @@ pytestmark = [
 ]
 
 HOT = os.path.relpath(TEST_HANDLERS / "hot_parts.py", ROOT)
-
-
-@pytest.fixture(scope="module")
-def shell():
-    sh = MagicShell(ROOT)
-    try:
-        sh.ok("%load_ext fnrun_nb")
-        yield sh
-    finally:
-        left = sh.close()
-    assert left == [], f"processes left after the shell exited: {left}"
-
-
-@pytest.fixture(autouse=True)
-def clean_shell(shell: MagicShell):
-    yield
-    shell.ok("%fnrun stop all")
-    deadline = time.monotonic() + 10
-    while shell.children() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert shell.children() == [], "a handler process outlived %fnrun stop all"
-
-
-def _usage_error(reply: dict) -> str:
-    assert not reply["ok"]
-    err = reply["error"]
-    assert (err["module"], err["type"]) == ("IPython.core.error", "UsageError"), err
-    return str(err["message"])
 
 
 def test_a_profile_cell_shows_the_profile_and_returns_the_batch(shell: MagicShell) -> None:
@@ -83,12 +55,12 @@ def test_fnrun_profile_reruns_the_slowest_rows_of_a_named_batch(shell: MagicShel
 
 
 def test_fnrun_profile_usage_errors(shell: MagicShell) -> None:
-    assert "no variable 'nothing'" in _usage_error(shell.run("%fnrun profile nothing"))
+    assert "no variable 'nothing'" in usage_error(shell.run("%fnrun profile nothing"))
     shell.ok("x = 3")
-    assert "x is a int, not a Batch" in _usage_error(shell.run("%fnrun profile x"))
-    msg = _usage_error(shell.run("%fnrun profile"))
+    assert "x is a int, not a Batch" in usage_error(shell.run("%fnrun profile x"))
+    msg = usage_error(shell.run("%fnrun profile"))
     assert msg.startswith("%fnrun profile BATCH_NAME [--slowest N]: ")
-    assert "at least 1" in _usage_error(shell.run("%fnrun profile x --slowest 0"))
+    assert "at least 1" in usage_error(shell.run("%fnrun profile x --slowest 0"))
     assert "profile BATCH_NAME" in shell.out("%fnrun")
 
 
