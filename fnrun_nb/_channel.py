@@ -33,9 +33,9 @@ import signal
 import struct
 import subprocess
 import termios
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from ._process import DEFAULT_STDERR_LIMIT, HandlerProcess
+from ._process import DEFAULT_STDERR_LIMIT, HandlerProcess, resolve_command
 from ._worker import Exchange
 from .errors import (
     FnrunError,
@@ -46,7 +46,7 @@ from .errors import (
     PoolClosed,
     ProtocolError,
 )
-from .protocol import describe_stray, encode_env
+from .protocol import DEFAULT_MAX_FRAME_SIZE, describe_stray, encode_env
 from .values import CallInfo, Input, Result
 
 __all__ = ["BrokenExchange", "HandlerChannel"]
@@ -93,6 +93,10 @@ class BrokenExchange(Exception):
 class HandlerChannel(HandlerProcess, abc.ABC):
     """A handler process driven one call at a time over its stdin and stdout.
 
+    The constructor resolves ``command`` (``resolve_command``) and starts the process:
+    ``HandlerStartError`` when it cannot, ``ValueError`` for a ``max_frame_size`` that
+    is not positive (before anything starts).  ``cwd`` and ``env`` are the process's
+    working directory and environment; ``max_frame_size`` bounds one answer.
     Subclasses implement ``exchange``: on a broken round trip they catch their
     ``BrokenExchange`` and raise ``self._failure(broken)``; on any other
     ``BaseException`` they kill the process and re-raise.  ``calls``, ``call_started`` and
@@ -103,18 +107,23 @@ class HandlerChannel(HandlerProcess, abc.ABC):
 
     def __init__(
         self,
-        argv: list[str],
+        command: str | Sequence[str],
         *,
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         stderr_limit: int = DEFAULT_STDERR_LIMIT,
     ) -> None:
+        if max_frame_size <= 0:
+            raise ValueError(f"max_frame_size must be positive, got {max_frame_size}")
+        self.max_frame_size = max_frame_size
+        """The largest answer read: a Result frame, or an answer line."""
         self.calls = 0
         """Calls this process has answered."""
         self.call_started: float | None = None
         """Wall-clock start of the call in flight (or the last one)."""
         self.call_timeout = 0.0
-        super().__init__(argv, cwd=cwd, env=env, stderr_limit=stderr_limit)
+        super().__init__(resolve_command(command, cwd), cwd=cwd, env=env, stderr_limit=stderr_limit)
         # poll(2) on stdout with a zero timeout: non-empty when bytes (or EOF) wait
         # there.  A poll object holds no fd of its own.
         poller = select.poll()

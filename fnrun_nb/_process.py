@@ -8,7 +8,8 @@
         ▼ close(grace)               stdin EOF ─grace─▶ SIGTERM ─grace─▶ SIGKILL, reap, release fds
 
 This module holds everything about the *process*: how a command becomes an argv
-(``resolve_command``), how the process is spawned so that it cannot outlive its
+(``resolve_command``) and the recipe every kind of worker starts from
+(``CommandFactory``), how the process is spawned so that it cannot outlive its
 host, how its stderr and its exit are followed (through the one watcher thread), and
 how it is ended (the escalation), reaped and released, plus the interpreter-exit sweep.
 It knows nothing of the protocol: ``CmdInvoker`` (``invoker``) subclasses
@@ -26,6 +27,7 @@ bounded buffer whose tail goes with each failure.
 
 from __future__ import annotations
 
+import abc
 import atexit
 import logging
 import os
@@ -39,13 +41,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from . import _watchdog, _watcher
 from ._resources import ProcMeter, open_meter
 from .errors import HandlerCrashed, HandlerStartError
+from .protocol import DEFAULT_MAX_FRAME_SIZE
 
-__all__ = ["DEFAULT_STDERR_LIMIT", "HandlerProcess", "resolve_command"]
+__all__ = ["DEFAULT_STDERR_LIMIT", "CommandFactory", "HandlerProcess", "resolve_command"]
 
 log = logging.getLogger("fnrun_nb")
 
@@ -84,6 +87,51 @@ def resolve_command(command: str | Sequence[str], cwd: str | os.PathLike[str] | 
     if found is None:
         raise HandlerStartError(argv, f"{prog}: command not found on PATH")
     return [found, *argv[1:]]
+
+
+W_co = TypeVar("W_co", covariant=True)
+
+
+class CommandFactory(abc.ABC, Generic[W_co]):
+    """How a pool starts the workers of one command, whatever their kind.
+
+    The constructor resolves the command once (``resolve_command``: raises
+    ``HandlerStartError`` when it cannot be executed, ``ValueError`` when empty) and
+    keeps what every worker starts with (then ``check_command``, for a kind's own
+    checks): ``argv``, ``cwd``, ``env`` (the process env
+    the pool was given, copied; ``None`` inherits the host's), ``max_frame_size`` (the
+    bound on one answer: a Result frame, an answer line, a script's stdout) and
+    ``stderr_limit``.  Nothing is run.  Subclasses say how a worker starts
+    (``new_invoker``); a batch's record reads these attributes to start the same
+    processes again (replay, shrink, profile_rows).
+    """
+
+    def __init__(
+        self,
+        command: str | Sequence[str],
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        stderr_limit: int = DEFAULT_STDERR_LIMIT,
+    ) -> None:
+        self.argv = resolve_command(command, cwd)
+        self.cwd = cwd
+        self.env = None if env is None else dict(env)
+        self.max_frame_size = max_frame_size
+        self.stderr_limit = stderr_limit
+        self.check_command()
+
+    def check_command(self) -> None:
+        """Further checks that ``argv`` can start, run once by the constructor (none
+        here); raises ``HandlerStartError`` naming what is wrong."""
+
+    @abc.abstractmethod
+    def new_invoker(self) -> W_co:
+        """Start one worker.  Raises ``HandlerStartError`` when it cannot."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({shlex.join(self.argv)!r})"
 
 
 _SETPRIV = shutil.which("setpriv")

@@ -38,21 +38,15 @@ import os
 import shlex
 import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 from . import _watcher
 from ._channel import BrokenExchange, HandlerChannel
-from ._process import DEFAULT_STDERR_LIMIT, resolve_command
+from ._process import CommandFactory, resolve_command
 from ._worker import Exchange
 from .errors import HandlerCrashed, ProtocolError
-from .protocol import (
-    DEFAULT_MAX_FRAME_SIZE,
-    decode_result,
-    encode_context,
-    event_header,
-    frame_length,
-)
+from .protocol import decode_result, encode_context, event_header, frame_length
 from .values import Input, Result
 
 __all__ = [
@@ -120,20 +114,9 @@ class CmdInvoker(HandlerChannel):
     It is the pool's native worker (``_worker.Worker``): ``exchange`` is the hot path.
     """
 
-    def __init__(
-        self,
-        command: str | Sequence[str],
-        *,
-        cwd: str | os.PathLike[str] | None = None,
-        env: Mapping[str, str] | None = None,
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-        stderr_limit: int = DEFAULT_STDERR_LIMIT,
-    ) -> None:
-        if max_frame_size <= 0:
-            raise ValueError(f"max_frame_size must be positive, got {max_frame_size}")
-        self.max_frame_size = max_frame_size
-        self._written = 0  # input bytes of the call in flight (``send`` to ``receive``)
-        super().__init__(resolve_command(command, cwd), cwd=cwd, env=env, stderr_limit=stderr_limit)
+    _written = 0
+    """Input bytes of the call in flight, from ``send`` to ``receive`` (the split call
+    of a multiplexed batch; ``exchange`` keeps them in a local)."""
 
     def __repr__(self) -> str:
         rc = self._proc.returncode
@@ -363,24 +346,10 @@ class CmdInvoker(HandlerChannel):
         return buf
 
 
-class CmdInvokerFactory:
+class CmdInvokerFactory(CommandFactory[CmdInvoker]):
     """Makes a fresh :class:`CmdInvoker` for the same command on each call (Go
-    ``NewCmdInvokerFactory``)."""
-
-    def __init__(
-        self,
-        command: str | Sequence[str],
-        *,
-        cwd: str | os.PathLike[str] | None = None,
-        env: Mapping[str, str] | None = None,
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-        stderr_limit: int = DEFAULT_STDERR_LIMIT,
-    ) -> None:
-        self.argv = resolve_command(command, cwd)
-        self.cwd = cwd
-        self.env = None if env is None else dict(env)
-        self.max_frame_size = max_frame_size
-        self.stderr_limit = stderr_limit
+    ``NewCmdInvokerFactory``).  The constructor resolves the command
+    (``CommandFactory``); nothing runs until ``new_invoker``."""
 
     def new_invoker(self) -> CmdInvoker:
         """Start one handler process.  Raises ``HandlerStartError`` when it cannot."""
@@ -391,7 +360,4 @@ class CmdInvokerFactory:
             max_frame_size=self.max_frame_size,
             stderr_limit=self.stderr_limit,
         )
-
-    def __repr__(self) -> str:
-        return f"CmdInvokerFactory({shlex.join(self.argv)!r})"
 

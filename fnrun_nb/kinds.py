@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Union
 
-from .invoker import CmdInvokerFactory
+from ._process import CommandFactory
+from .invoker import CmdInvokerFactory, Invoker
 from .lines import ENV_REFUSED, TIMING_REFUSED, LineInvokerFactory, check_line_input
 from .script import ScriptInvokerFactory
 
-__all__ = ["PROTOCOLS", "CommandFactory", "check_calls", "check_protocol", "factory_for"]
+__all__ = ["PROTOCOLS", "KindFactory", "check_calls", "check_protocol", "factory_for"]
 
-CommandFactory = Union[CmdInvokerFactory, LineInvokerFactory, ScriptInvokerFactory]
-"""A factory of one of the kinds: each has the resolved ``argv`` it runs."""
+KindFactory = CommandFactory[Invoker]
+"""The factory of any kind: each has the resolved ``argv`` it runs."""
 
 PROTOCOLS: tuple[str, ...] = ("fnrun", "lines", "script")
 """The ``protocol`` values of ``Pool``: fnrun's framed protocol (the default), one line
@@ -50,7 +50,7 @@ def factory_for(
     cwd: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
     max_frame_size: int,
-) -> CommandFactory:
+) -> KindFactory:
     """The invoker factory of a ``protocol`` pool running ``command``.  Raises
     ``ValueError`` for an unknown protocol and ``HandlerStartError`` when the command
     cannot be executed (for a script: nor its ``#!`` interpreter).  ``max_frame_size``
@@ -59,7 +59,7 @@ def factory_for(
     if protocol == "lines":
         return LineInvokerFactory(command, cwd=cwd, env=env, max_frame_size=max_frame_size)
     if protocol == "script":
-        return ScriptInvokerFactory(command, cwd=cwd, env=env, max_output=max_frame_size)
+        return ScriptInvokerFactory(command, cwd=cwd, env=env, max_frame_size=max_frame_size)
     return CmdInvokerFactory(command, cwd=cwd, env=env, max_frame_size=max_frame_size)
 
 

@@ -32,14 +32,13 @@ from __future__ import annotations
 import os
 import shlex
 import time
-from collections.abc import Mapping, Sequence
 
 from . import _watcher
 from ._channel import BrokenExchange, HandlerChannel
-from ._process import DEFAULT_STDERR_LIMIT, resolve_command
+from ._process import CommandFactory
 from ._worker import Exchange
 from .errors import HandlerCrashed, ProtocolError
-from .protocol import DEFAULT_MAX_FRAME_SIZE, TIMING_KEY, describe_stray
+from .protocol import TIMING_KEY, describe_stray
 
 __all__ = [
     "ENV_REFUSED",
@@ -95,20 +94,6 @@ class LineInvoker(HandlerChannel):
     alone by ``invoke``) for an input with a newline or a per-call env; every other
     failure kills and reaps the process, as for ``CmdInvoker``.  One call at a time.
     """
-
-    def __init__(
-        self,
-        command: str | Sequence[str],
-        *,
-        cwd: str | os.PathLike[str] | None = None,
-        env: Mapping[str, str] | None = None,
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-        stderr_limit: int = DEFAULT_STDERR_LIMIT,
-    ) -> None:
-        if max_frame_size <= 0:
-            raise ValueError(f"max_frame_size must be positive, got {max_frame_size}")
-        self.max_frame_size = max_frame_size
-        super().__init__(resolve_command(command, cwd), cwd=cwd, env=env, stderr_limit=stderr_limit)
 
     def __repr__(self) -> str:
         rc = self._proc.returncode
@@ -198,23 +183,9 @@ class LineInvoker(HandlerChannel):
         return bytes(buf[:end])
 
 
-class LineInvokerFactory:
-    """Makes a fresh :class:`LineInvoker` for the same command on each call."""
-
-    def __init__(
-        self,
-        command: str | Sequence[str],
-        *,
-        cwd: str | os.PathLike[str] | None = None,
-        env: Mapping[str, str] | None = None,
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-        stderr_limit: int = DEFAULT_STDERR_LIMIT,
-    ) -> None:
-        self.argv = resolve_command(command, cwd)
-        self.cwd = cwd
-        self.env = None if env is None else dict(env)
-        self.max_frame_size = max_frame_size
-        self.stderr_limit = stderr_limit
+class LineInvokerFactory(CommandFactory[LineInvoker]):
+    """Makes a fresh :class:`LineInvoker` for the same command on each call
+    (``max_frame_size`` bounds an answer line)."""
 
     def new_invoker(self) -> LineInvoker:
         """Start one line process.  Raises ``HandlerStartError`` when it cannot."""
@@ -222,6 +193,3 @@ class LineInvokerFactory:
             self.argv, cwd=self.cwd, env=self.env, max_frame_size=self.max_frame_size,
             stderr_limit=self.stderr_limit,
         )
-
-    def __repr__(self) -> str:
-        return f"LineInvokerFactory({shlex.join(self.argv)!r})"

@@ -51,7 +51,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _watchdog, _watcher
-from ._process import DEFAULT_STDERR_LIMIT, HandlerProcess, resolve_command
+from ._process import DEFAULT_STDERR_LIMIT, CommandFactory, HandlerProcess, resolve_command
 from ._resources import ProcMeter
 from ._worker import Exchange
 from .errors import (
@@ -461,38 +461,24 @@ def _discard(proc: HandlerProcess) -> None:
     proc._finish_close(0.0)
 
 
-class ScriptInvokerFactory:
-    """Makes :class:`ScriptInvoker` workers for one command.
+class ScriptInvokerFactory(CommandFactory[ScriptInvoker]):
+    """Makes :class:`ScriptInvoker` workers for one command (``max_frame_size`` bounds
+    a script's whole stdout).
 
     The constructor checks that the command can be executed: it exists and is
     executable (``resolve_command``), and a ``#!`` line names an interpreter that
     exists and is executable; ``HandlerStartError`` when not.  Nothing is run.
     """
 
-    def __init__(
-        self,
-        command: str | Sequence[str],
-        *,
-        cwd: str | os.PathLike[str] | None = None,
-        env: Mapping[str, str] | None = None,
-        max_output: int = DEFAULT_MAX_FRAME_SIZE,
-        stderr_limit: int = DEFAULT_STDERR_LIMIT,
-    ) -> None:
-        self.argv = resolve_command(command, cwd)
+    def check_command(self) -> None:
         _check_interpreter(self.argv)
-        self.cwd = cwd
-        self.env = None if env is None else dict(env)
-        self.max_output = max_output
-        self.stderr_limit = stderr_limit
 
     def new_invoker(self) -> ScriptInvoker:
+        """A script worker (it starts a process per call).  Raises nothing."""
         return ScriptInvoker(
-            self.argv, cwd=self.cwd, env=self.env, max_output=self.max_output,
+            self.argv, cwd=self.cwd, env=self.env, max_output=self.max_frame_size,
             stderr_limit=self.stderr_limit,
         )
-
-    def __repr__(self) -> str:
-        return f"ScriptInvokerFactory({shlex.join(self.argv)!r})"
 
 
 def _check_interpreter(argv: list[str]) -> None:

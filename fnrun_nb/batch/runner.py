@@ -60,7 +60,7 @@ from .profiling import attach_pyspy
 from .record import CANCELLED, Recorder, outcome_of
 
 if TYPE_CHECKING:
-    from ..kinds import CommandFactory
+    from ..kinds import KindFactory
     from ..settings import PoolSettings
 
 __all__ = ["BatchPool", "CallTarget", "run_batch"]
@@ -102,7 +102,7 @@ class BatchPool(Protocol):
     name: str
     command: list[str]
     cwd: str | None
-    factory: CommandFactory
+    factory: KindFactory
     settings: PoolSettings
     active_batch: Batch | None
     last_batch: Batch | None

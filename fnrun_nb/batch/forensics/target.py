@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ...kinds import CommandFactory, factory_for
+from ...kinds import KindFactory, factory_for
 from ...pool import InvokerPool
 from ...protocol import DEFAULT_MAX_FRAME_SIZE
 from ...settings import DEFAULTS, PoolSettings
@@ -40,7 +40,7 @@ class OpenPool(Protocol):
     name: str
     command: list[str]
     cwd: str | None
-    factory: CommandFactory
+    factory: KindFactory
     settings: PoolSettings
 
     @property
