@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def descendants() -> list[psutil.Process]:
@@ -57,3 +65,30 @@ def gone(pid: int, within: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def interrupt_when_ready(
+    script: str, *args: str, timeout: float = 30.0
+) -> tuple[dict[str, Any], str, float]:
+    """Run ``python -c script *args`` from the repository root in a process group of
+    its own (as a terminal's foreground job), send the whole group a SIGINT (as Ctrl-C
+    does, to the handlers too) once it prints READY, and return its JSON report (its
+    last stdout line), its stderr and when the signal was sent.  The child is killed if
+    anything fails; a child that ends without READY fails with its stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "READY", line + proc.stderr.read()
+        t_sent = time.time()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return json.loads(out.strip().splitlines()[-1]), err, t_sent

@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -16,7 +12,8 @@ import pytest
 
 from fnrun_nb import Pool
 
-from conftest import ROOT, TEST_HANDLERS
+from _procs import interrupt_when_ready
+from conftest import TEST_HANDLERS
 
 SLEEPY = str(TEST_HANDLERS / "sleepy.py")
 sys.path.insert(0, str(TEST_HANDLERS))
@@ -168,34 +165,8 @@ CHILD = textwrap.dedent(
 )
 
 
-def interrupt_when_ready(script: str, timeout: float) -> tuple[dict, str, float]:
-    """Run ``script`` on the sleepy handler in its own process group, send the group a
-    SIGINT (as Ctrl-C does) once it prints READY, and return its JSON report (its last
-    line), its stderr and when the signal was sent."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, SLEEPY],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "READY", line + proc.stderr.read()  # type: ignore[union-attr]
-        t_sent = time.time()
-        os.killpg(proc.pid, signal.SIGINT)  # the whole group, as Ctrl-C does
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return json.loads(out.strip().splitlines()[-1]), err, t_sent
-
-
 def test_ctrl_c_kills_calls_in_flight_cancels_the_rest_and_keeps_the_pool() -> None:
-    report, err, t_sent = interrupt_when_ready(CHILD, timeout=30)
+    report, err, t_sent = interrupt_when_ready(CHILD, SLEEPY, timeout=30)
     assert report["raised"] == "KeyboardInterrupt", err
     assert report["interrupted"] is True and report["active"] is False
     # The 30 s calls were killed, not awaited: control came back within seconds.
@@ -252,7 +223,7 @@ def test_ctrl_c_with_runners_waiting_for_workers_starts_no_new_call() -> None:
     calls' replacements and start calls on them (each of which the kill sweep would
     kill in turn, until max_wait ran out): control comes back at once, only the two
     calls in flight were killed, and every row is there."""
-    report, err, t_sent = interrupt_when_ready(CHILD_WAITING, timeout=60)
+    report, err, t_sent = interrupt_when_ready(CHILD_WAITING, SLEEPY, timeout=60)
     assert report["raised"] == "KeyboardInterrupt", err
     assert report["t_back"] - t_sent < 1.5, report
     assert report["outcomes"] == ["ok"] * 2 + ["cancelled"] * 10

@@ -21,7 +21,8 @@ import pytest
 from fnrun_nb import Pool
 from fnrun_nb.batch import _mux, runner
 
-from conftest import ROOT, TEST_HANDLERS
+from _procs import interrupt_when_ready
+from conftest import TEST_HANDLERS
 
 FAULTY = [sys.executable, str(TEST_HANDLERS / "faulty.py")]
 SLEEPY = str(TEST_HANDLERS / "sleepy.py")
@@ -248,23 +249,7 @@ CHILD = textwrap.dedent(
 
 
 def test_ctrl_c_during_a_fast_batch() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, SLEEPY],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "READY", line + proc.stderr.read()  # type: ignore[union-attr]
-        t_sent = time.time()
-        os.killpg(proc.pid, 2)  # SIGINT to the whole group, as Ctrl-C does
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    report = json.loads(out.strip().splitlines()[-1])
+    report, err, t_sent = interrupt_when_ready(CHILD, SLEEPY, timeout=60)
     assert report["raised"] == "KeyboardInterrupt", err
     assert report["taken"] == ["mux", "mux"]
     assert report["interrupted"] is True and report["active"] is False

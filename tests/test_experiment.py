@@ -5,21 +5,17 @@ the verdict categories cannot flip by noise on a busy machine."""
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import os
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
-from conftest import ROOT, TEST_HANDLERS
+from _procs import interrupt_when_ready
+from conftest import TEST_HANDLERS
 
 import fnrun_nb
 from fnrun_nb import Batch, Experiment
@@ -345,23 +341,7 @@ def test_ctrl_c_keeps_the_partial_experiment_and_closes_every_pool(tmp_path: Pat
     )
     before = [names[k] for k in shuffled(seed)(3, 4)[0][:2]]
     mark = tmp_path / "hanging"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, TUNABLE, str(mark), str(seed)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "READY", line + proc.stderr.read()  # type: ignore[union-attr]
-        t_sent = time.time()
-        os.killpg(proc.pid, signal.SIGINT)  # the whole group, as Ctrl-C does
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    report = json.loads(out.strip().splitlines()[-1])
+    report, err, t_sent = interrupt_when_ready(CHILD, TUNABLE, str(mark), str(seed))
     assert report["raised"] == "ExperimentInterrupted", err
     assert report["is_keyboard_interrupt"] and report["interrupted"]
     assert report["is_experiment_interrupted"] and report["alias"]

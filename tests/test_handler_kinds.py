@@ -5,10 +5,8 @@ real processes, through the same pool, batch record, monitor and errors."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -22,9 +20,9 @@ from fnrun_nb.kinds import PROTOCOLS
 from fnrun_nb.lines import LineInvoker
 from fnrun_nb.script import EXIT_CODE_KEY, STDERR_KEY, ScriptInvoker, status_of
 
-from _procs import descendants, gone, wait_until
+from _procs import descendants, gone, interrupt_when_ready, wait_until
 from _schema import assert_schema
-from conftest import ROOT, TEST_HANDLERS
+from conftest import TEST_HANDLERS
 
 SAME = str(TEST_HANDLERS / "kinds_same.py")
 SCRIPT = str(TEST_HANDLERS / "script_cases.py")
@@ -342,22 +340,7 @@ CHILD = textwrap.dedent(
 def test_ctrl_c_kills_the_calls_in_flight_and_leaves_nothing(
     protocol: str, ok: str, handler: str
 ) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, protocol, ok, sys.executable, handler],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        start_new_session=True,  # its own group, as a terminal's foreground job
-    )
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "READY", line + proc.stderr.read()
-        os.killpg(proc.pid, signal.SIGINT)  # the whole group, as Ctrl-C does
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    report = json.loads(out.strip().splitlines()[-1])
+    report, err, _ = interrupt_when_ready(CHILD, protocol, ok, sys.executable, handler)
     assert report["raised"] == "KeyboardInterrupt", err
     assert report["interrupted"] is True
     assert report["outcomes"] == ["ok"] * 2 + ["cancelled"] * 6
@@ -412,22 +395,7 @@ CHILD_INVOKE = textwrap.dedent(
 def test_ctrl_c_during_one_call_kills_its_process_and_the_pool_goes_on(
     protocol: str, ok: str, handler: str
 ) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD_INVOKE, protocol, ok, sys.executable, handler],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        start_new_session=True,
-    )
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "READY", line + proc.stderr.read()
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    report = json.loads(out.strip().splitlines()[-1])
+    report, err, _ = interrupt_when_ready(CHILD_INVOKE, protocol, ok, sys.executable, handler)
     assert report["raised"] == "KeyboardInterrupt", err
     assert report["after"] == 200 and report["generation"] == 2  # replaced, usable
     assert report["children"] == [] and report["threads"] == []

@@ -12,8 +12,6 @@ import base64
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 import textwrap
 import zlib
@@ -22,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+from _procs import interrupt_when_ready
 from conftest import TEST_HANDLERS
 
 from fnrun_nb import Batch, HandlerStartError, Pool, Profile, ProfilerUnavailable
@@ -494,21 +493,7 @@ CTRL_C_CHILD = textwrap.dedent(
 
 
 def test_ctrl_c_during_a_py_spy_batch_leaves_no_py_spy_and_keeps_the_rows() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_CHILD, *RAW], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "READY", line + proc.stderr.read()
-        os.killpg(proc.pid, signal.SIGINT)  # the whole group, py-spy too, as Ctrl-C does
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    report = json.loads(out.strip().splitlines()[-1])
+    report, err, _ = interrupt_when_ready(CTRL_C_CHILD, *RAW, timeout=60)
     assert report["raised"] == "KeyboardInterrupt", err
     assert report["outcomes"][:2] == ["ok", "ok"]
     assert report["outcomes"][2:] == ["cancelled"] * 3
