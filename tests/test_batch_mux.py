@@ -203,6 +203,8 @@ CHILD = textwrap.dedent(
     from fnrun_nb.batch import _mux, runner
 
     _mux._cpus = lambda: 1  # multiplexed on any machine
+    # and after the interrupted batch too, however slow a busy machine made its calls
+    _mux.SLOW_SERVICE = 60.0
     taken = []
     real = runner.serve_mux
     def serve(run, pool, width):
