@@ -88,7 +88,10 @@ def test_profile_rows_of_the_slow_rows_blames_slow_part_and_of_the_fast_ones_fas
     assert first["self_pct"] > 50 and top["self_pct"].is_monotonic_decreasing
     # The SDK's loop is not a frame of any stack: the handler function is the root.
     assert {stack[0].split(" ")[0] for stack in slow.stacks} == {"handle"}
-    assert not any("fnrun_nb" in f for f in top["file"])
+    # Nor is any frame of the SDK's serve loop below it.  What the handler itself calls
+    # is its own time and may show: a sample can land in the Result it builds
+    # (fnrun_nb/values.py), rarely, as a 40 ms call spends microseconds there.
+    assert not any(Path(f).parts[-2:] == ("fnrun_nb", "handler.py") for f in slow.top(None)["file"])
     assert slow.by_call is not None and sorted(slow.by_call) == [0, 2, 4]
     assert all(p.calls == 1 for p in slow.by_call.values())
 
