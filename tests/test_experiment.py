@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -79,9 +80,13 @@ def test_the_verdicts_find_the_planted_2ms_and_no_difference_for_twins(
     for threads in (1, 4):
         plus2 = t.loc[f"plus2 THREADS={threads} CACHE=on"]
         assert plus2["direction"] == "slower"
-        assert plus2["verdict"].endswith(
-            f"x slower (95% CI {plus2['ci_low']:.2f}-{plus2['ci_high']:.2f})"
-        )
+        # Two decimals at least, more when two would show the interval as one value.
+        m = re.fullmatch(r"\d+\.\d+x slower \(95% CI (\d+\.(\d+))-(\d+\.\d+)\)", plus2["verdict"])
+        assert m is not None, plus2["verdict"]
+        places = len(m.group(2))
+        assert places >= 2 and m.group(1) != m.group(3), plus2["verdict"]
+        assert m.group(1) == f"{plus2['ci_low']:.{places}f}", plus2["verdict"]
+        assert m.group(3) == f"{plus2['ci_high']:.{places}f}", plus2["verdict"]
         assert 1.05 < plus2["ci_low"] <= plus2["ratio"] <= plus2["ci_high"]
     assert (t.filter(like="CACHE=off", axis=0)["direction"] == "slower").all()
 
