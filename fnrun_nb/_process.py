@@ -95,15 +95,15 @@ W_co = TypeVar("W_co", covariant=True)
 class CommandFactory(abc.ABC, Generic[W_co]):
     """How a pool starts the workers of one command, whatever their kind.
 
-    The constructor resolves the command once (``resolve_command``: raises
-    ``HandlerStartError`` when it cannot be executed, ``ValueError`` when empty) and
-    keeps what every worker starts with (then ``check_command``, for a kind's own
-    checks): ``argv``, ``cwd``, ``env`` (the process env
-    the pool was given, copied; ``None`` inherits the host's), ``max_frame_size`` (the
-    bound on one answer: a Result frame, an answer line, a script's stdout) and
-    ``stderr_limit``.  Nothing is run.  Subclasses say how a worker starts
-    (``new_invoker``); a batch's record reads these attributes to start the same
-    processes again (replay, shrink, profile_rows).
+    The constructor checks the arguments (``ValueError`` for an empty command or a
+    ``max_frame_size`` that is not positive), resolves the command once
+    (``resolve_command``: ``HandlerStartError`` when it cannot be executed), runs a
+    kind's own ``check_command``, and keeps what every worker starts with: ``argv``,
+    ``cwd``, ``env`` (the process env the pool was given, copied; ``None`` inherits the
+    host's), ``max_frame_size`` (the bound on one answer: a Result frame, an answer
+    line, a script's stdout) and ``stderr_limit``.  Nothing is run.  Subclasses say how
+    a worker starts (``new_invoker``); a batch's record reads these attributes to start
+    the same processes again (replay, shrink, profile_rows).
     """
 
     def __init__(
@@ -115,6 +115,10 @@ class CommandFactory(abc.ABC, Generic[W_co]):
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         stderr_limit: int = DEFAULT_STDERR_LIMIT,
     ) -> None:
+        # Here, once, so that a bad bound is a ValueError from the constructor rather
+        # than a HandlerStartError of every worker the pool then fails to start.
+        if max_frame_size <= 0:
+            raise ValueError(f"max_frame_size must be positive, got {max_frame_size}")
         self.argv = resolve_command(command, cwd)
         self.cwd = cwd
         self.env = None if env is None else dict(env)

@@ -474,7 +474,7 @@ class ScriptInvokerFactory(CommandFactory[ScriptInvoker]):
         _check_interpreter(self.argv)
 
     def new_invoker(self) -> ScriptInvoker:
-        """A script worker (it starts a process per call).  Raises nothing."""
+        """A script worker: it starts a process per call, none now."""
         return ScriptInvoker(
             self.argv, cwd=self.cwd, env=self.env, max_output=self.max_frame_size,
             stderr_limit=self.stderr_limit,

@@ -32,6 +32,22 @@ SHELL_LINES = ["sh", "-c", 'while read l; do echo "$l"; done']
 pytestmark = pytest.mark.timeout(90)
 
 
+# --- every kind ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_bound_that_is_not_positive_is_a_value_error_before_any_process(
+    protocol: str, echo_handler: str
+) -> None:
+    command = {"fnrun": [sys.executable, echo_handler], "lines": [sys.executable, LINES],
+               "script": [sys.executable, SCRIPT]}[protocol]
+    before = descendants()
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=f"max_frame_size must be positive, got {bad}"):
+            Pool(command, workers=2, timeout=10, protocol=protocol, max_frame_size=bad)
+    assert descendants() == before
+
+
 # --- lines ---------------------------------------------------------------------------
 
 
